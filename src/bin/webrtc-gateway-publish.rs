@@ -1,0 +1,411 @@
+//! `webrtc-gateway-publish`: a WebRTC publisher for tests and benchmarks. It encodes a
+//! GStreamer test source (VP8 or H.264 video, Opus audio), publishes it to a gateway over
+//! the WebSocket signalling, and prints every message the gateway sends as one JSON line
+//! on stdout, plus `{"type":"ice","state":...}` lines for its own connection state.
+
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use futures::{SinkExt, StreamExt};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use rtc::interceptor::Registry;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Codec {
+    Vp8,
+    H264,
+}
+
+#[derive(Parser)]
+#[command(name = "webrtc-gateway-publish", version, about)]
+struct Cli {
+    /// The gateway's signalling URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Stream name to publish.
+    #[arg(long, default_value = "cam1")]
+    stream: String,
+    /// Publish token.
+    #[arg(long)]
+    token: Option<String>,
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 360)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Video codec to send.
+    #[arg(long, value_enum, default_value = "vp8")]
+    codec: Codec,
+    /// Send no video.
+    #[arg(long)]
+    no_video: bool,
+    /// Send no audio.
+    #[arg(long)]
+    no_audio: bool,
+    /// Unpublish after this many seconds (0: publish until killed).
+    #[arg(long, default_value_t = 0)]
+    duration_s: u64,
+    /// Trickle candidates instead of sending them inside the offer.
+    #[arg(long)]
+    trickle: bool,
+    /// Local address for ICE.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+}
+
+const VIDEO_PT: u8 = 96;
+const AUDIO_PT: u8 = 111;
+
+enum LocalEvent {
+    Candidate(RTCIceCandidateInit),
+    Gathered,
+    State(RTCPeerConnectionState),
+}
+
+struct Handler(mpsc::UnboundedSender<LocalEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(c) = event.candidate.to_json() {
+            let _ = self.0.send(LocalEvent::Candidate(c));
+        }
+    }
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.send(LocalEvent::Gathered);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(LocalEvent::State(state));
+    }
+}
+
+fn say(value: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+fn codec(kind: RtpCodecKind, cli: &Cli) -> RTCRtpCodecParameters {
+    let rtp_codec = match kind {
+        RtpCodecKind::Audio => RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+        _ => match cli.codec {
+            Codec::Vp8 => RTCRtpCodec {
+                mime_type: "video/VP8".into(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            Codec::H264 => RTCRtpCodec {
+                mime_type: "video/H264".into(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                rtcp_feedback: vec![],
+            },
+        },
+    };
+    RTCRtpCodecParameters {
+        rtp_codec,
+        payload_type: if kind == RtpCodecKind::Audio {
+            AUDIO_PT
+        } else {
+            VIDEO_PT
+        },
+        ..Default::default()
+    }
+}
+
+/// A live GStreamer encoder whose frames are pulled from an appsink.
+fn encoder(description: &str) -> Result<(gst::Pipeline, gst_app::AppSink)> {
+    let pipeline = gst::parse::launch(description)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let sink = pipeline
+        .by_name("sink")
+        .context("no sink")?
+        .downcast::<gst_app::AppSink>()
+        .map_err(|_| anyhow::anyhow!("sink is not an appsink"))?;
+    Ok((pipeline, sink))
+}
+
+/// Pulls encoded frames on a thread of its own and writes them to the track.
+fn feed(
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    payload_type: u8,
+) -> Result<()> {
+    let (frames, mut received) = mpsc::channel::<(bytes::Bytes, Duration)>(64);
+    pipeline.set_state(gst::State::Playing)?;
+    std::thread::spawn(move || {
+        while let Ok(sample) = sink.pull_sample() {
+            let Some(buffer) = sample.buffer() else {
+                continue;
+            };
+            let Ok(map) = buffer.map_readable() else {
+                continue;
+            };
+            let duration = buffer
+                .duration()
+                .map(|d| Duration::from_nanos(d.nseconds()))
+                .unwrap_or(Duration::from_millis(20));
+            if frames
+                .blocking_send((bytes::Bytes::copy_from_slice(&map), duration))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = pipeline.set_state(gst::State::Null);
+    });
+    tokio::spawn(async move {
+        while let Some((data, duration)) = received.recv().await {
+            let sample = Sample {
+                data,
+                duration,
+                ..Sample::new(Instant::now())
+            };
+            if let Err(e) = track
+                .sample_writer(ssrc, payload_type)
+                .write_sample(&sample)
+                .await
+            {
+                eprintln!("write_sample: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    gst::init()?;
+
+    let mut media_engine = MediaEngine::default();
+    if !cli.no_video {
+        media_engine.register_codec(codec(RtpCodecKind::Video, &cli), RtpCodecKind::Video)?;
+    }
+    if !cli.no_audio {
+        media_engine.register_codec(codec(RtpCodecKind::Audio, &cli), RtpCodecKind::Audio)?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (local_tx, mut local) = mpsc::unbounded_channel();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(cli.bind.is_loopback())
+                .build(),
+        )
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler(local_tx)))
+        .with_udp_addrs(vec![std::net::SocketAddr::new(cli.bind, 0)])
+        .build()
+        .await?;
+
+    let mut tracks = Vec::new();
+    for (kind, skip) in [
+        (RtpCodecKind::Video, cli.no_video),
+        (RtpCodecKind::Audio, cli.no_audio),
+    ] {
+        if skip {
+            continue;
+        }
+        let ssrc = rand::random::<u32>();
+        let parameters = codec(kind, &cli);
+        let track = Arc::new(TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "publisher".into(),
+                format!("publisher-{kind}"),
+                format!("publisher-{kind}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: parameters.rtp_codec.clone(),
+                    ..Default::default()
+                }],
+            ),
+        )?);
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        tracks.push((kind, track, ssrc, parameters.payload_type));
+    }
+
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    if !cli.trickle {
+        let deadline = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                event = local.recv() => match event {
+                    Some(LocalEvent::Gathered) | None => break,
+                    Some(LocalEvent::Candidate(_)) | Some(LocalEvent::State(_)) => {}
+                },
+            }
+        }
+    }
+    let offer = pc
+        .local_description()
+        .await
+        .context("no local description")?;
+
+    let (socket, _) = tokio_tungstenite::connect_async(&cli.url)
+        .await
+        .with_context(|| format!("cannot connect to {}", cli.url))?;
+    let (mut sink, mut stream) = socket.split();
+    let mut publish =
+        serde_json::json!({"type": "publish", "stream": cli.stream, "sdp": offer.sdp});
+    if let Some(token) = &cli.token {
+        publish["token"] = token.clone().into();
+    }
+    sink.send(Message::Text(publish.to_string().into())).await?;
+
+    let until = if cli.duration_s > 0 {
+        Some(tokio::time::Instant::now() + Duration::from_secs(cli.duration_s))
+    } else {
+        None
+    };
+    let stop_at = tokio::time::sleep_until(
+        until.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)),
+    );
+    tokio::pin!(stop_at);
+    let mut feeding = false;
+    let mut answered = false;
+    let mut pending_remote: Vec<RTCIceCandidateInit> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop_at => {
+                sink.send(Message::Text(r#"{"type":"unpublish"}"#.into())).await?;
+                stop_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+            event = local.recv() => match event {
+                Some(LocalEvent::Candidate(c)) if cli.trickle => {
+                    let message = serde_json::json!({"type": "candidate", "candidate": c.candidate,
+                        "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index});
+                    sink.send(Message::Text(message.to_string().into())).await?;
+                }
+                Some(LocalEvent::Gathered) if cli.trickle => {
+                    sink.send(Message::Text(r#"{"type":"candidate","candidate":null}"#.into())).await?;
+                }
+                Some(LocalEvent::State(state)) => {
+                    say(serde_json::json!({"type": "ice", "state": state.to_string()}));
+                    if state == RTCPeerConnectionState::Connected && !feeding {
+                        feeding = true;
+                        for (kind, track, ssrc, pt) in &tracks {
+                            let description = if *kind == RtpCodecKind::Audio {
+                                "audiotestsrc is-live=true wave=sine freq=440 \
+                                 ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
+                                 ! appsink name=sink sync=false max-buffers=50".to_string()
+                            } else {
+                                let encode = match cli.codec {
+                                    Codec::Vp8 => "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 \
+                                        target-bitrate=800000 error-resilient=partitions",
+                                    Codec::H264 => "x264enc tune=zerolatency speed-preset=ultrafast \
+                                        key-int-max=60 bitrate=800 ! video/x-h264,profile=constrained-baseline,\
+                                        stream-format=byte-stream,alignment=au",
+                                };
+                                format!(
+                                    "videotestsrc is-live=true pattern=ball \
+                                     ! video/x-raw,width={},height={},framerate={}/1 \
+                                     ! {encode} ! appsink name=sink sync=false max-buffers=50",
+                                    cli.width, cli.height, cli.fps
+                                )
+                            };
+                            let (pipeline, appsink) = encoder(&description)?;
+                            feed(pipeline, appsink, track.clone(), *ssrc, *pt)?;
+                        }
+                    }
+                    if state == RTCPeerConnectionState::Failed {
+                        bail!("ICE failed");
+                    }
+                }
+                _ => {}
+            },
+            message = stream.next() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text.to_string(),
+                    Some(Ok(Message::Close(_))) | None => {
+                        say(serde_json::json!({"type": "closed"}));
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => bail!("signalling: {e}"),
+                };
+                let value: serde_json::Value = serde_json::from_str(&text)?;
+                say(value.clone());
+                match value["type"].as_str() {
+                    Some("answer") => {
+                        let sdp = value["sdp"].as_str().context("answer without sdp")?;
+                        pc.set_remote_description(RTCSessionDescription::answer(sdp.to_string())?).await?;
+                        answered = true;
+                        for c in pending_remote.drain(..) {
+                            pc.add_ice_candidate(c).await?;
+                        }
+                    }
+                    Some("candidate") => {
+                        let c = RTCIceCandidateInit {
+                            candidate: value["candidate"].as_str().unwrap_or_default().to_string(),
+                            sdp_mid: value["sdpMid"].as_str().map(String::from),
+                            sdp_mline_index: value["sdpMLineIndex"].as_u64().map(|i| i as u16),
+                            ..Default::default()
+                        };
+                        if answered {
+                            let _ = pc.add_ice_candidate(c).await;
+                        } else {
+                            pending_remote.push(c);
+                        }
+                    }
+                    Some("ended") => break,
+                    Some("error") => {
+                        let _ = pc.close().await;
+                        std::process::exit(3);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = pc.close().await;
+    Ok(())
+}

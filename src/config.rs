@@ -1,0 +1,534 @@
+//! The gateway's configuration: typed `gateway.toml` sections, their defaults, and
+//! validation that names the offending key. Plain data, handed down explicitly.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Everything a user can set in `gateway.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub rtp: RtpConfig,
+    pub hls: HlsConfig,
+    pub record: RecordConfig,
+    pub transcode: TranscodeConfig,
+    pub webrtc: WebrtcConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP server.
+    pub listen: String,
+    /// Directory holding the pages.
+    pub www_dir: PathBuf,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            www_dir: "www".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port_base: u32,
+    pub sdp_dir: PathBuf,
+    /// Time to live of multicast packets.
+    pub multicast_ttl: u32,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port_base: 5004,
+            sdp_dir: PathBuf::new(),
+            multicast_ttl: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub segment_duration_s: u32,
+    pub playlist_length: u32,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::new(),
+            segment_duration_s: 2,
+            playlist_length: 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub format: String,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "recordings".into(),
+            format: "mp4".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscodeConfig {
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub video_bitrate_kbps: u32,
+    pub x264_preset: String,
+    pub keyframe_interval_s: u32,
+    /// How long the receive jitter buffers wait for late or retransmitted packets.
+    pub jitter_buffer_ms: u32,
+    /// Directory of the pipeline templates.
+    pub pipelines_dir: PathBuf,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            video_bitrate_kbps: 2500,
+            x264_preset: "veryfast".into(),
+            keyframe_interval_s: 2,
+            jitter_buffer_ms: 50,
+            pipelines_dir: "pipelines".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    pub ice_servers: Vec<String>,
+    /// Username for TURN servers in `ice_servers`.
+    pub ice_username: String,
+    /// Credential for TURN servers in `ice_servers`.
+    pub ice_credential: String,
+    pub nat_1to1_ips: Vec<String>,
+    pub udp_port_min: u32,
+    pub udp_port_max: u32,
+    /// Local address the ICE agent binds; `0.0.0.0` means every non-loopback interface.
+    pub bind_address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_publishers: u32,
+    /// Largest signalling message accepted, in bytes.
+    pub max_message_bytes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_publishers: 16,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub publish_token: String,
+}
+
+pub const X264_PRESETS: [&str; 6] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+];
+pub const RECORD_FORMATS: [&str; 3] = ["mp4", "mkv", "ts"];
+
+/// A configuration that could not be loaded: every problem found, one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads `path`; a missing file means built-in defaults only when `path` was not given
+    /// explicitly by the user.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let value: toml::Table = toml::from_str(text).map_err(|e| {
+            ConfigError::Invalid(vec![format!("syntax: {}", one_line(e.message()))])
+        })?;
+        let mut problems = Vec::new();
+        let schema = toml::Table::try_from(Config::default()).expect("defaults serialize");
+        unknown_keys(&value, &schema, "", &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+                ConfigError::Invalid(vec![format!(
+                    "{}: {}",
+                    e.path(),
+                    one_line(&e.inner().to_string())
+                )])
+            })?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Checks every value's range and form; returns one message per problem.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Problems::default();
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            p.push(
+                "http.listen",
+                format!(
+                    "must be an address such as \"0.0.0.0:8080\", got {:?}",
+                    self.http.listen
+                ),
+            );
+        }
+        if self.rtp.host.parse::<IpAddr>().is_err() {
+            p.push(
+                "rtp.host",
+                format!("must be an IP address, got {:?}", self.rtp.host),
+            );
+        }
+        p.range("rtp.port_base", self.rtp.port_base, 1024, 65532);
+        let last_port = self.rtp.port_base as u64 + 4 * self.limits.max_publishers as u64 - 1;
+        if last_port > 65535 && (1024..=65532).contains(&self.rtp.port_base) {
+            p.push(
+                "rtp.port_base",
+                format!(
+                    "leaves no room for limits.max_publishers = {} streams (4 ports each), got {}",
+                    self.limits.max_publishers, self.rtp.port_base
+                ),
+            );
+        }
+        p.range("rtp.multicast_ttl", self.rtp.multicast_ttl, 1, 255);
+        p.range("hls.segment_duration_s", self.hls.segment_duration_s, 1, 10);
+        p.range("hls.playlist_length", self.hls.playlist_length, 1, 100);
+        if !RECORD_FORMATS.contains(&self.record.format.as_str()) {
+            p.push(
+                "record.format",
+                format!(
+                    "must be one of \"mp4\", \"mkv\", \"ts\", got {:?}",
+                    self.record.format
+                ),
+            );
+        }
+        p.range("transcode.width", self.transcode.width, 16, 3840);
+        p.range("transcode.height", self.transcode.height, 16, 2160);
+        for (key, value) in [
+            ("transcode.width", self.transcode.width),
+            ("transcode.height", self.transcode.height),
+        ] {
+            if value % 2 == 1 {
+                p.push(key, format!("must be even, got {value}"));
+            }
+        }
+        p.range("transcode.framerate", self.transcode.framerate, 1, 120);
+        p.range(
+            "transcode.video_bitrate_kbps",
+            self.transcode.video_bitrate_kbps,
+            100,
+            100_000,
+        );
+        if !X264_PRESETS.contains(&self.transcode.x264_preset.as_str()) {
+            p.push(
+                "transcode.x264_preset",
+                format!(
+                    "must be one of {}, got {:?}",
+                    X264_PRESETS.join(", "),
+                    self.transcode.x264_preset
+                ),
+            );
+        }
+        p.range(
+            "transcode.keyframe_interval_s",
+            self.transcode.keyframe_interval_s,
+            1,
+            10,
+        );
+        if self.transcode.keyframe_interval_s > self.hls.segment_duration_s
+            && (1..=10).contains(&self.hls.segment_duration_s)
+        {
+            p.push(
+                "transcode.keyframe_interval_s",
+                format!(
+                    "must not be longer than hls.segment_duration_s ({}), got {}",
+                    self.hls.segment_duration_s, self.transcode.keyframe_interval_s
+                ),
+            );
+        }
+        p.range(
+            "transcode.jitter_buffer_ms",
+            self.transcode.jitter_buffer_ms,
+            0,
+            2000,
+        );
+        for (i, url) in self.webrtc.ice_servers.iter().enumerate() {
+            let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|s| url.starts_with(s) && url.len() > s.len());
+            if !scheme_ok {
+                p.push(
+                    &format!("webrtc.ice_servers[{i}]"),
+                    format!("must be a stun:, stuns:, turn: or turns: URL, got {url:?}"),
+                );
+            }
+        }
+        for (i, ip) in self.webrtc.nat_1to1_ips.iter().enumerate() {
+            if ip.parse::<IpAddr>().is_err() {
+                p.push(
+                    &format!("webrtc.nat_1to1_ips[{i}]"),
+                    format!("must be an IP address, got {ip:?}"),
+                );
+            }
+        }
+        if !self.webrtc.bind_address.is_empty()
+            && self.webrtc.bind_address.parse::<IpAddr>().is_err()
+        {
+            p.push(
+                "webrtc.bind_address",
+                format!(
+                    "must be an IP address or empty, got {:?}",
+                    self.webrtc.bind_address
+                ),
+            );
+        }
+        let (min, max) = (self.webrtc.udp_port_min, self.webrtc.udp_port_max);
+        p.range("webrtc.udp_port_min", min, 0, 65535);
+        p.range("webrtc.udp_port_max", max, 0, 65535);
+        if (min == 0) != (max == 0) {
+            p.push(
+                "webrtc.udp_port_max",
+                format!(
+                    "webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got {min} and {max}"
+                ),
+            );
+        } else if min > max {
+            p.push(
+                "webrtc.udp_port_max",
+                format!("must not be below webrtc.udp_port_min ({min}), got {max}"),
+            );
+        }
+        p.range("limits.max_publishers", self.limits.max_publishers, 1, 1000);
+        p.range(
+            "limits.max_message_bytes",
+            self.limits.max_message_bytes,
+            1024,
+            16 * 1024 * 1024,
+        );
+        if p.0.is_empty() { Ok(()) } else { Err(p.0) }
+    }
+
+    /// The effective configuration as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("configuration serializes")
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.http.listen.parse().expect("validated")
+    }
+
+    pub fn rtp_host(&self) -> IpAddr {
+        self.rtp.host.parse().expect("validated")
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, key: &str, message: String) {
+        self.0.push(format!("{key}: {message}"));
+    }
+
+    fn range(&mut self, key: &str, value: u32, min: u32, max: u32) {
+        if !(min..=max).contains(&value) {
+            self.push(key, format!("must be between {min} and {max}, got {value}"));
+        }
+    }
+}
+
+/// Reports every key of `value` that the default configuration does not have.
+fn unknown_keys(value: &toml::Table, schema: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, item) in value {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (schema.get(key), item) {
+            (None, _) => out.push(format!("{path}: unknown key")),
+            (Some(toml::Value::Table(inner)), toml::Value::Table(given)) => {
+                unknown_keys(given, inner, &path, out)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid(p)) => p,
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_contract_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.http.listen, "0.0.0.0:8080");
+        assert_eq!(c.rtp.port_base, 5004);
+        assert_eq!(c.hls.segment_duration_s, 2);
+        assert_eq!(c.hls.playlist_length, 6);
+        assert!(!c.record.enabled);
+        assert_eq!(c.record.format, "mp4");
+        assert_eq!((c.transcode.width, c.transcode.height), (1280, 720));
+        assert_eq!(c.transcode.x264_preset, "veryfast");
+        assert_eq!(c.limits.max_publishers, 16);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let table: &[(&str, &[&str])] = &[
+            (
+                "[hls]\nsegment_duration_s = 0",
+                &["hls.segment_duration_s: must be between 1 and 10, got 0"],
+            ),
+            ("[http]\nfoo = 1", &["http.foo: unknown key"]),
+            ("bogus = true", &["bogus: unknown key"]),
+            (
+                "[rtp]\nport_base = \"x\"",
+                &["rtp.port_base: invalid type: string \"x\", expected u32"],
+            ),
+            (
+                "[rtp]\nhost = \"nowhere\"",
+                &["rtp.host: must be an IP address, got \"nowhere\""],
+            ),
+            (
+                "[record]\nformat = \"avi\"",
+                &["record.format: must be one of \"mp4\", \"mkv\", \"ts\", got \"avi\""],
+            ),
+            (
+                "[transcode]\nwidth = 641",
+                &["transcode.width: must be even, got 641"],
+            ),
+            (
+                "[transcode]\nx264_preset = \"slow\"",
+                &[
+                    "transcode.x264_preset: must be one of ultrafast, superfast, veryfast, faster, fast, medium, got \"slow\"",
+                ],
+            ),
+            (
+                "[transcode]\nkeyframe_interval_s = 4",
+                &[
+                    "transcode.keyframe_interval_s: must not be longer than hls.segment_duration_s (2), got 4",
+                ],
+            ),
+            (
+                "[webrtc]\nice_servers = [\"http://x\"]",
+                &[
+                    "webrtc.ice_servers[0]: must be a stun:, stuns:, turn: or turns: URL, got \"http://x\"",
+                ],
+            ),
+            (
+                "[webrtc]\nudp_port_min = 5000",
+                &[
+                    "webrtc.udp_port_max: webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got 5000 and 0",
+                ],
+            ),
+            (
+                "[limits]\nmax_publishers = 0",
+                &["limits.max_publishers: must be between 1 and 1000, got 0"],
+            ),
+            (
+                "[http]\nlisten = \"8080\"\n[hls]\nplaylist_length = 0",
+                &[
+                    "http.listen: must be an address such as \"0.0.0.0:8080\", got \"8080\"",
+                    "hls.playlist_length: must be between 1 and 100, got 0",
+                ],
+            ),
+        ];
+        for (text, want) in table {
+            assert_eq!(&problems(text), want, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_is_one_line() {
+        let p = problems("[http\nlisten=");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("syntax: "), "{p:?}");
+        assert!(!p[0].contains('\n'));
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::parse("[transcode]\nwidth = 640\nheight = 360").unwrap();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,158 @@
+//! The HTTP server (axum): pages from `www/`, health, WebSocket signalling, the stream API
+//! and the per-stream SDP files. API errors are JSON `{"error", "message"}`.
+
+use crate::gateway::Gateway;
+use crate::registry::valid_name;
+use crate::signalling::{Connection, Incoming};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tower_http::services::ServeDir;
+
+/// An API error: a status, a token and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    fn bad_name() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-stream-name",
+            "stream names are 1 to 64 letters, digits, '_' or '-'",
+        )
+    }
+
+    fn no_stream(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no-such-stream",
+            format!("no live stream named {name}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.error, "message": self.message});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let www = ServeDir::new(&gateway.config.http.www_dir);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/ws", get(websocket))
+        .route("/api/streams", get(list_streams))
+        .route("/api/streams/{name}", get(get_stream))
+        .route("/streams/{name}/stream.sdp", get(stream_sdp))
+        .fallback_service(www)
+        .with_state(gateway)
+}
+
+async fn list_streams(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    Json(gateway.registry().list())
+}
+
+async fn get_stream(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !valid_name(&name) {
+        return Err(ApiError::bad_name());
+    }
+    let info = gateway.registry().get(&name).map(|s| s.info.clone());
+    info.map(Json).ok_or_else(|| ApiError::no_stream(&name))
+}
+
+async fn stream_sdp(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !valid_name(&name) {
+        return Err(ApiError::bad_name());
+    }
+    if !gateway.config.rtp.enabled {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "rtp-disabled",
+            "RTP output is disabled (rtp.enabled = false)",
+        ));
+    }
+    let sdp = match gateway.registry().get(&name) {
+        None => return Err(ApiError::no_stream(&name)),
+        Some(entry) => entry.sdp.clone(),
+    };
+    let sdp = sdp.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("stream {name} has not produced its first frame yet"),
+        )
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/sdp"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        sdp,
+    )
+        .into_response())
+}
+
+async fn websocket(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {
+    // The transport accepts somewhat more than the limit, so that an oversized message
+    // gets a signalling error instead of a dropped connection.
+    let limit = gateway.config.limits.max_message_bytes as usize;
+    upgrade
+        .max_message_size(limit.saturating_mul(4))
+        .on_upgrade(move |socket| serve_socket(gateway, socket))
+}
+
+async fn serve_socket(gateway: Arc<Gateway>, socket: WebSocket) {
+    let (mut sink, stream) = socket.split();
+    let (outgoing, mut to_send) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = to_send.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let incoming = stream
+        .take_while(|m| std::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
+        .filter_map(|m| {
+            std::future::ready(match m {
+                Ok(Message::Text(text)) => Some(Incoming::Text(text.to_string())),
+                Ok(Message::Binary(_)) => Some(Incoming::Binary),
+                _ => None,
+            })
+        });
+    Connection::new(gateway, outgoing).run(incoming).await;
+    writer.abort();
+}

@@ -1,0 +1,12 @@
+//! webrtc-gateway: a browser publishes over WebRTC; players that do not speak WebRTC get
+//! H.264 RTP with an SDP file. See README.md, "Architecture", for the module map.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod media;
+pub mod registry;
+pub mod session;
+pub mod signalling;

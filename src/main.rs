@@ -1,0 +1,126 @@
+//! `webrtc-gateway`: publish from a web browser over WebRTC, play with RTP/SDP players.
+//! This file wires the modules together: command line, logging, startup checks, the HTTP
+//! server and a clean shutdown on SIGINT/SIGTERM.
+
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use webrtc_gateway::config::{Config, ConfigError};
+use webrtc_gateway::{gateway, http, media};
+
+#[derive(Parser)]
+#[command(name = "webrtc-gateway", version, about)]
+struct Cli {
+    /// Configuration file (default: gateway.toml in the working directory, if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and print the effective settings as TOML.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,webrtc_gateway=info".into()),
+        )
+        .init();
+
+    let path = cli.config.clone().unwrap_or_else(|| "gateway.toml".into());
+    let config = match Config::load(&path, cli.config.is_some()) {
+        Ok(config) => config,
+        Err(ConfigError::Invalid(problems)) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => {
+            runtime.shutdown_timeout(Duration::from_millis(200));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let media = media::PipelineFactory::new(
+        &config.transcode.pipelines_dir,
+        config.transcode.clone(),
+        config.rtp.clone(),
+    )?;
+    if config.rtp.enabled && !config.rtp.sdp_dir.as_os_str().is_empty() {
+        writable_dir(&config.rtp.sdp_dir).context("rtp.sdp_dir")?;
+    }
+    let listen = config.listen_addr();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    let gateway = gateway::Gateway::new(config, media);
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+
+    let app = http::router(gateway.clone());
+    let server = axum::serve(listener, app);
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        signal = shutdown_signal() => {
+            tracing::info!("{signal}: ending every stream");
+            gateway.stop(Duration::from_secs(4)).await;
+            tracing::info!("stopped");
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` when missing and checks that a file can be written in it.
+fn writable_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("directory {} is not writable", dir.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

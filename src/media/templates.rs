@@ -1,0 +1,269 @@
+//! Pipeline templates: the gst-launch descriptions in `pipelines/`, their placeholders,
+//! and the startup check that each parses and has the named elements it promises.
+
+use super::{PipelineError, StreamSpec, VideoCodec};
+use crate::config::{RtpConfig, TranscodeConfig};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A template file and the element names other code relies on.
+struct TemplateSpec {
+    file: &'static str,
+    names: &'static [&'static str],
+}
+
+const VIDEO: TemplateSpec = TemplateSpec {
+    file: "video.pipeline",
+    names: &["video_in", "video_depay", "video_parse", "video_encoded"],
+};
+const AUDIO: TemplateSpec = TemplateSpec {
+    file: "audio.pipeline",
+    names: &["audio_in", "audio_depay", "audio_encoded"],
+};
+const RTP: TemplateSpec = TemplateSpec {
+    file: "rtp.pipeline",
+    names: &["rtpbin"],
+};
+const RTP_VIDEO: TemplateSpec = TemplateSpec {
+    file: "rtp_video.pipeline",
+    names: &["video_pay"],
+};
+const RTP_AUDIO: TemplateSpec = TemplateSpec {
+    file: "rtp_audio.pipeline",
+    names: &["audio_pay"],
+};
+
+const ALL: [&TemplateSpec; 5] = [&VIDEO, &AUDIO, &RTP, &RTP_VIDEO, &RTP_AUDIO];
+
+/// The Debian package that ships a GStreamer element, for error messages.
+pub fn debian_package(element: &str) -> Option<&'static str> {
+    Some(match element {
+        "x264enc" => "gstreamer1.0-plugins-ugly",
+        "avdec_h264" | "avenc_aac" => "gstreamer1.0-libav",
+        "h264parse" | "mpegtsmux" | "hlssink2" | "opusparse" => "gstreamer1.0-plugins-bad",
+        "appsrc" | "appsink" | "videoconvert" | "videoscale" | "videorate" | "opusdec"
+        | "opusenc" | "audioconvert" | "audioresample" => "gstreamer1.0-plugins-base",
+        "vp8dec" | "vp8enc" | "rtpbin" | "rtpjitterbuffer" | "rtpvp8depay" | "rtph264depay"
+        | "rtph264pay" | "rtpopusdepay" | "rtpopuspay" | "udpsink" | "udpsrc" | "mp4mux"
+        | "qtmux" | "matroskamux" | "splitmuxsink" => "gstreamer1.0-plugins-good",
+        "tee" | "queue" | "capsfilter" | "fakesink" | "identity" => "libgstreamer1.0-0",
+        _ => return None,
+    })
+}
+
+/// The loaded templates, checked once at startup.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    dir: PathBuf,
+    text: BTreeMap<&'static str, String>,
+}
+
+impl Templates {
+    /// Loads every template from `dir` and checks that a full pipeline built from them
+    /// parses and carries every promised element name.
+    pub fn load(
+        dir: &Path,
+        transcode: &TranscodeConfig,
+        rtp: &RtpConfig,
+    ) -> Result<Templates, PipelineError> {
+        let mut text = BTreeMap::new();
+        for spec in ALL {
+            let path = dir.join(spec.file);
+            let body =
+                std::fs::read_to_string(&path).map_err(|source| PipelineError::ReadTemplate {
+                    path: path.clone(),
+                    source,
+                })?;
+            text.insert(spec.file, body);
+        }
+        let templates = Templates {
+            dir: dir.to_owned(),
+            text,
+        };
+        templates.check(transcode, rtp)?;
+        Ok(templates)
+    }
+
+    fn check(&self, transcode: &TranscodeConfig, rtp: &RtpConfig) -> Result<(), PipelineError> {
+        for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+            let spec = StreamSpec::check_spec(codec);
+            let mut rtp = rtp.clone();
+            rtp.enabled = true;
+            let pipeline = self.build(&spec, transcode, &rtp)?;
+            for template in ALL {
+                for name in template.names {
+                    if pipeline.by_name(name).is_none() {
+                        return Err(PipelineError::MissingName {
+                            template: self.dir.join(template.file),
+                            name: name.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the description of one stream's pipeline.
+    pub fn describe(
+        &self,
+        spec: &StreamSpec,
+        transcode: &TranscodeConfig,
+        rtp: &RtpConfig,
+    ) -> Result<String, PipelineError> {
+        let mut values: BTreeMap<&str, String> = BTreeMap::new();
+        let ports = rtp.port_base + 4 * spec.slot;
+        values.insert("rtp_host", rtp.host.clone());
+        values.insert("video_rtp_port", ports.to_string());
+        values.insert("video_rtcp_port", (ports + 1).to_string());
+        values.insert("audio_rtp_port", (ports + 2).to_string());
+        values.insert("audio_rtcp_port", (ports + 3).to_string());
+        values.insert("multicast_ttl", rtp.multicast_ttl.to_string());
+        values.insert("jitter_buffer_ms", transcode.jitter_buffer_ms.to_string());
+        values.insert("width", transcode.width.to_string());
+        values.insert("height", transcode.height.to_string());
+        values.insert("framerate", transcode.framerate.to_string());
+        values.insert("x264_preset", transcode.x264_preset.clone());
+        values.insert(
+            "video_bitrate_kbps",
+            transcode.video_bitrate_kbps.to_string(),
+        );
+        values.insert(
+            "keyframe_interval_frames",
+            (transcode.keyframe_interval_s * transcode.framerate).to_string(),
+        );
+        if let Some(video) = &spec.video {
+            let (depay, decoder, name) = match video.codec {
+                VideoCodec::Vp8 => ("rtpvp8depay", "vp8dec", "VP8"),
+                VideoCodec::H264 => ("rtph264depay", "avdec_h264", "H264"),
+            };
+            values.insert("video_depayloader", depay.into());
+            values.insert("video_decoder", decoder.into());
+            values.insert("video_encoding_name", name.into());
+            values.insert("video_payload_type", video.payload_type.to_string());
+            values.insert("video_clock_rate", video.clock_rate.to_string());
+        }
+        if let Some(audio) = &spec.audio {
+            values.insert("audio_payload_type", audio.payload_type.to_string());
+        }
+
+        let mut parts = Vec::new();
+        if spec.video.is_some() {
+            parts.push(&VIDEO);
+        }
+        if spec.audio.is_some() {
+            parts.push(&AUDIO);
+        }
+        if rtp.enabled {
+            parts.push(&RTP);
+            if spec.video.is_some() {
+                parts.push(&RTP_VIDEO);
+            }
+            if spec.audio.is_some() {
+                parts.push(&RTP_AUDIO);
+            }
+        }
+        let mut description = String::new();
+        for part in parts {
+            let rendered = render(&self.text[part.file], &values).map_err(|placeholder| {
+                PipelineError::UnknownPlaceholder {
+                    template: self.dir.join(part.file),
+                    placeholder,
+                }
+            })?;
+            description.push_str(&rendered);
+            description.push('\n');
+        }
+        Ok(description)
+    }
+
+    /// Parses the description of one stream's pipeline into a pipeline.
+    pub fn build(
+        &self,
+        spec: &StreamSpec,
+        transcode: &TranscodeConfig,
+        rtp: &RtpConfig,
+    ) -> Result<gst::Pipeline, PipelineError> {
+        let description = self.describe(spec, transcode, rtp)?;
+        let mut context = gst::ParseContext::new();
+        let parsed = gst::parse::launch_full(
+            &description,
+            Some(&mut context),
+            gst::ParseFlags::FATAL_ERRORS,
+        );
+        match parsed {
+            Ok(element) => element
+                .downcast::<gst::Pipeline>()
+                .map_err(|_| PipelineError::Parse("not a pipeline".into())),
+            Err(error) => {
+                if let Some(element) = context.missing_elements().first() {
+                    Err(PipelineError::MissingElement {
+                        element: element.to_string(),
+                        package: debian_package(element)
+                            .map(|p| format!("install the Debian package {p}"))
+                            .unwrap_or_else(|| "no known Debian package ships it".into()),
+                    })
+                } else {
+                    Err(PipelineError::Parse(error.message().to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// Drops comment lines and fills `{placeholders}`; an unknown one is an error.
+fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String, String> {
+    let mut out = String::new();
+    for line in template.lines() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find('{') {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .ok_or_else(|| rest[start..].to_string())?;
+            let key = &rest[start + 1..start + end];
+            let value = values.get(key).ok_or_else(|| key.to_string())?;
+            out.push_str(value);
+            rest = &rest[start + end + 1..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_and_strips_comments() {
+        let values = BTreeMap::from([("a", "1".to_string()), ("b", "two".to_string())]);
+        assert_eq!(
+            render("# note\nx={a} y={b}\n", &values).unwrap(),
+            "x=1 y=two\n"
+        );
+        assert_eq!(render("x={c}", &values).unwrap_err(), "c");
+    }
+
+    #[test]
+    fn packages_for_common_elements() {
+        assert_eq!(debian_package("x264enc"), Some("gstreamer1.0-plugins-ugly"));
+        assert_eq!(
+            debian_package("rtpvp8depay"),
+            Some("gstreamer1.0-plugins-good")
+        );
+        assert_eq!(debian_package("vp8dec"), Some("gstreamer1.0-plugins-good"));
+        assert_eq!(
+            debian_package("videoscale"),
+            Some("gstreamer1.0-plugins-base")
+        );
+        assert_eq!(debian_package("avdec_h264"), Some("gstreamer1.0-libav"));
+        assert_eq!(debian_package("nosuchelement"), None);
+    }
+}

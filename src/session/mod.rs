@@ -1,0 +1,465 @@
+//! A session is one publisher: its WebRTC peer connection (ICE, DTLS, SRTP by webrtc-rs)
+//! and its media pipeline. One task owns both and is driven by its command inbox, peer
+//! events, pipeline events and a cancellation token; others hold a [`SessionHandle`].
+//! The same session serves every signalling protocol.
+
+pub mod offer;
+mod peer;
+
+use crate::gateway::Gateway;
+use crate::media::sdp::{self, SdpDescription, VideoDescription};
+use crate::media::{MediaEvent, StreamPipeline, StreamSpec};
+use crate::registry::{AudioInfo, Outputs, RegistryError, StreamState, VideoInfo};
+use offer::{OfferError, OfferPlan};
+use peer::{Peer, PeerEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState};
+
+/// How long a publisher may take to connect before it is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Fewest milliseconds between two key-frame requests to the publisher.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Why a publication could not start. Each maps to one signalling error code.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("WebRTC negotiation failed: {0}")]
+    Negotiation(String),
+}
+
+/// Why a session ended, as the publisher is told in `ended`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndReason {
+    #[error("unpublished")]
+    Unpublished,
+    #[error("publisher-gone")]
+    PublisherGone,
+    #[error("ice-failed")]
+    IceFailed,
+    #[error("connect-timeout")]
+    ConnectTimeout,
+    #[error("shutdown")]
+    Shutdown,
+    #[error("stopped")]
+    Stopped,
+    #[error("pipeline-error: {0}")]
+    PipelineError(String),
+    #[error("internal-error")]
+    InternalError,
+}
+
+/// What a session tells its signalling connection.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    Candidate(RTCIceCandidateInit),
+    Live { stream: String, outputs: Outputs },
+    Ended { stream: String, reason: EndReason },
+}
+
+#[derive(Debug)]
+pub enum SessionCommand {
+    AddCandidate(RTCIceCandidateInit),
+    Stop(EndReason),
+}
+
+/// Sends commands to a running session. Dropping every handle does not end it.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub stream: String,
+    commands: mpsc::Sender<SessionCommand>,
+}
+
+impl SessionHandle {
+    pub async fn add_candidate(&self, candidate: RTCIceCandidateInit) {
+        let _ = self
+            .commands
+            .send(SessionCommand::AddCandidate(candidate))
+            .await;
+    }
+
+    pub async fn stop(&self, reason: EndReason) {
+        let _ = self.commands.send(SessionCommand::Stop(reason)).await;
+    }
+}
+
+/// A publication request from any signalling protocol.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub stream: String,
+    pub offer: String,
+    /// `websocket` or `whip`.
+    pub publisher: &'static str,
+}
+
+/// Starts a session: checks the offer, claims the name and a port slot, negotiates and
+/// returns the answer. The session then runs on its own until it ends, and always
+/// reports `Ended` on `events` and frees what it held.
+pub async fn publish(
+    gateway: &Arc<Gateway>,
+    request: PublishRequest,
+    events: mpsc::UnboundedSender<SessionEvent>,
+) -> Result<(SessionHandle, String), PublishError> {
+    if gateway.shutdown.is_cancelled() {
+        return Err(PublishError::ShuttingDown);
+    }
+    let plan = offer::plan(&request.offer)?;
+    let name = request.stream.clone();
+    let reservation = gateway
+        .registry()
+        .reserve(&name, request.publisher, SystemTime::now())?;
+    let span = tracing::info_span!("stream", name = %name);
+    let negotiated = Peer::negotiate(&gateway.config.webrtc, &plan, &request.offer)
+        .instrument(span.clone())
+        .await;
+    let (peer, peer_events, answer) = match negotiated {
+        Ok(n) => n,
+        Err(e) => {
+            gateway.registry().release(&name);
+            return Err(PublishError::Negotiation(e.to_string()));
+        }
+    };
+    let (commands_tx, commands) = mpsc::channel(32);
+    let session = Session {
+        gateway: gateway.clone(),
+        spec: StreamSpec {
+            name: name.clone(),
+            slot: reservation.slot,
+            video: plan.video.as_ref().map(|(v, _)| v.clone()),
+            audio: plan.audio.as_ref().map(|(a, _)| a.clone()),
+        },
+        plan,
+        peer,
+        peer_events,
+        commands,
+        events: events.clone(),
+        stop: reservation.stop,
+        answer_mid: offer::first_mid(&answer),
+    };
+    let gateway_for_task = gateway.clone();
+    gateway.sessions.spawn(
+        async move {
+            tracing::info!(slot = session.spec.slot, "publisher connecting");
+            // The session runs in a task of its own so that a panic ends this stream only.
+            let reason = match tokio::spawn(session.run().in_current_span()).await {
+                Ok(reason) => reason,
+                Err(e) => {
+                    tracing::error!("session task failed: {e}");
+                    EndReason::InternalError
+                }
+            };
+            let released = gateway_for_task.registry().release(&name);
+            if let Some(entry) = released {
+                entry.stop.cancel();
+            }
+            tracing::info!(%reason, "stream ended");
+            let _ = events.send(SessionEvent::Ended {
+                stream: name,
+                reason,
+            });
+        }
+        .instrument(span),
+    );
+    Ok((
+        SessionHandle {
+            stream: request.stream,
+            commands: commands_tx,
+        },
+        answer,
+    ))
+}
+
+struct Session {
+    gateway: Arc<Gateway>,
+    spec: StreamSpec,
+    plan: OfferPlan,
+    peer: Peer,
+    peer_events: mpsc::Receiver<PeerEvent>,
+    commands: mpsc::Receiver<SessionCommand>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    stop: CancellationToken,
+    answer_mid: Option<String>,
+}
+
+/// What the running session has seen so far.
+#[derive(Default)]
+struct Progress {
+    connected_at: Option<Instant>,
+    live: bool,
+    tracks_open: usize,
+    video_rtp: Option<(String, String)>,
+    audio_rtp: bool,
+    sdp_written: Option<std::path::PathBuf>,
+    last_keyframe_request: Option<Instant>,
+}
+
+impl Session {
+    async fn run(mut self) -> EndReason {
+        let media = self.gateway.media.clone();
+        let spec = self.spec.clone();
+        let started = tokio::task::spawn_blocking(move || media.start(&spec)).await;
+        let (pipeline, mut media_events) = match started {
+            Ok(Ok(started)) => started,
+            Ok(Err(e)) => {
+                tracing::error!("pipeline did not start: {e}");
+                self.peer.close().await;
+                return EndReason::PipelineError(e.to_string());
+            }
+            Err(_) => {
+                self.peer.close().await;
+                return EndReason::InternalError;
+            }
+        };
+        self.publish_info();
+        let mut progress = Progress::default();
+        let reason = self
+            .drive(&pipeline, &mut media_events, &mut progress)
+            .await;
+        pipeline.stop().await;
+        self.peer.close().await;
+        if let Some(path) = progress.sdp_written {
+            let _ = std::fs::remove_file(path);
+        }
+        reason
+    }
+
+    async fn drive(
+        &mut self,
+        pipeline: &StreamPipeline,
+        media_events: &mut mpsc::Receiver<MediaEvent>,
+        progress: &mut Progress,
+    ) -> EndReason {
+        let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(connect_deadline);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    return if self.gateway.shutdown.is_cancelled() {
+                        EndReason::Shutdown
+                    } else {
+                        EndReason::Stopped
+                    };
+                }
+                _ = &mut connect_deadline, if progress.connected_at.is_none() => {
+                    return EndReason::ConnectTimeout;
+                }
+                command = self.commands.recv() => match command {
+                    Some(SessionCommand::AddCandidate(candidate)) => {
+                        self.peer.add_candidate(candidate).await;
+                    }
+                    Some(SessionCommand::Stop(reason)) => return reason,
+                    None => return EndReason::PublisherGone,
+                },
+                event = self.peer_events.recv() => {
+                    let Some(event) = event else { return EndReason::PublisherGone };
+                    if let Some(reason) = self.on_peer_event(event, pipeline, progress).await {
+                        return reason;
+                    }
+                }
+                event = media_events.recv() => {
+                    let Some(event) = event else { continue };
+                    if let Some(reason) = self.on_media_event(event, progress).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_peer_event(
+        &mut self,
+        event: PeerEvent,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Option<EndReason> {
+        match event {
+            PeerEvent::Candidate(mut candidate) => {
+                if candidate.sdp_mid.as_deref().is_none_or(str::is_empty) {
+                    candidate.sdp_mid = self.answer_mid.clone();
+                    candidate.sdp_mline_index = Some(0);
+                }
+                let _ = self.events.send(SessionEvent::Candidate(candidate));
+            }
+            PeerEvent::ConnectionState(state) => {
+                tracing::debug!(%state, "peer connection state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        if progress.connected_at.is_none() {
+                            tracing::info!("publisher connected");
+                            progress.connected_at = Some(Instant::now());
+                        }
+                    }
+                    RTCPeerConnectionState::Failed => return Some(EndReason::IceFailed),
+                    RTCPeerConnectionState::Closed => return Some(EndReason::PublisherGone),
+                    _ => {}
+                }
+            }
+            PeerEvent::Track(track) => {
+                let input = if track.is_video {
+                    pipeline.video_input()
+                } else {
+                    pipeline.audio_input()
+                };
+                let Some(input) = input else {
+                    tracing::warn!("ignoring a track the offer did not announce");
+                    return None;
+                };
+                progress.tracks_open += 1;
+                let is_video = track.is_video;
+                self.peer.receive(track, input);
+                if is_video {
+                    self.peer.request_keyframe().await;
+                    progress.last_keyframe_request = Some(Instant::now());
+                }
+            }
+            PeerEvent::TrackEnded => {
+                progress.tracks_open = progress.tracks_open.saturating_sub(1);
+                if progress.tracks_open == 0 {
+                    return Some(EndReason::PublisherGone);
+                }
+            }
+        }
+        None
+    }
+
+    async fn on_media_event(
+        &mut self,
+        event: MediaEvent,
+        progress: &mut Progress,
+    ) -> Option<EndReason> {
+        match event {
+            MediaEvent::KeyframeRequested => {
+                let due = progress
+                    .last_keyframe_request
+                    .is_none_or(|at| at.elapsed() >= KEYFRAME_REQUEST_INTERVAL);
+                if due {
+                    tracing::debug!("asking the publisher for a key frame");
+                    self.peer.request_keyframe().await;
+                    progress.last_keyframe_request = Some(Instant::now());
+                }
+            }
+            MediaEvent::VideoEncoded => self.went_live(progress),
+            MediaEvent::AudioFlowing => {
+                if self.spec.video.is_none() {
+                    self.went_live(progress);
+                }
+            }
+            MediaEvent::VideoRtpReady {
+                profile_level_id,
+                sprop_parameter_sets,
+            } => {
+                if let Some(at) = progress.connected_at {
+                    tracing::info!(
+                        ms = at.elapsed().as_millis() as u64,
+                        "first H.264 RTP packet out after ICE connected"
+                    );
+                }
+                progress.video_rtp = Some((profile_level_id, sprop_parameter_sets));
+                self.sdp_ready(progress);
+            }
+            MediaEvent::AudioRtpReady => {
+                progress.audio_rtp = true;
+                self.sdp_ready(progress);
+            }
+            MediaEvent::Error { element, message } => {
+                tracing::error!(%element, "pipeline error: {message}");
+                return Some(EndReason::PipelineError(format!("{element}: {message}")));
+            }
+        }
+        None
+    }
+
+    fn went_live(&mut self, progress: &mut Progress) {
+        if progress.live {
+            return;
+        }
+        progress.live = true;
+        tracing::info!("stream is live");
+        let mut outputs = Outputs::default();
+        self.gateway.registry().update(&self.spec.name, |entry| {
+            entry.info.state = StreamState::Live;
+            outputs = entry.info.outputs.clone();
+        });
+        let _ = self.events.send(SessionEvent::Live {
+            stream: self.spec.name.clone(),
+            outputs,
+        });
+    }
+
+    /// Once every RTP output has started, renders the SDP file and publishes it.
+    fn sdp_ready(&mut self, progress: &mut Progress) {
+        let video_done = self.spec.video.is_none() || progress.video_rtp.is_some();
+        let audio_done = self.spec.audio.is_none() || progress.audio_rtp;
+        if !video_done || !audio_done {
+            return;
+        }
+        let rtp = self.gateway.media.rtp();
+        let port = rtp.port_base + 4 * self.spec.slot;
+        let text = sdp::render(&SdpDescription {
+            stream: &self.spec.name,
+            session_id: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            host: self.gateway.config.rtp_host(),
+            multicast_ttl: rtp.multicast_ttl,
+            video: progress
+                .video_rtp
+                .clone()
+                .map(|(profile_level_id, sprop)| VideoDescription {
+                    port,
+                    profile_level_id,
+                    sprop_parameter_sets: sprop,
+                }),
+            audio_port: self.spec.audio.as_ref().map(|_| port + 2),
+        });
+        if !rtp.sdp_dir.as_os_str().is_empty() {
+            let path = rtp.sdp_dir.join(format!("{}.sdp", self.spec.name));
+            match std::fs::write(&path, &text) {
+                Ok(()) => progress.sdp_written = Some(path),
+                Err(e) => tracing::warn!("cannot write {}: {e}", path.display()),
+            }
+        }
+        self.gateway
+            .registry()
+            .update(&self.spec.name, |entry| entry.sdp = Some(text));
+        tracing::info!("SDP ready");
+    }
+
+    /// Fills the stream object with what the outputs will be.
+    fn publish_info(&self) {
+        let config = &self.gateway.config;
+        let transcode = &config.transcode;
+        let name = &self.spec.name;
+        let video = self.plan.video.as_ref().map(|(input, _)| VideoInfo {
+            codec: "H264".into(),
+            width: transcode.width,
+            height: transcode.height,
+            fps: transcode.framerate,
+            input_codec: input.codec.name().into(),
+        });
+        let audio = self.plan.audio.as_ref().map(|_| AudioInfo {
+            codec: "opus".into(),
+            sample_rate: 48000,
+            channels: 2,
+        });
+        let sdp = config
+            .rtp
+            .enabled
+            .then(|| format!("/streams/{name}/stream.sdp"));
+        self.gateway.registry().update(name, |entry| {
+            entry.info.video = video;
+            entry.info.audio = audio;
+            entry.info.outputs.sdp = sdp;
+        });
+    }
+}

@@ -1,0 +1,452 @@
+//! The WebSocket signalling protocol (`GET /ws`): JSON messages in, sessions started and
+//! stopped, answers, candidates, `live`, `ended` and errors out. Transport-free: the HTTP
+//! layer hands it a stream of incoming texts and a sender for outgoing ones.
+
+use crate::gateway::Gateway;
+use crate::registry::{Outputs, RegistryError, valid_name};
+use crate::session::offer::OfferError;
+use crate::session::{self, EndReason, PublishError, PublishRequest, SessionEvent, SessionHandle};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCIceCandidateInit;
+
+/// A message from the client, as the transport delivered it.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(String),
+    Binary,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    Publish {
+        stream: String,
+        sdp: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    Candidate {
+        candidate: Option<String>,
+        #[serde(default, rename = "sdpMid")]
+        sdp_mid: Option<String>,
+        #[serde(default, rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u16>,
+        #[serde(default, rename = "usernameFragment")]
+        username_fragment: Option<String>,
+    },
+    Unpublish,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage {
+    Answer {
+        stream: String,
+        sdp: String,
+    },
+    Candidate {
+        candidate: String,
+        #[serde(rename = "sdpMid")]
+        sdp_mid: Option<String>,
+        #[serde(rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u16>,
+    },
+    Live {
+        stream: String,
+        outputs: Outputs,
+    },
+    Ended {
+        stream: String,
+        reason: String,
+    },
+    Error {
+        code: u16,
+        error: String,
+        message: String,
+    },
+}
+
+/// A signalling error: the contract's code, a token and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignallingError {
+    pub code: u16,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl SignallingError {
+    fn new(code: u16, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            error,
+            message: message.into(),
+        }
+    }
+
+    fn to_message(&self) -> ServerMessage {
+        ServerMessage::Error {
+            code: self.code,
+            error: self.error.into(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Parses one client message; every failure is a 400 with a sentence saying why.
+pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, SignallingError> {
+    if text.len() > max_bytes {
+        return Err(SignallingError::new(
+            400,
+            "message-too-large",
+            format!(
+                "message of {} bytes is larger than the limit of {max_bytes}",
+                text.len()
+            ),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        SignallingError::new(
+            400,
+            "malformed-message",
+            format!("message is not JSON: {e}"),
+        )
+    })?;
+    match value.get("type") {
+        Some(serde_json::Value::String(kind)) => {
+            if !["publish", "candidate", "unpublish"].contains(&kind.as_str()) {
+                return Err(SignallingError::new(
+                    400,
+                    "unknown-type",
+                    format!("unknown message type {kind:?}"),
+                ));
+            }
+        }
+        Some(_) => {
+            return Err(SignallingError::new(
+                400,
+                "malformed-message",
+                "\"type\" must be a string",
+            ));
+        }
+        None if value.is_object() => {
+            return Err(SignallingError::new(
+                400,
+                "malformed-message",
+                "message has no \"type\"",
+            ));
+        }
+        None => {
+            return Err(SignallingError::new(
+                400,
+                "malformed-message",
+                "message must be a JSON object",
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        SignallingError::new(400, "malformed-message", format!("invalid message: {e}"))
+    })
+}
+
+/// Compares a presented token with the configured one in constant time.
+pub fn token_matches(configured: &str, presented: Option<&str>) -> bool {
+    if configured.is_empty() {
+        return true;
+    }
+    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(configured.as_bytes())))
+}
+
+/// Maps a failed publication to its signalling error.
+pub fn publish_error(stream: &str, error: &PublishError) -> SignallingError {
+    match error {
+        PublishError::Offer(OfferError::NoSupportedCodec) => {
+            SignallingError::new(415, "unsupported-codec", error.to_string())
+        }
+        PublishError::Offer(_) => SignallingError::new(400, "bad-sdp", error.to_string()),
+        PublishError::Registry(RegistryError::InUse) => SignallingError::new(
+            409,
+            "stream-in-use",
+            format!("stream {stream} already has a publisher"),
+        ),
+        PublishError::Registry(RegistryError::Full(_)) => {
+            SignallingError::new(503, "too-many-publishers", error.to_string())
+        }
+        PublishError::ShuttingDown => SignallingError::new(503, "shutting-down", error.to_string()),
+        PublishError::Negotiation(_) => {
+            SignallingError::new(400, "negotiation-failed", error.to_string())
+        }
+    }
+}
+
+/// One signalling connection. Ends its stream when the client goes away.
+pub struct Connection {
+    gateway: Arc<Gateway>,
+    outgoing: mpsc::UnboundedSender<String>,
+    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    events: mpsc::UnboundedReceiver<SessionEvent>,
+    current: Option<SessionHandle>,
+}
+
+impl Connection {
+    pub fn new(gateway: Arc<Gateway>, outgoing: mpsc::UnboundedSender<String>) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        Self {
+            gateway,
+            outgoing,
+            events_tx,
+            events,
+            current: None,
+        }
+    }
+
+    pub async fn run(mut self, incoming: impl Stream<Item = Incoming>) {
+        tokio::pin!(incoming);
+        loop {
+            tokio::select! {
+                message = incoming.next() => match message {
+                    Some(Incoming::Text(text)) => self.on_text(&text).await,
+                    Some(Incoming::Binary) => self.send_error(&SignallingError::new(
+                        400, "malformed-message", "messages must be JSON text")),
+                    None => break,
+                },
+                Some(event) = self.events.recv() => self.on_session_event(event),
+            }
+        }
+        if let Some(handle) = self.current.take() {
+            handle.stop(EndReason::PublisherGone).await;
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let max = self.gateway.config.limits.max_message_bytes as usize;
+        let result = match parse(text, max) {
+            Ok(message) => self.on_message(message).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::debug!(code = e.code, "signalling error: {}", e.message);
+            self.send_error(&e);
+        }
+    }
+
+    async fn on_message(&mut self, message: ClientMessage) -> Result<(), SignallingError> {
+        match message {
+            ClientMessage::Publish { stream, sdp, token } => {
+                if let Some(current) = &self.current {
+                    return Err(SignallingError::new(
+                        409,
+                        "already-publishing",
+                        format!(
+                            "this connection already publishes stream {}; unpublish first",
+                            current.stream
+                        ),
+                    ));
+                }
+                if !valid_name(&stream) {
+                    return Err(SignallingError::new(
+                        400,
+                        "bad-stream-name",
+                        "stream names are 1 to 64 letters, digits, '_' or '-'",
+                    ));
+                }
+                let configured = &self.gateway.config.auth.publish_token;
+                if !token_matches(configured, token.as_deref()) {
+                    return Err(SignallingError::new(
+                        401,
+                        "unauthorized",
+                        "publishing needs a valid token",
+                    ));
+                }
+                let request = PublishRequest {
+                    stream: stream.clone(),
+                    offer: sdp,
+                    publisher: "websocket",
+                };
+                let (handle, answer) =
+                    session::publish(&self.gateway, request, self.events_tx.clone())
+                        .await
+                        .map_err(|e| publish_error(&stream, &e))?;
+                self.current = Some(handle);
+                self.send(&ServerMessage::Answer {
+                    stream,
+                    sdp: answer,
+                });
+                Ok(())
+            }
+            ClientMessage::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                username_fragment,
+            } => {
+                let Some(current) = &self.current else {
+                    return Err(SignallingError::new(
+                        400,
+                        "not-publishing",
+                        "a candidate needs a publication: send publish first",
+                    ));
+                };
+                // A null or empty candidate marks the end of the publisher's candidates.
+                if let Some(candidate) = candidate.filter(|c| !c.is_empty()) {
+                    current
+                        .add_candidate(RTCIceCandidateInit {
+                            candidate,
+                            sdp_mid,
+                            sdp_mline_index,
+                            username_fragment,
+                            url: None,
+                        })
+                        .await;
+                }
+                Ok(())
+            }
+            ClientMessage::Unpublish => {
+                let Some(current) = &self.current else {
+                    return Err(SignallingError::new(
+                        400,
+                        "not-publishing",
+                        "this connection publishes nothing",
+                    ));
+                };
+                current.stop(EndReason::Unpublished).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn on_session_event(&mut self, event: SessionEvent) {
+        let message = match event {
+            SessionEvent::Candidate(c) => ServerMessage::Candidate {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+            },
+            SessionEvent::Live { stream, outputs } => ServerMessage::Live { stream, outputs },
+            SessionEvent::Ended { stream, reason } => {
+                if self.current.as_ref().is_some_and(|c| c.stream == stream) {
+                    self.current = None;
+                }
+                ServerMessage::Ended {
+                    stream,
+                    reason: reason.to_string(),
+                }
+            }
+        };
+        self.send(&message);
+    }
+
+    fn send(&self, message: &ServerMessage) {
+        let text = serde_json::to_string(message).expect("messages serialize");
+        let _ = self.outgoing.send(text);
+    }
+
+    fn send_error(&self, error: &SignallingError) {
+        self.send(&error.to_message());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_table() {
+        let table: &[(&str, &str, &str)] = &[
+            (
+                "not json",
+                "malformed-message",
+                "message is not JSON: expected ident at line 1 column 2",
+            ),
+            (
+                "[1,2]",
+                "malformed-message",
+                "message must be a JSON object",
+            ),
+            ("{}", "malformed-message", "message has no \"type\""),
+            (
+                "{\"type\":5}",
+                "malformed-message",
+                "\"type\" must be a string",
+            ),
+            (
+                "{\"type\":\"dance\"}",
+                "unknown-type",
+                "unknown message type \"dance\"",
+            ),
+            (
+                "{\"type\":\"publish\",\"sdp\":\"v=0\"}",
+                "malformed-message",
+                "invalid message: missing field `stream`",
+            ),
+            (
+                "{\"type\":\"publish\",\"stream\":1,\"sdp\":\"v=0\"}",
+                "malformed-message",
+                "invalid message: invalid type: integer `1`, expected a string",
+            ),
+        ];
+        for (text, error, message) in table {
+            let e = parse(text, 1024).unwrap_err();
+            assert_eq!(
+                (e.code, e.error, e.message.as_str()),
+                (400, *error, *message),
+                "{text}"
+            );
+        }
+        let e = parse(&"x".repeat(2000), 1024).unwrap_err();
+        assert_eq!(e.error, "message-too-large");
+    }
+
+    #[test]
+    fn good_messages() {
+        assert!(matches!(
+            parse(r#"{"type":"publish","stream":"a","sdp":"v=0"}"#, 1024),
+            Ok(ClientMessage::Publish { token: None, .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"candidate","candidate":null}"#, 1024),
+            Ok(ClientMessage::Candidate {
+                candidate: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"unpublish"}"#, 1024),
+            Ok(ClientMessage::Unpublish)
+        ));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(token_matches("", None));
+        assert!(token_matches("s3cret", Some("s3cret")));
+        assert!(!token_matches("s3cret", Some("s3cre")));
+        assert!(!token_matches("s3cret", None));
+    }
+
+    #[test]
+    fn server_messages_match_the_contract() {
+        let e = publish_error("cam1", &PublishError::Registry(RegistryError::InUse));
+        assert_eq!(
+            serde_json::to_value(e.to_message()).unwrap(),
+            serde_json::json!({"type": "error", "code": 409, "error": "stream-in-use",
+                "message": "stream cam1 already has a publisher"})
+        );
+        let live = ServerMessage::Live {
+            stream: "cam1".into(),
+            outputs: Outputs {
+                sdp: Some("/streams/cam1/stream.sdp".into()),
+                hls: None,
+                recording: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(live).unwrap(),
+            serde_json::json!({"type": "live", "stream": "cam1", "outputs":
+                {"sdp": "/streams/cam1/stream.sdp", "hls": null, "recording": null}})
+        );
+    }
+}
