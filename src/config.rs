@@ -217,11 +217,12 @@ impl Config {
         }
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-                ConfigError::Invalid(vec![format!(
-                    "{}: {}",
-                    e.path(),
-                    one_line(&e.inner().to_string())
-                )])
+                // The TOML deserializer ends its messages with the key, which is said first.
+                let message = one_line(&e.inner().to_string());
+                let message = message
+                    .rsplit_once(" in `")
+                    .map_or(message.as_str(), |(head, _)| head);
+                ConfigError::Invalid(vec![format!("{}: {message}", e.path())])
             })?;
         config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)

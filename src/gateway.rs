@@ -18,6 +18,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every session task, so that shutdown can wait for them.
     pub sessions: TaskTracker,
+    /// Every signalling connection, so that shutdown can let them say goodbye.
+    pub connections: TaskTracker,
 }
 
 impl Gateway {
@@ -28,6 +30,7 @@ impl Gateway {
             media,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            connections: TaskTracker::new(),
         })
     }
 
@@ -36,15 +39,18 @@ impl Gateway {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stops accepting publishers, ends every stream and waits up to `grace` for them.
+    /// Stops accepting publishers, ends every stream, and waits up to `grace` for the
+    /// streams to end and their publishers to be told.
     pub async fn stop(&self, grace: Duration) {
         self.shutdown.cancel();
         self.registry().stop_all();
         self.sessions.close();
-        if tokio::time::timeout(grace, self.sessions.wait())
-            .await
-            .is_err()
-        {
+        self.connections.close();
+        let ended = async {
+            self.sessions.wait().await;
+            self.connections.wait().await;
+        };
+        if tokio::time::timeout(grace, ended).await.is_err() {
             tracing::warn!("some streams did not end within {grace:?}");
         }
     }

@@ -130,7 +130,10 @@ async fn websocket(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrad
     let limit = gateway.config.limits.max_message_bytes as usize;
     upgrade
         .max_message_size(limit.saturating_mul(4))
-        .on_upgrade(move |socket| serve_socket(gateway, socket))
+        .on_upgrade(move |socket| {
+            let connections = gateway.connections.clone();
+            connections.track_future(serve_socket(gateway, socket))
+        })
 }
 
 async fn serve_socket(gateway: Arc<Gateway>, socket: WebSocket) {
@@ -154,5 +157,11 @@ async fn serve_socket(gateway: Arc<Gateway>, socket: WebSocket) {
             })
         });
     Connection::new(gateway, outgoing).run(incoming).await;
-    writer.abort();
+    // The connection is gone, and with it the sender: the writer sends what is left.
+    if tokio::time::timeout(std::time::Duration::from_secs(1), writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!("a signalling socket did not take its last messages");
+    }
 }

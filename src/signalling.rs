@@ -214,6 +214,8 @@ impl Connection {
                     None => break,
                 },
                 Some(event) = self.events.recv() => self.on_session_event(event),
+                // At shutdown, the connection closes once its publisher has been told.
+                _ = self.gateway.shutdown.cancelled(), if self.current.is_none() => break,
             }
         }
         if let Some(handle) = self.current.take() {

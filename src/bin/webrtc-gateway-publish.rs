@@ -144,7 +144,6 @@ fn codec(kind: RtpCodecKind, cli: &Cli) -> RTCRtpCodecParameters {
         } else {
             VIDEO_PT
         },
-        ..Default::default()
     }
 }
 
@@ -199,12 +198,14 @@ fn feed(
                 duration,
                 ..Sample::new(Instant::now())
             };
-            if let Err(e) = track
+            // Fails once the connection is closed: the publication is over.
+            if track
                 .sample_writer(ssrc, payload_type)
                 .write_sample(&sample)
                 .await
+                .is_err()
             {
-                eprintln!("write_sample: {e}");
+                break;
             }
         }
     });

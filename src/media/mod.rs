@@ -13,9 +13,8 @@ use gstreamer_app as gst_app;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use templates::Templates;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 /// Most bytes queued in an input before packets are dropped rather than queued.
 const INPUT_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
@@ -151,8 +150,7 @@ impl PipelineFactory {
     ) -> Result<(StreamPipeline, mpsc::Receiver<MediaEvent>), PipelineError> {
         let pipeline = self.templates.build(spec, &self.transcode, &self.rtp)?;
         let (events, receiver) = mpsc::channel(64);
-        let eos = Arc::new(Notify::new());
-        watch_bus(&pipeline, events.clone(), eos.clone());
+        watch_bus(&pipeline, events.clone());
 
         let input = |name: &str| -> Option<MediaInput> {
             let appsrc = pipeline.by_name(name)?.downcast::<gst_app::AppSrc>().ok()?;
@@ -193,7 +191,6 @@ impl PipelineFactory {
                 pipeline,
                 video_input,
                 audio_input,
-                eos,
             },
             receiver,
         ))
@@ -206,7 +203,6 @@ pub struct StreamPipeline {
     pipeline: gst::Pipeline,
     video_input: Option<MediaInput>,
     audio_input: Option<MediaInput>,
-    eos: Arc<Notify>,
 }
 
 impl StreamPipeline {
@@ -218,15 +214,8 @@ impl StreamPipeline {
         self.audio_input.clone()
     }
 
-    /// Ends the inputs, lets the end reach every output (so files are finalised),
-    /// then tears the pipeline down.
+    /// Tears the pipeline down; its outputs stop at once.
     pub async fn stop(self) {
-        for input in [&self.video_input, &self.audio_input].into_iter().flatten() {
-            let _ = input.appsrc.end_of_stream();
-        }
-        if self.video_input.is_some() || self.audio_input.is_some() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.eos.notified()).await;
-        }
         let pipeline = self.pipeline.clone();
         let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
     }
@@ -264,23 +253,19 @@ impl MediaInput {
     }
 }
 
-/// Forwards errors to the owner and wakes `stop` at end of stream.
-fn watch_bus(pipeline: &gst::Pipeline, events: mpsc::Sender<MediaEvent>, eos: Arc<Notify>) {
+/// Forwards errors to the owner.
+fn watch_bus(pipeline: &gst::Pipeline, events: mpsc::Sender<MediaEvent>) {
     let Some(bus) = pipeline.bus() else { return };
     bus.set_sync_handler(move |_, message| {
-        match message.view() {
-            gst::MessageView::Error(error) => {
-                let element = error
-                    .src()
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_default();
-                let _ = events.try_send(MediaEvent::Error {
-                    element,
-                    message: error.error().message().to_string(),
-                });
-            }
-            gst::MessageView::Eos(_) => eos.notify_one(),
-            _ => {}
+        if let gst::MessageView::Error(error) = message.view() {
+            let element = error
+                .src()
+                .map(|s| s.name().to_string())
+                .unwrap_or_default();
+            let _ = events.try_send(MediaEvent::Error {
+                element,
+                message: error.error().message().to_string(),
+            });
         }
         gst::BusSyncReply::Drop
     });

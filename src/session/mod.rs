@@ -292,11 +292,9 @@ impl Session {
             PeerEvent::ConnectionState(state) => {
                 tracing::debug!(%state, "peer connection state");
                 match state {
-                    RTCPeerConnectionState::Connected => {
-                        if progress.connected_at.is_none() {
-                            tracing::info!("publisher connected");
-                            progress.connected_at = Some(Instant::now());
-                        }
+                    RTCPeerConnectionState::Connected if progress.connected_at.is_none() => {
+                        tracing::info!("publisher connected");
+                        progress.connected_at = Some(Instant::now());
                     }
                     RTCPeerConnectionState::Failed => return Some(EndReason::IceFailed),
                     RTCPeerConnectionState::Closed => return Some(EndReason::PublisherGone),

@@ -269,7 +269,6 @@ fn media_engine(plan: &OfferPlan) -> Result<MediaEngine, webrtc::error::Error> {
                     rtcp_feedback: vec![],
                 },
                 payload_type: input.payload_type,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )?;
@@ -285,7 +284,6 @@ fn media_engine(plan: &OfferPlan) -> Result<MediaEngine, webrtc::error::Error> {
                     rtcp_feedback: vec![],
                 },
                 payload_type: input.payload_type,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )?;
