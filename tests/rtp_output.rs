@@ -206,3 +206,149 @@ fn sigterm_ends_streams_and_exits_zero() {
     let ended = publisher.wait_for("ended", Duration::from_secs(2));
     assert_eq!(ended["reason"], "shutdown");
 }
+
+/// Runs a command as an unprivileged user when we are root (VLC refuses to run as root).
+fn unprivileged(program: &str) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if root {
+        let mut command = std::process::Command::new("setpriv");
+        command.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            program,
+        ]);
+        command
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+#[test]
+fn gstreamer_sdpdemux_plays_the_stream() {
+    let gateway = TestGateway::start("");
+    let mut publisher = Publisher::start(&gateway, "gst", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("gst.sdp");
+    std::fs::write(&sdp, gateway.get("/streams/gst/stream.sdp").text().unwrap()).unwrap();
+    let output = std::process::Command::new("timeout")
+        .args(["-s", "INT", "8", "gst-launch-1.0", "-e", "-v", "filesrc"])
+        .arg(format!("location={}", sdp.display()))
+        .args(["!", "sdpdemux", "latency=100", "name=d"])
+        .args([
+            "d.",
+            "!",
+            "queue",
+            "!",
+            "rtph264depay",
+            "!",
+            "avdec_h264",
+            "!",
+            "videoconvert",
+        ])
+        .args([
+            "!",
+            "fpsdisplaysink",
+            "video-sink=fakesink",
+            "text-overlay=false",
+            "sync=false",
+        ])
+        .args([
+            "d.",
+            "!",
+            "queue",
+            "!",
+            "rtpopusdepay",
+            "!",
+            "opusdec",
+            "!",
+            "fakesink",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("width=(int)320, height=(int)180"), "{text}");
+    assert!(
+        text.contains("GstOpusDec:opusdec0.GstPad:src: caps = audio/x-raw"),
+        "{text}"
+    );
+    let rendered = text
+        .lines()
+        .filter_map(|l| {
+            l.split("rendered: ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    // 8 s at 30 fps, less the wait for the first key frame.
+    assert!(
+        rendered >= 150,
+        "GStreamer rendered {rendered} frames:\n{text}"
+    );
+}
+
+#[test]
+fn vlc_reads_the_sdp_through_avformat() {
+    let gateway = TestGateway::start("");
+    let mut publisher = Publisher::start(&gateway, "vlc", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let sdp = dir.path().join("vlc.sdp");
+    std::fs::write(&sdp, gateway.get("/streams/vlc/stream.sdp").text().unwrap()).unwrap();
+    let recorded = dir.path().join("vlc.ts");
+    let output = unprivileged("cvlc")
+        .env("HOME", dir.path())
+        .args([
+            "--demux=avformat",
+            "--avformat-format=sdp",
+            "--intf",
+            "dummy",
+        ])
+        .arg(&sdp)
+        .args(["--run-time=6", "--play-and-exit", "--sout"])
+        .arg(format!(
+            "#std{{access=file,mux=ts,dst={}}}",
+            recorded.display()
+        ))
+        .output()
+        .unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-of", "compact"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+        ])
+        .arg(&recorded)
+        .output()
+        .unwrap();
+    let probe = String::from_utf8_lossy(&probe.stdout);
+    let vlc_log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        probe.contains("codec_name=h264|width=320|height=180"),
+        "{probe}\n{vlc_log}"
+    );
+    assert!(probe.contains("codec_name=opus"), "{probe}\n{vlc_log}");
+    let frames: u32 = probe
+        .lines()
+        .find(|l| l.contains("h264"))
+        .and_then(|l| l.rsplit("nb_read_frames=").next()?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        frames >= 90,
+        "VLC received {frames} frames in 6 s:\n{vlc_log}"
+    );
+}

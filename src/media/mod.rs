@@ -21,7 +21,7 @@ const INPUT_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("cannot read pipeline template {path}: {source}")]
+    #[error("cannot read pipeline template {path}")]
     ReadTemplate {
         path: PathBuf,
         source: std::io::Error,
