@@ -11,7 +11,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # What the tests use besides: ffmpeg/ffprobe decode the outputs, VLC plays them.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base
 
-.PHONY: run test build deps test-deps lint clean
+.PHONY: run test build deps test-deps lint bench clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -47,3 +47,7 @@ test: test-deps
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks (not part of `make test`): start-up time and CPU against bare gst-launch.
+bench: build
+	./target/release/webrtc-gateway-bench
