@@ -352,3 +352,27 @@ fn vlc_reads_the_sdp_through_avformat() {
         "VLC received {frames} frames in 6 s:\n{vlc_log}"
     );
 }
+
+#[test]
+fn a_failing_pipeline_ends_that_stream_alone() {
+    let gateway = TestGateway::start("");
+    let mut good = Publisher::start(&gateway, "good", &[]);
+    good.wait_for("live", LIVE_TIMEOUT);
+    let mut bad = Publisher::start(&gateway, "bad", &["--corrupt-video"]);
+    let ended = bad.wait_for("ended", Duration::from_secs(20));
+    assert_eq!(
+        ended["reason"],
+        "pipeline-error: video_decoder: Failed to decode frame"
+    );
+    assert!(bad.seen.iter().all(|m| m["type"] != "live"));
+    assert!(gateway.stream("bad").is_none());
+    assert!(
+        gateway
+            .log()
+            .contains("stream{name=bad}: webrtc_gateway::session: pipeline error"),
+        "{}",
+        gateway.log()
+    );
+    assert_eq!(gateway.stream("good").unwrap()["state"], "live");
+    assert_decodes(&gateway, "good", 320, 180, true);
+}

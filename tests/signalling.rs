@@ -221,3 +221,22 @@ fn a_publisher_that_never_connects_is_given_up() {
     assert_eq!(ended["stream"], "silent");
     assert!(gateway.stream("silent").is_none());
 }
+
+#[test]
+fn ice_uses_the_configured_udp_port_range() {
+    let gateway = TestGateway::start("[webrtc]\nudp_port_min = 41000\nudp_port_max = 41009");
+    let mut ws = Signalling::connect(&gateway);
+    ws.send(&publish("ranged"));
+    let answer = ws.receive();
+    let sdp = answer["sdp"].as_str().unwrap();
+    let ports: Vec<u16> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .collect();
+    assert!(!ports.is_empty(), "{sdp}");
+    assert!(
+        ports.iter().all(|p| (41000..=41009).contains(p)),
+        "{ports:?}"
+    );
+}

@@ -74,6 +74,9 @@ struct Cli {
     /// Local address for ICE.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// Replace every video frame with bytes no decoder accepts (to test error handling).
+    #[arg(long)]
+    corrupt_video: bool,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -167,6 +170,7 @@ fn feed(
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    corrupt: bool,
 ) -> Result<()> {
     let (frames, mut received) = mpsc::channel::<(bytes::Bytes, Duration)>(64);
     pipeline.set_state(gst::State::Playing)?;
@@ -182,10 +186,15 @@ fn feed(
                 .duration()
                 .map(|d| Duration::from_nanos(d.nseconds()))
                 .unwrap_or(Duration::from_millis(20));
-            if frames
-                .blocking_send((bytes::Bytes::copy_from_slice(&map), duration))
-                .is_err()
-            {
+            let data = if corrupt {
+                // The frame header stays, so the frame is taken in; its data is junk.
+                let mut junk = map.to_vec();
+                junk.iter_mut().skip(10).for_each(|b| *b = 0xa5);
+                bytes::Bytes::from(junk)
+            } else {
+                bytes::Bytes::copy_from_slice(&map)
+            };
+            if frames.blocking_send((data, duration)).is_err() {
                 break;
             }
         }
@@ -354,7 +363,8 @@ async fn main() -> Result<()> {
                                 )
                             };
                             let (pipeline, appsink) = encoder(&description)?;
-                            feed(pipeline, appsink, track.clone(), *ssrc, *pt)?;
+                            let corrupt = cli.corrupt_video && *kind == RtpCodecKind::Video;
+                            feed(pipeline, appsink, track.clone(), *ssrc, *pt, corrupt)?;
                         }
                     }
                     if state == RTCPeerConnectionState::Failed {
