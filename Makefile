@@ -8,8 +8,9 @@ CARGO ?= cargo
 RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-# What the tests use besides: ffmpeg/ffprobe decode the outputs, VLC plays them.
-TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base
+# What the tests use besides: ffmpeg/ffprobe decode the outputs, VLC plays them,
+# Chromium (headless, fake devices) publishes from the pages.
+TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium
 
 .PHONY: run test build deps test-deps lint bench clean
 

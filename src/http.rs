@@ -13,7 +13,9 @@ use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// An API error: a status, a token and a sentence.
 #[derive(Debug)]
@@ -63,7 +65,13 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let www = ServeDir::new(&gateway.config.http.www_dir);
+    // Pages are revalidated on every load, so that an upgrade is seen at once.
+    let www = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+        .service(ServeDir::new(&gateway.config.http.www_dir));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(websocket))

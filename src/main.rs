@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,webrtc_gateway=info".into()),
+                .unwrap_or_else(|_| "info,webrtc=error,rtc=error,webrtc_gateway=info".into()),
         )
         .init();
 

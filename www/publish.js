@@ -34,15 +34,14 @@ async function start() {
   const media = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
   $("preview").srcObject = media;
   const pc = new RTCPeerConnection();
+  session = { pc, ws: null, media };
   for (const track of media.getTracks()) {
     pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
   }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/ws`);
-  session = { pc, ws, media };
-  const send = (message) => ws.send(JSON.stringify(message));
   const queued = [];
   let published = false;
+  let ws = null;
+  const send = (message) => ws.send(JSON.stringify(message));
 
   pc.onicecandidate = (event) => {
     const message = event.candidate
@@ -57,6 +56,10 @@ async function start() {
 
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
+  // The socket opens only once the offer is ready, so that no event is missed.
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${scheme}//${location.host}/ws`);
+  session.ws = ws;
   ws.onopen = () => {
     const message = { type: "publish", stream, sdp: pc.localDescription.sdp };
     if (token) message.token = token;
@@ -102,10 +105,12 @@ function stop(unpublish = true) {
   if (!session) return;
   const { pc, ws, media } = session;
   session = null;
-  if (unpublish && ws.readyState === WebSocket.OPEN) {
-    ws.send(JSON.stringify({ type: "unpublish" }));
+  if (ws) {
+    if (unpublish && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify({ type: "unpublish" }));
+    }
+    setTimeout(() => ws.close(), unpublish ? 500 : 0);
   }
-  setTimeout(() => ws.close(), unpublish ? 500 : 0);
   pc.close();
   media.getTracks().forEach((t) => t.stop());
   $("start").disabled = false;

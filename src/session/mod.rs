@@ -224,6 +224,14 @@ impl Session {
         let reason = self
             .drive(&pipeline, &mut media_events, &mut progress)
             .await;
+        let dropped: u64 = [pipeline.video_input(), pipeline.audio_input()]
+            .iter()
+            .flatten()
+            .map(|input| input.dropped())
+            .sum();
+        if dropped > 0 {
+            tracing::warn!(dropped, "packets dropped because the pipeline fell behind");
+        }
         pipeline.stop().await;
         self.peer.close().await;
         if let Some(path) = progress.sdp_written {

@@ -1,0 +1,68 @@
+//! The pages in a real browser: headless Chromium with a fake camera and microphone,
+//! driven over the DevTools protocol.
+
+mod common;
+
+use common::{Browser, Publisher, TestGateway, decode_sdp};
+use serde_json::json;
+use std::time::Duration;
+
+const STATE: &str = "document.body.dataset.state";
+const REASON: &str = "document.getElementById('reason').textContent";
+
+#[test]
+fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
+    let gateway = TestGateway::start("[transcode]\nwidth = 640\nheight = 360");
+    let mut browser = Browser::start();
+    browser.open(&gateway.url("/publish.html?stream=browser&autostart=1"));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(20));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+    let stream = gateway.stream("browser").unwrap();
+    assert_eq!(stream["state"], "live");
+    assert_eq!(stream["video"]["input_codec"], "VP8");
+
+    let decoded = decode_sdp(&gateway.url("/streams/browser/stream.sdp"), 5.0);
+    assert_eq!(
+        decoded.video_codec.as_deref(),
+        Some("h264"),
+        "{}",
+        decoded.stderr
+    );
+    assert_eq!(decoded.size, Some((640, 360)));
+    assert!(
+        decoded.video_frames >= 120,
+        "{} frames",
+        decoded.video_frames
+    );
+    assert_eq!(decoded.audio_codec.as_deref(), Some("opus"));
+
+    let shot = gateway.dir.path().join("publish.png");
+    browser.screenshot(&shot);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+
+    // Stop in the page ends the stream.
+    browser.eval("document.getElementById('stop').click()");
+    gateway.wait_stream_gone("browser", Duration::from_secs(3));
+}
+
+#[test]
+fn the_publish_page_shows_the_gateways_errors() {
+    let gateway = TestGateway::start("[auth]\npublish_token = \"letmein\"");
+    let mut browser = Browser::start();
+    browser.open(&gateway.url("/publish.html?stream=locked&autostart=1"));
+    let state = browser.wait_for(STATE, &json!("error"), Duration::from_secs(20));
+    assert_eq!(state, json!("error"));
+    assert_eq!(
+        browser.eval(REASON),
+        json!("(401 unauthorized: publishing needs a valid token)")
+    );
+
+    let mut taken = Publisher::start(&gateway, "taken", &["--token", "letmein"]);
+    taken.wait_for("live", Duration::from_secs(20));
+    browser.open(&gateway.url("/publish.html?stream=taken&token=letmein&autostart=1"));
+    browser.wait_for(STATE, &json!("error"), Duration::from_secs(20));
+    assert_eq!(
+        browser.eval(REASON),
+        json!("(409 stream-in-use: stream taken already has a publisher)")
+    );
+}
