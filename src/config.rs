@@ -67,6 +67,8 @@ pub struct HlsConfig {
     pub dir: PathBuf,
     pub segment_duration_s: u32,
     pub playlist_length: u32,
+    /// How long an ended stream's playlist stays served (and continuable), seconds.
+    pub linger_s: u32,
 }
 
 impl Default for HlsConfig {
@@ -76,6 +78,7 @@ impl Default for HlsConfig {
             dir: PathBuf::new(),
             segment_duration_s: 2,
             playlist_length: 6,
+            linger_s: 30,
         }
     }
 }
@@ -260,6 +263,7 @@ impl Config {
         p.range("rtp.multicast_ttl", self.rtp.multicast_ttl, 1, 255);
         p.range("hls.segment_duration_s", self.hls.segment_duration_s, 1, 10);
         p.range("hls.playlist_length", self.hls.playlist_length, 1, 100);
+        p.range("hls.linger_s", self.hls.linger_s, 0, 3600);
         if !RECORD_FORMATS.contains(&self.record.format.as_str()) {
             p.push(
                 "record.format",

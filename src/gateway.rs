@@ -1,11 +1,13 @@
 //! The gateway's shared context: configuration, the stream registry, the pipeline
-//! factory and the shutdown signal. Created once in `main` and handed to every task.
+//! factory, where HLS files go, and the shutdown signal. Created once in `main` and
+//! handed to every task.
 
 use crate::config::Config;
 use crate::media::PipelineFactory;
 use crate::registry::Registry;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,10 +22,23 @@ pub struct Gateway {
     pub sessions: TaskTracker,
     /// Every signalling connection, so that shutdown can let them say goodbye.
     pub connections: TaskTracker,
+    /// Where each stream's HLS directory is made.
+    pub hls_root: PathBuf,
+    /// The temporary HLS directory when `hls.dir` is empty, removed at exit.
+    _hls_temp: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
-    pub fn new(config: Config, media: PipelineFactory) -> Arc<Self> {
+    /// `hls_temp` is the temporary directory used when `hls.dir` is empty.
+    pub fn new(
+        config: Config,
+        media: PipelineFactory,
+        hls_temp: Option<tempfile::TempDir>,
+    ) -> Arc<Self> {
+        let hls_root = match &hls_temp {
+            Some(temp) => temp.path().to_owned(),
+            None => config.hls.dir.clone(),
+        };
         Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers)),
             config,
@@ -31,7 +46,33 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             connections: TaskTracker::new(),
+            hls_root,
+            _hls_temp: hls_temp,
         })
+    }
+
+    /// Removes ended streams once their HLS files have lingered long enough.
+    pub fn spawn_reaper(self: &Arc<Self>) {
+        let gateway = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(gateway) = gateway.upgrade() else {
+                    break;
+                };
+                let expired = gateway.registry().expire(Instant::now());
+                for hls in expired {
+                    tracing::debug!(dir = %hls.dir.display(), "HLS files expired");
+                    hls.remove();
+                }
+            }
+        });
+    }
+
+    /// When an ended stream's HLS files go away, if it ends now.
+    pub fn linger_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.config.hls.linger_s as u64)
     }
 
     /// The registry, for one short call.
@@ -52,6 +93,10 @@ impl Gateway {
         };
         if tokio::time::timeout(grace, ended).await.is_err() {
             tracing::warn!("some streams did not end within {grace:?}");
+        }
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        for hls in self.registry().expire(far) {
+            hls.remove();
         }
     }
 }

@@ -1,20 +1,23 @@
-//! The HTTP server (axum): pages from `www/`, health, WebSocket signalling, the stream API
-//! and the per-stream SDP files. API errors are JSON `{"error", "message"}`.
+//! The HTTP server (axum): pages from `www/`, health, WebSocket signalling, the stream API,
+//! the per-stream SDP files and HLS playlists and segments, and the recordings. API errors
+//! are JSON `{"error", "message"}`.
 
 use crate::gateway::Gateway;
+use crate::media::recording;
 use crate::registry::valid_name;
 use crate::signalling::{Connection, Incoming};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tower::ServiceBuilder;
-use tower_http::services::ServeDir;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 /// An API error: a status, a token and a sentence.
@@ -72,12 +75,24 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             HeaderValue::from_static("no-cache"),
         ))
         .service(ServeDir::new(&gateway.config.http.www_dir));
+    // Players on other origins (hls.js pages) fetch the media.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers(Any)
+        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE]);
+    let media = Router::new()
+        .route("/streams/{name}/stream.sdp", get(stream_sdp))
+        .route("/streams/{name}/{file}", get(stream_file))
+        .route("/recordings", get(list_recordings))
+        .route("/recordings/{file}", get(recording_file))
+        .layer(cors);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(websocket))
         .route("/api/streams", get(list_streams))
         .route("/api/streams/{name}", get(get_stream))
-        .route("/streams/{name}/stream.sdp", get(stream_sdp))
+        .merge(media)
         .fallback_service(www)
         .with_state(gateway)
 }
@@ -112,8 +127,8 @@ async fn stream_sdp(
         ));
     }
     let sdp = match gateway.registry().get(&name) {
-        None => return Err(ApiError::no_stream(&name)),
-        Some(entry) => entry.sdp.clone(),
+        Some(entry) if entry.is_active() => entry.sdp.clone(),
+        _ => return Err(ApiError::no_stream(&name)),
     };
     let sdp = sdp.ok_or_else(|| {
         ApiError::new(
@@ -130,6 +145,109 @@ async fn stream_sdp(
         sdp,
     )
         .into_response())
+}
+
+/// HLS playlists and segments of a live or lingering stream.
+async fn stream_file(
+    State(gateway): State<Arc<Gateway>>,
+    Path((name, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if !valid_name(&name) {
+        return Err(ApiError::bad_name());
+    }
+    let (stem, extension) = file.rsplit_once('.').unwrap_or((&file, ""));
+    let content_type = match extension {
+        "m3u8" => "application/vnd.apple.mpegurl",
+        "ts" => "video/mp2t",
+        _ => return Err(no_file(&file)),
+    };
+    if !valid_name(stem) {
+        return Err(no_file(&file));
+    }
+    let dir = match gateway.registry().get(&name) {
+        None => return Err(ApiError::no_stream(&name)),
+        Some(entry) => entry.hls_dir.clone(),
+    };
+    let Some(dir) = dir else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "hls-disabled",
+            format!("stream {name} has no HLS output"),
+        ));
+    };
+    match tokio::fs::read(dir.join(&file)).await {
+        Ok(body) => {
+            // Segment names are unique to one output: they never change once written.
+            let cache = if extension == "ts" {
+                "public, max-age=86400, immutable"
+            } else {
+                "no-cache"
+            };
+            Ok((
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, cache),
+                ],
+                body,
+            )
+                .into_response())
+        }
+        Err(_) if extension == "m3u8" => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("stream {name} has no complete HLS segment yet"),
+        )),
+        Err(_) => Err(no_file(&file)),
+    }
+}
+
+fn no_file(file: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no-such-file",
+        format!("no file named {file:?}"),
+    )
+}
+
+async fn list_recordings(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    let dir = gateway.config.record.dir.clone();
+    let gateway_for_list = gateway.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        recording::list(&dir, |file| gateway_for_list.registry().is_recording(file))
+    })
+    .await
+    .unwrap_or_default();
+    Json(files)
+}
+
+/// One recording, with `Range` support. Only names of recordings are served: never a
+/// path outside `record.dir`.
+async fn recording_file(
+    State(gateway): State<Arc<Gateway>>,
+    Path(file): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if recording::parse_name(&file).is_none() {
+        return Err(no_file(&file));
+    }
+    let path = gateway.config.record.dir.join(&file);
+    if !path.is_file() {
+        return Err(no_file(&file));
+    }
+    let content_type = match file.rsplit_once('.').map(|(_, e)| e) {
+        Some("mp4") => "video/mp4",
+        Some("mkv") => "video/x-matroska",
+        _ => "video/mp2t",
+    };
+    let service = ServeFile::new_with_mime(path, &content_type.parse().expect("a MIME type"));
+    match service.oneshot(request).await {
+        Ok(response) => Ok(response.into_response()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "read-failed",
+            format!("cannot read {file}: {e}"),
+        )),
+    }
 }
 
 async fn websocket(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {

@@ -86,11 +86,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.rtp.enabled && !config.rtp.sdp_dir.as_os_str().is_empty() {
         writable_dir(&config.rtp.sdp_dir).context("rtp.sdp_dir")?;
     }
+    let hls_temp = if config.hls.enabled && config.hls.dir.as_os_str().is_empty() {
+        Some(
+            tempfile::Builder::new()
+                .prefix("webrtc-gateway-hls-")
+                .tempdir()
+                .context("cannot create a temporary directory for HLS (hls.dir)")?,
+        )
+    } else {
+        if config.hls.enabled {
+            writable_dir(&config.hls.dir).context("hls.dir")?;
+        }
+        None
+    };
+    if config.record.enabled {
+        writable_dir(&config.record.dir).context("record.dir")?;
+    }
     let listen = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
-    let gateway = gateway::Gateway::new(config, media);
+    let gateway = gateway::Gateway::new(config, media, hls_temp);
+    gateway.spawn_reaper();
     tracing::info!("listening on http://{}", listener.local_addr()?);
 
     let app = http::router(gateway.clone());

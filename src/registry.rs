@@ -2,9 +2,11 @@
 //! API shows of them. Plain data with no I/O; the gateway shares it behind a mutex and
 //! holds the lock only for these short calls.
 
+use crate::media::hls::HlsOutput;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// `^[A-Za-z0-9_-]{1,64}$`: the only names a stream may have; never a file-system path.
@@ -20,6 +22,8 @@ pub fn valid_name(name: &str) -> bool {
 pub enum StreamState {
     Connecting,
     Live,
+    /// The publisher left; the HLS playlist stays served for `hls.linger_s`.
+    Ended,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,9 +60,14 @@ pub struct StreamInfo {
     pub audio: Option<AudioInfo>,
     pub outputs: Outputs,
     /// The port slot: RTP goes to `port_base + 4 * slot` and the three ports after it.
-    pub slot: u32,
+    /// None once the stream has ended.
+    pub slot: Option<u32>,
     /// How the publisher connected (`websocket`).
     pub publisher: String,
+    /// Why the recording stopped early, if it did; the stream went on.
+    pub recording_error: Option<String>,
+    /// Why HLS stopped early, if it did; the stream went on.
+    pub hls_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -66,8 +75,18 @@ pub struct StreamEntry {
     pub info: StreamInfo,
     /// The SDP file, once the encoder has produced its first frame.
     pub sdp: Option<String>,
+    /// Where the stream's HLS files are, while they are served.
+    pub hls_dir: Option<PathBuf>,
     /// Cancelling it ends the stream's session.
     pub stop: CancellationToken,
+    /// An ended stream's HLS output and when it goes away.
+    lingering: Option<(HlsOutput, Instant)>,
+}
+
+impl StreamEntry {
+    pub fn is_active(&self) -> bool {
+        self.info.state != StreamState::Ended
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -79,10 +98,12 @@ pub enum RegistryError {
 }
 
 /// A reserved name and slot.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Reservation {
     pub slot: u32,
     pub stop: CancellationToken,
+    /// The HLS output of the stream's previous publisher, still lingering.
+    pub hls: Option<HlsOutput>,
 }
 
 #[derive(Debug)]
@@ -99,22 +120,34 @@ impl Registry {
         }
     }
 
-    /// Claims `name` and the lowest free port slot.
+    /// Claims `name` and the lowest free port slot. A lingering ended stream of that
+    /// name is taken over, with its HLS output.
     pub fn reserve(
         &mut self,
         name: &str,
         publisher: &str,
         now: SystemTime,
     ) -> Result<Reservation, RegistryError> {
-        if self.streams.contains_key(name) {
+        if self.streams.get(name).is_some_and(StreamEntry::is_active) {
             return Err(RegistryError::InUse);
         }
-        if self.streams.len() as u32 >= self.max_publishers {
+        let active: Vec<u32> = self
+            .streams
+            .values()
+            .filter(|s| s.is_active())
+            .filter_map(|s| s.info.slot)
+            .collect();
+        if active.len() as u32 >= self.max_publishers {
             return Err(RegistryError::Full(self.max_publishers));
         }
         let slot = (0..)
-            .find(|slot| self.streams.values().all(|s| s.info.slot != *slot))
+            .find(|slot| !active.contains(slot))
             .expect("a free slot below max_publishers");
+        let hls = self
+            .streams
+            .remove(name)
+            .and_then(|previous| previous.lingering)
+            .map(|(hls, _)| hls);
         let stop = CancellationToken::new();
         self.streams.insert(
             name.to_string(),
@@ -126,19 +159,56 @@ impl Registry {
                     video: None,
                     audio: None,
                     outputs: Outputs::default(),
-                    slot,
+                    slot: Some(slot),
                     publisher: publisher.to_string(),
+                    recording_error: None,
+                    hls_error: None,
                 },
                 sdp: None,
+                hls_dir: None,
                 stop: stop.clone(),
+                lingering: None,
             },
         );
-        Ok(Reservation { slot, stop })
+        Ok(Reservation { slot, stop, hls })
     }
 
     /// Frees the name and its slot.
     pub fn release(&mut self, name: &str) -> Option<StreamEntry> {
         self.streams.remove(name)
+    }
+
+    /// The stream ended: its slot is free, its HLS output stays until `until`.
+    pub fn linger(&mut self, name: &str, hls: HlsOutput, until: Instant) {
+        if let Some(entry) = self.streams.get_mut(name) {
+            entry.info.state = StreamState::Ended;
+            entry.info.slot = None;
+            entry.info.outputs.sdp = None;
+            entry.sdp = None;
+            entry.stop.cancel();
+            entry.lingering = Some((hls, until));
+        }
+    }
+
+    /// Removes ended streams whose time is up; returns their HLS outputs to delete.
+    pub fn expire(&mut self, now: Instant) -> Vec<HlsOutput> {
+        let expired: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.lingering.as_ref().is_some_and(|(_, until)| *until <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|name| self.streams.remove(&name)?.lingering.map(|(hls, _)| hls))
+            .collect()
+    }
+
+    /// Whether `file` is a recording being written.
+    pub fn is_recording(&self, file: &str) -> bool {
+        self.streams
+            .values()
+            .any(|s| s.is_active() && s.info.outputs.recording.as_deref() == Some(file))
     }
 
     pub fn get(&self, name: &str) -> Option<&StreamEntry> {
@@ -160,6 +230,11 @@ impl Registry {
         for entry in self.streams.values() {
             entry.stop.cancel();
         }
+    }
+
+    /// Whether any session is still running.
+    pub fn any_active(&self) -> bool {
+        self.streams.values().any(StreamEntry::is_active)
     }
 }
 
@@ -205,6 +280,38 @@ mod tests {
         assert_eq!(r.reserve("d", "websocket", now).unwrap().slot, 0);
         assert_eq!(r.get("d").unwrap().info.started_at, "1970-01-01T00:00:00Z");
         assert_eq!(r.list().len(), 3);
+    }
+
+    #[test]
+    fn an_ended_stream_lingers_frees_its_slot_and_can_be_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::new(1);
+        let start = Instant::now();
+        r.reserve("a", "websocket", SystemTime::now()).unwrap();
+        let hls = HlsOutput::create(dir.path(), "a", 2, 6).unwrap();
+        r.linger("a", hls, start + std::time::Duration::from_secs(30));
+        assert_eq!(r.get("a").unwrap().info.state, StreamState::Ended);
+        assert_eq!(r.get("a").unwrap().info.slot, None);
+        // Its slot is free for another stream, and its name for a returning publisher.
+        let b = r.reserve("b", "websocket", SystemTime::now()).unwrap();
+        assert_eq!(b.slot, 0);
+        r.release("b");
+        let again = r.reserve("a", "websocket", SystemTime::now()).unwrap();
+        assert!(again.hls.is_some());
+        r.linger(
+            "a",
+            again.hls.unwrap(),
+            start + std::time::Duration::from_secs(30),
+        );
+        assert!(
+            r.expire(start + std::time::Duration::from_secs(29))
+                .is_empty()
+        );
+        assert_eq!(
+            r.expire(start + std::time::Duration::from_secs(30)).len(),
+            1
+        );
+        assert!(r.get("a").is_none());
     }
 
     #[test]

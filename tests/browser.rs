@@ -42,7 +42,7 @@ fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
 
     // Stop in the page ends the stream.
     browser.eval("document.getElementById('stop').click()");
-    gateway.wait_stream_gone("browser", Duration::from_secs(3));
+    gateway.wait_stream_ended("browser", Duration::from_secs(3));
 }
 
 #[test]

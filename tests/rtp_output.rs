@@ -64,7 +64,7 @@ fn publish_decode_unpublish_and_reuse_the_name() {
 
     let ended = publisher.wait_for("ended", Duration::from_secs(15));
     assert_eq!(ended["reason"], "unpublished");
-    gateway.wait_stream_gone("cam1", Duration::from_secs(2));
+    gateway.wait_stream_ended("cam1", Duration::from_secs(2));
     assert_eq!(gateway.get("/streams/cam1/stream.sdp").status(), 404);
 
     // The name and the slot are free again.
@@ -111,7 +111,7 @@ fn a_publisher_that_closes_its_socket_is_freed() {
     let mut publisher = Publisher::start(&gateway, "gone", &[]);
     publisher.wait_for("live", LIVE_TIMEOUT);
     publisher.kill();
-    let took = gateway.wait_stream_gone("gone", Duration::from_secs(3));
+    let took = gateway.wait_stream_ended("gone", Duration::from_secs(3));
     assert!(took <= Duration::from_secs(2), "freed after {took:?}");
     let mut next = Publisher::start(&gateway, "gone", &[]);
     next.wait_for("live", LIVE_TIMEOUT);
@@ -124,7 +124,7 @@ fn a_publisher_that_vanishes_without_a_word_is_freed() {
     publisher.wait_for("live", LIVE_TIMEOUT);
     // Frozen: its socket stays open, but it neither sends media nor answers ICE checks.
     publisher.signal("-STOP");
-    let took = gateway.wait_stream_gone("frozen", Duration::from_secs(15));
+    let took = gateway.wait_stream_ended("frozen", Duration::from_secs(15));
     assert!(took <= Duration::from_secs(10), "freed after {took:?}");
     assert!(
         gateway.log().contains("reason=ice-failed"),
@@ -190,7 +190,7 @@ fn sdp_files_are_written_to_sdp_dir_and_removed_at_the_end() {
         gateway.get("/streams/filed/stream.sdp").text().unwrap()
     );
     publisher.wait_for("ended", Duration::from_secs(10));
-    gateway.wait_stream_gone("filed", Duration::from_secs(2));
+    gateway.wait_stream_ended("filed", Duration::from_secs(2));
     assert!(!path.exists());
 }
 
@@ -365,7 +365,7 @@ fn a_failing_pipeline_ends_that_stream_alone() {
         "pipeline-error: video_decoder: Failed to decode frame"
     );
     assert!(bad.seen.iter().all(|m| m["type"] != "live"));
-    assert!(gateway.stream("bad").is_none());
+    assert!(gateway.stream_ended("bad"));
     assert!(
         gateway
             .log()

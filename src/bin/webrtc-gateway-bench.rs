@@ -3,8 +3,8 @@
 //! - start-up: time from the publisher's ICE connection to the first H.264 RTP packet
 //!   arriving at the stream's RTP port, over several publications;
 //! - CPU: the gateway's CPU (from /proc) while it transcodes one publisher's VP8 at the
-//!   chosen size, against a bare `gst-launch-1.0` pipeline doing the same depayload,
-//!   decode, scale, encode and payload on the same VP8 RTP.
+//!   chosen size to H.264 RTP (HLS off), against a bare `gst-launch-1.0` pipeline doing
+//!   the same depayload, decode, scale, encode and payload on the same VP8 RTP.
 //!
 //! It runs the release binaries beside it (`webrtc-gateway`, `webrtc-gateway-publish`) on
 //! loopback, prints a table and writes the figures as JSON.
@@ -105,7 +105,7 @@ fn start_gateway(cli: &Cli, dir: &std::path::Path) -> Result<Process> {
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n\
+             [rtp]\nport_base = {RTP_BASE}\n[hls]\nenabled = false\n\
              [transcode]\nwidth = {w}\nheight = {h}\nx264_preset = \"{p}\"\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n",

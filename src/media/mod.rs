@@ -1,8 +1,11 @@
 //! Media: one GStreamer pipeline per stream, built from the templates in `pipelines/`.
 //! It receives RTP packets as bytes, reports what happened as [`MediaEvent`]s (first
-//! frames, key-frame requests, errors) and produces the outputs (RTP to the stream's
-//! port slot, described by an SDP file). It knows nothing of WebRTC.
+//! frames, key-frame requests, segments, errors) and produces the outputs: RTP to the
+//! stream's port slot (described by an SDP file), HLS segments and playlists, and a
+//! recording. It knows nothing of WebRTC.
 
+pub mod hls;
+pub mod recording;
 pub mod sdp;
 pub mod templates;
 
@@ -10,9 +13,10 @@ use crate::config::{RtpConfig, TranscodeConfig};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use templates::Templates;
 use tokio::sync::mpsc;
 
@@ -77,11 +81,60 @@ pub struct StreamSpec {
     pub slot: u32,
     pub video: Option<VideoInput>,
     pub audio: Option<AudioInput>,
+    pub outputs: OutputSpec,
+}
+
+/// Which outputs a stream's pipeline has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub rtp: bool,
+    pub hls: Option<HlsSpec>,
+    pub record: Option<RecordSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HlsSpec {
+    /// splitmuxsink's location pattern (with `%05d`).
+    pub location: PathBuf,
+    pub start_index: u64,
+    pub segment_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    Mp4,
+    Mkv,
+    Ts,
+}
+
+impl RecordFormat {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "mp4" => Some(Self::Mp4),
+            "mkv" => Some(Self::Mkv),
+            "ts" => Some(Self::Ts),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Mp4 => "mp4",
+            Self::Mkv => "mkv",
+            Self::Ts => "ts",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSpec {
+    pub path: PathBuf,
+    pub format: RecordFormat,
 }
 
 impl StreamSpec {
     /// The spec used to check the templates at startup.
-    fn check_spec(codec: VideoCodec) -> StreamSpec {
+    fn check_spec(codec: VideoCodec, format: RecordFormat) -> StreamSpec {
         StreamSpec {
             name: "check".into(),
             slot: 0,
@@ -91,7 +144,44 @@ impl StreamSpec {
                 clock_rate: 90000,
             }),
             audio: Some(AudioInput { payload_type: 111 }),
+            outputs: OutputSpec {
+                rtp: true,
+                hls: Some(HlsSpec {
+                    location: "/nonexistent/segment%05d.ts".into(),
+                    start_index: 0,
+                    segment_ns: 2_000_000_000,
+                }),
+                record: Some(RecordSpec {
+                    path: "/nonexistent/check.mp4".into(),
+                    format,
+                }),
+            },
         }
+    }
+}
+
+/// A file output that can fail or finish without ending the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOutput {
+    Hls,
+    Recording,
+}
+
+impl FileOutput {
+    /// The output an element belongs to, from its name or its parents' names.
+    fn of(object: &gst::Object) -> Option<Self> {
+        let mut current = Some(object.clone());
+        while let Some(o) = current {
+            let name = o.name();
+            if name.starts_with("hls_") {
+                return Some(Self::Hls);
+            }
+            if name.starts_with("record_") {
+                return Some(Self::Recording);
+            }
+            current = o.parent();
+        }
+        None
     }
 }
 
@@ -100,8 +190,8 @@ impl StreamSpec {
 pub enum MediaEvent {
     /// The depayloader lost data it cannot repair and needs a key frame.
     KeyframeRequested,
-    /// The first H.264 frame left the encoder.
-    VideoEncoded,
+    /// The first H.264 frame left the encoder; `codec` is `avc1.PPCCLL` from its SPS.
+    VideoEncoded { codec: Option<String> },
     /// The first Opus frame left the depayloader.
     AudioFlowing,
     /// The H.264 RTP output started; its parameters describe it in SDP.
@@ -113,6 +203,14 @@ pub enum MediaEvent {
     AudioRtpReady,
     /// An element failed; the stream cannot go on.
     Error { element: String, message: String },
+    /// The first data reached the HLS output, at this running time.
+    SegmentsStarted { running_time_ns: u64 },
+    /// An HLS segment file is complete; it ends at this running time.
+    SegmentClosed { location: PathBuf, end_ns: u64 },
+    /// A file output failed (a full disk, say); the stream and its other outputs go on.
+    OutputFailed { output: FileOutput, message: String },
+    /// A file output received the end of the stream and is complete.
+    OutputFinished(FileOutput),
 }
 
 /// Builds stream pipelines from checked templates and the transcoding settings.
@@ -149,8 +247,24 @@ impl PipelineFactory {
         spec: &StreamSpec,
     ) -> Result<(StreamPipeline, mpsc::Receiver<MediaEvent>), PipelineError> {
         let pipeline = self.templates.build(spec, &self.transcode, &self.rtp)?;
-        let (events, receiver) = mpsc::channel(64);
-        watch_bus(&pipeline, events.clone());
+        // Sinks' end-of-stream messages reach the bus, so each file output's end is seen.
+        pipeline.set_property("message-forward", true);
+        let (events, receiver) = mpsc::channel(256);
+        let failed = Arc::new(FailedOutputs::default());
+        watch_bus(&pipeline, events.clone(), failed.clone());
+        if spec.video.is_some()
+            && let Some(hls) = &spec.outputs.hls
+        {
+            request_segment_keyframes(&pipeline, hls.segment_ns);
+        }
+        for (queue, output) in [
+            ("hls_video_queue", FileOutput::Hls),
+            ("hls_audio_queue", FileOutput::Hls),
+            ("record_video_queue", FileOutput::Recording),
+            ("record_audio_queue", FileOutput::Recording),
+        ] {
+            drop_when_failed(&pipeline, queue, output, failed.clone());
+        }
 
         let input = |name: &str| -> Option<MediaInput> {
             let appsrc = pipeline.by_name(name)?.downcast::<gst_app::AppSrc>().ok()?;
@@ -166,20 +280,42 @@ impl PipelineFactory {
         if let Some(video) = &video_input {
             watch_keyframe_requests(&video.appsrc, events.clone());
         }
-        on_first_buffer(&pipeline, "video_parse", events.clone(), |_| {
-            Some(MediaEvent::VideoEncoded)
-        });
-        on_first_buffer(&pipeline, "audio_depay", events.clone(), |_| {
+        on_first_buffer(
+            &pipeline,
+            ("video_parse", "src"),
+            events.clone(),
+            |_, buffer| {
+                let map = buffer.map_readable().ok()?;
+                Some(MediaEvent::VideoEncoded {
+                    codec: hls::avc1_codec(&map),
+                })
+            },
+        );
+        on_first_buffer(&pipeline, ("audio_depay", "src"), events.clone(), |_, _| {
             Some(MediaEvent::AudioFlowing)
         });
-        on_first_buffer(&pipeline, "video_pay", events.clone(), |caps| {
-            let s = caps?.structure(0)?.to_owned();
+        on_first_buffer(&pipeline, ("video_pay", "src"), events.clone(), |pad, _| {
+            let sprop = pad
+                .current_caps()?
+                .structure(0)?
+                .get::<String>("sprop-parameter-sets")
+                .ok()?;
             Some(MediaEvent::VideoRtpReady {
-                profile_level_id: s.get::<String>("profile-level-id").ok()?,
-                sprop_parameter_sets: s.get::<String>("sprop-parameter-sets").ok()?,
+                profile_level_id: sdp::profile_level_id(&sprop)?,
+                sprop_parameter_sets: sprop,
             })
         });
-        on_first_buffer(&pipeline, "audio_pay", events, |_| {
+        on_first_buffer(
+            &pipeline,
+            ("hls_sink", "sink"),
+            events.clone(),
+            |pad, buffer| {
+                Some(MediaEvent::SegmentsStarted {
+                    running_time_ns: running_time(pad, buffer)?.nseconds(),
+                })
+            },
+        );
+        on_first_buffer(&pipeline, ("audio_pay", "src"), events, |_, _| {
             Some(MediaEvent::AudioRtpReady)
         });
 
@@ -212,6 +348,14 @@ impl StreamPipeline {
 
     pub fn audio_input(&self) -> Option<MediaInput> {
         self.audio_input.clone()
+    }
+
+    /// Ends the inputs: the end of the stream flows to every output, which finishes its
+    /// files and reports [`MediaEvent::OutputFinished`].
+    pub fn finish(&self) {
+        for input in [&self.video_input, &self.audio_input].into_iter().flatten() {
+            let _ = input.appsrc.end_of_stream();
+        }
     }
 
     /// Tears the pipeline down; its outputs stop at once.
@@ -253,22 +397,171 @@ impl MediaInput {
     }
 }
 
-/// Forwards errors to the owner.
-fn watch_bus(pipeline: &gst::Pipeline, events: mpsc::Sender<MediaEvent>) {
+/// File outputs that have failed, shared by the bus handler and the drop probes.
+#[derive(Debug, Default)]
+struct FailedOutputs {
+    hls: AtomicBool,
+    recording: AtomicBool,
+}
+
+impl FailedOutputs {
+    fn flag(&self, output: FileOutput) -> &AtomicBool {
+        match output {
+            FileOutput::Hls => &self.hls,
+            FileOutput::Recording => &self.recording,
+        }
+    }
+}
+
+/// Forwards errors, segments and file outputs' ends to the owner. An error in a file
+/// output marks it failed (before the failure can flow upstream), so its queues drop
+/// from then on and the stream goes on.
+fn watch_bus(
+    pipeline: &gst::Pipeline,
+    events: mpsc::Sender<MediaEvent>,
+    failed: Arc<FailedOutputs>,
+) {
     let Some(bus) = pipeline.bus() else { return };
     bus.set_sync_handler(move |_, message| {
-        if let gst::MessageView::Error(error) = message.view() {
-            let element = error
-                .src()
-                .map(|s| s.name().to_string())
-                .unwrap_or_default();
-            let _ = events.try_send(MediaEvent::Error {
-                element,
-                message: error.error().message().to_string(),
-            });
+        match message.view() {
+            gst::MessageView::Error(error) => {
+                let text = error.error().message().to_string();
+                let output = error.src().and_then(FileOutput::of);
+                let event = match output {
+                    Some(output) => {
+                        failed.flag(output).store(true, Ordering::SeqCst);
+                        MediaEvent::OutputFailed {
+                            output,
+                            message: text,
+                        }
+                    }
+                    None => MediaEvent::Error {
+                        element: error
+                            .src()
+                            .map(|s| s.name().to_string())
+                            .unwrap_or_default(),
+                        message: text,
+                    },
+                };
+                let _ = events.try_send(event);
+            }
+            gst::MessageView::Element(element) => {
+                let Some(s) = element.structure() else {
+                    return gst::BusSyncReply::Drop;
+                };
+                let event = match s.name().as_str() {
+                    "GstMultiFileSink" => segment_closed(s),
+                    "GstBinForwarded" => s
+                        .get::<gst::Message>("message")
+                        .ok()
+                        .filter(|m| m.type_() == gst::MessageType::Eos)
+                        .and_then(|m| m.src().and_then(FileOutput::of))
+                        .map(MediaEvent::OutputFinished),
+                    _ => None,
+                };
+                if let Some(event) = event {
+                    let _ = events.try_send(event);
+                }
+            }
+            _ => {}
         }
         gst::BusSyncReply::Drop
     });
+}
+
+/// The segment a `GstMultiFileSink` message reports closed; its running time is where
+/// the file ends (the next one's start, or the last buffer at the end of the stream).
+fn segment_closed(s: &gst::StructureRef) -> Option<MediaEvent> {
+    Some(MediaEvent::SegmentClosed {
+        location: s.get::<String>("filename").ok()?.into(),
+        end_ns: s.get::<u64>("running-time").ok()?,
+    })
+}
+
+/// The running time of a buffer arriving at `pad`.
+fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    pad.sticky_event::<gst::event::Segment>(0)?
+        .segment()
+        .downcast_ref::<gst::format::Time>()?
+        .to_running_time(buffer.pts())
+}
+
+/// Asks the encoder for a key frame every `segment_ns` of running time, as HLS needs:
+/// the encoder's key-unit event then starts a new segment file. Each request is sent
+/// when the previous key unit passes, for the running time one segment later.
+fn request_segment_keyframes(pipeline: &gst::Pipeline, segment_ns: u64) {
+    let Some(pad) = pipeline
+        .by_name("hls_sink")
+        .and_then(|s| s.static_pad("sink"))
+    else {
+        return;
+    };
+    let segment = gst::ClockTime::from_nseconds(segment_ns);
+    let requested = AtomicBool::new(false);
+    // multifilesink starts a file only on a key unit whose count differs from the last.
+    let count = std::sync::atomic::AtomicU32::new(0);
+    let kinds = gst::PadProbeType::BUFFER
+        | gst::PadProbeType::BUFFER_LIST
+        | gst::PadProbeType::EVENT_DOWNSTREAM;
+    pad.add_probe(kinds, move |pad, info| {
+        let first_pts = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => buffer.pts(),
+            Some(gst::PadProbeData::BufferList(list)) => list.get(0).and_then(|b| b.pts()),
+            _ => None,
+        };
+        let next = match &info.data {
+            _ if first_pts.is_some() && !requested.load(Ordering::Relaxed) => {
+                let position = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|e| {
+                        e.segment()
+                            .downcast_ref::<gst::format::Time>()?
+                            .to_running_time(first_pts)
+                    })
+                    .unwrap_or_default();
+                Some(position + segment)
+            }
+            Some(gst::PadProbeData::Event(event)) => {
+                gst_video::DownstreamForceKeyUnitEvent::parse(event)
+                    .ok()
+                    .and_then(|unit| unit.running_time)
+                    .map(|running_time| running_time + segment)
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            requested.store(true, Ordering::Relaxed);
+            let request = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .running_time(next)
+                .all_headers(true)
+                .count(count.fetch_add(1, Ordering::Relaxed) + 1)
+                .build();
+            pad.push_event(request);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Drops what reaches a file output's queue once that output has failed.
+fn drop_when_failed(
+    pipeline: &gst::Pipeline,
+    queue: &str,
+    output: FileOutput,
+    failed: Arc<FailedOutputs>,
+) {
+    let Some(pad) = pipeline.by_name(queue).and_then(|q| q.static_pad("sink")) else {
+        return;
+    };
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, _| {
+            if failed.flag(output).load(Ordering::Relaxed) {
+                gst::PadProbeReturn::Drop
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        },
+    );
 }
 
 /// Turns the depayloader's upstream key-unit requests into events.
@@ -288,19 +581,29 @@ fn watch_keyframe_requests(appsrc: &gst_app::AppSrc, events: mpsc::Sender<MediaE
     });
 }
 
-/// Reports the first buffer leaving `element` for which `event` gives an event, then
-/// removes itself.
+/// Reports the first buffer passing an element's pad for which `event` gives an event,
+/// then removes itself.
 fn on_first_buffer(
     pipeline: &gst::Pipeline,
-    element: &str,
+    (element, pad): (&str, &str),
     events: mpsc::Sender<MediaEvent>,
-    event: impl Fn(Option<gst::Caps>) -> Option<MediaEvent> + Send + Sync + 'static,
+    event: impl Fn(&gst::Pad, &gst::BufferRef) -> Option<MediaEvent> + Send + Sync + 'static,
 ) {
-    let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad("src")) else {
+    let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad(pad)) else {
         return;
     };
-    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
-        match event(pad.current_caps()) {
+    // Payloaders push lists of packets; the first packet stands for the list.
+    let kinds = gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST;
+    pad.add_probe(kinds, move |pad, info| {
+        let buffer = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => Some(buffer.as_ref()),
+            Some(gst::PadProbeData::BufferList(list)) => list.get(0),
+            _ => None,
+        };
+        let Some(buffer) = buffer else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match event(pad, buffer) {
             Some(event) => {
                 let _ = events.try_send(event);
                 gst::PadProbeReturn::Remove

@@ -23,6 +23,18 @@ pub struct SdpDescription<'a> {
     pub audio_port: Option<u32>,
 }
 
+/// `profile-level-id` (RFC 6184): the SPS's profile, constraint flags and level, in hex,
+/// from the first of the `sprop-parameter-sets`.
+pub fn profile_level_id(sprop_parameter_sets: &str) -> Option<String> {
+    use base64::Engine;
+    let first = sprop_parameter_sets.split(',').next()?;
+    let sps = base64::engine::general_purpose::STANDARD
+        .decode(first)
+        .ok()?;
+    (sps.len() >= 4 && sps[0] & 0x1f == 7)
+        .then(|| format!("{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]))
+}
+
 pub const VIDEO_PAYLOAD_TYPE: u8 = 96;
 pub const AUDIO_PAYLOAD_TYPE: u8 = 97;
 
@@ -91,6 +103,16 @@ mod tests {
              m=audio 5006 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\na=fmtp:97 sprop-stereo=1\r\n\
              a=rtcp:5007\r\na=recvonly\r\n"
         );
+    }
+
+    #[test]
+    fn profile_from_the_sps() {
+        assert_eq!(
+            profile_level_id("Z0LAHtoCgL/lwFqDAwNSgAAAAwCAAAAeR4sXUA==,aM48gA==").as_deref(),
+            Some("42c01e")
+        );
+        assert_eq!(profile_level_id("aM48gA=="), None);
+        assert_eq!(profile_level_id("%%%"), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Pipeline templates: the gst-launch descriptions in `pipelines/`, their placeholders,
 //! and the startup check that each parses and has the named elements it promises.
 
-use super::{PipelineError, StreamSpec, VideoCodec};
+use super::{OutputSpec, PipelineError, RecordFormat, StreamSpec, VideoCodec};
 use crate::config::{RtpConfig, TranscodeConfig};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -22,20 +22,49 @@ const AUDIO: TemplateSpec = TemplateSpec {
     file: "audio.pipeline",
     names: &["audio_in", "audio_depay", "audio_encoded"],
 };
+const AAC: TemplateSpec = TemplateSpec {
+    file: "aac.pipeline",
+    names: &["audio_aac"],
+};
 const RTP: TemplateSpec = TemplateSpec {
     file: "rtp.pipeline",
-    names: &["rtpbin"],
+    names: &["rtpbin", "video_pay", "audio_pay"],
 };
-const RTP_VIDEO: TemplateSpec = TemplateSpec {
-    file: "rtp_video.pipeline",
-    names: &["video_pay"],
+const HLS: TemplateSpec = TemplateSpec {
+    file: "hls.pipeline",
+    names: &["hls_mux", "hls_sink"],
 };
-const RTP_AUDIO: TemplateSpec = TemplateSpec {
-    file: "rtp_audio.pipeline",
-    names: &["audio_pay"],
+const RECORD_MP4: TemplateSpec = TemplateSpec {
+    file: "record_mp4.pipeline",
+    names: &["record_mux", "record_sink"],
+};
+const RECORD_MKV: TemplateSpec = TemplateSpec {
+    file: "record_mkv.pipeline",
+    names: &["record_mux", "record_sink"],
+};
+const RECORD_TS: TemplateSpec = TemplateSpec {
+    file: "record_ts.pipeline",
+    names: &["record_mux", "record_sink"],
 };
 
-const ALL: [&TemplateSpec; 5] = [&VIDEO, &AUDIO, &RTP, &RTP_VIDEO, &RTP_AUDIO];
+const ALL: [&TemplateSpec; 8] = [
+    &VIDEO,
+    &AUDIO,
+    &AAC,
+    &RTP,
+    &HLS,
+    &RECORD_MP4,
+    &RECORD_MKV,
+    &RECORD_TS,
+];
+
+fn record_template(format: RecordFormat) -> &'static TemplateSpec {
+    match format {
+        RecordFormat::Mp4 => &RECORD_MP4,
+        RecordFormat::Mkv => &RECORD_MKV,
+        RecordFormat::Ts => &RECORD_TS,
+    }
+}
 
 /// The Debian package that ships a GStreamer element, for error messages.
 pub fn debian_package(element: &str) -> Option<&'static str> {
@@ -87,12 +116,14 @@ impl Templates {
     }
 
     fn check(&self, transcode: &TranscodeConfig, rtp: &RtpConfig) -> Result<(), PipelineError> {
-        for codec in [VideoCodec::Vp8, VideoCodec::H264] {
-            let spec = StreamSpec::check_spec(codec);
-            let mut rtp = rtp.clone();
-            rtp.enabled = true;
-            let pipeline = self.build(&spec, transcode, &rtp)?;
-            for template in ALL {
+        for (codec, format) in [
+            (VideoCodec::Vp8, RecordFormat::Mp4),
+            (VideoCodec::H264, RecordFormat::Mkv),
+            (VideoCodec::Vp8, RecordFormat::Ts),
+        ] {
+            let spec = StreamSpec::check_spec(codec, format);
+            let pipeline = self.build(&spec, transcode, rtp)?;
+            for template in [&VIDEO, &AUDIO, &AAC, &RTP, &HLS, record_template(format)] {
                 for name in template.names {
                     if pipeline.by_name(name).is_none() {
                         return Err(PipelineError::MissingName {
@@ -148,6 +179,15 @@ impl Templates {
         if let Some(audio) = &spec.audio {
             values.insert("audio_payload_type", audio.payload_type.to_string());
         }
+        let outputs: &OutputSpec = &spec.outputs;
+        if let Some(hls) = &outputs.hls {
+            values.insert("hls_location", hls.location.display().to_string());
+            values.insert("hls_start_index", hls.start_index.to_string());
+            values.insert("segment_ns", hls.segment_ns.to_string());
+        }
+        if let Some(record) = &outputs.record {
+            values.insert("record_path", record.path.display().to_string());
+        }
 
         let mut parts = Vec::new();
         if spec.video.is_some() {
@@ -155,23 +195,30 @@ impl Templates {
         }
         if spec.audio.is_some() {
             parts.push(&AUDIO);
+            if outputs.hls.is_some() || outputs.record.is_some() {
+                parts.push(&AAC);
+            }
         }
-        if rtp.enabled {
+        if outputs.rtp {
             parts.push(&RTP);
-            if spec.video.is_some() {
-                parts.push(&RTP_VIDEO);
-            }
-            if spec.audio.is_some() {
-                parts.push(&RTP_AUDIO);
-            }
+        }
+        if outputs.hls.is_some() {
+            parts.push(&HLS);
+        }
+        if let Some(record) = &outputs.record {
+            parts.push(record_template(record.format));
         }
         let mut description = String::new();
         for part in parts {
-            let rendered = render(&self.text[part.file], &values).map_err(|placeholder| {
-                PipelineError::UnknownPlaceholder {
-                    template: self.dir.join(part.file),
-                    placeholder,
-                }
+            let rendered = render(
+                &self.text[part.file],
+                &values,
+                spec.video.is_some(),
+                spec.audio.is_some(),
+            )
+            .map_err(|placeholder| PipelineError::UnknownPlaceholder {
+                template: self.dir.join(part.file),
+                placeholder,
             })?;
             description.push_str(&rendered);
             description.push('\n');
@@ -213,13 +260,32 @@ impl Templates {
     }
 }
 
-/// Drops comment lines and fills `{placeholders}`; an unknown one is an error.
-fn render(template: &str, values: &BTreeMap<&str, String>) -> Result<String, String> {
+/// Drops comment lines, keeps `[video]` and `[audio]` lines only for streams with that
+/// track and `[no-video]` lines only for streams without video, and fills
+/// `{placeholders}`; an unknown one is an error.
+fn render(
+    template: &str,
+    values: &BTreeMap<&str, String>,
+    video: bool,
+    audio: bool,
+) -> Result<String, String> {
     let mut out = String::new();
     for line in template.lines() {
         if line.trim_start().starts_with('#') {
             continue;
         }
+        let condition = [
+            ("[video] ", video),
+            ("[audio] ", audio),
+            ("[no-video] ", !video),
+        ]
+        .into_iter()
+        .find_map(|(prefix, keep)| line.strip_prefix(prefix).map(|rest| (rest, keep)));
+        let line = match condition {
+            Some((rest, true)) => rest,
+            Some((_, false)) => continue,
+            None => line,
+        };
         let mut rest = line;
         while let Some(start) = rest.find('{') {
             out.push_str(&rest[..start]);
@@ -245,10 +311,16 @@ mod tests {
     fn render_fills_and_strips_comments() {
         let values = BTreeMap::from([("a", "1".to_string()), ("b", "two".to_string())]);
         assert_eq!(
-            render("# note\nx={a} y={b}\n", &values).unwrap(),
+            render("# note\nx={a} y={b}\n", &values, true, true).unwrap(),
             "x=1 y=two\n"
         );
-        assert_eq!(render("x={c}", &values).unwrap_err(), "c");
+        assert_eq!(render("x={c}", &values, true, true).unwrap_err(), "c");
+        let tracks = "all\n[video] v={a}\n[audio] a={b}\n[no-video] n\n";
+        assert_eq!(render(tracks, &values, true, false).unwrap(), "all\nv=1\n");
+        assert_eq!(
+            render(tracks, &values, false, true).unwrap(),
+            "all\na=two\nn\n"
+        );
     }
 
     #[test]

@@ -7,8 +7,12 @@ pub mod offer;
 mod peer;
 
 use crate::gateway::Gateway;
+use crate::media::hls::{HlsOutput, Variant};
 use crate::media::sdp::{self, SdpDescription, VideoDescription};
-use crate::media::{MediaEvent, StreamPipeline, StreamSpec};
+use crate::media::{
+    FileOutput, HlsSpec, MediaEvent, OutputSpec, RecordFormat, RecordSpec, StreamPipeline,
+    StreamSpec, recording,
+};
 use crate::registry::{AudioInfo, Outputs, RegistryError, StreamState, VideoInfo};
 use offer::{OfferError, OfferPlan};
 use peer::{Peer, PeerEvent};
@@ -124,7 +128,12 @@ pub async fn publish(
     let (peer, peer_events, answer) = match negotiated {
         Ok(n) => n,
         Err(e) => {
-            gateway.registry().release(&name);
+            let mut registry = gateway.registry();
+            registry.release(&name);
+            // A lingering playlist taken over goes back to lingering.
+            if let Some(hls) = reservation.hls {
+                registry.linger(&name, hls, gateway.linger_deadline());
+            }
             return Err(PublishError::Negotiation(e.to_string()));
         }
     };
@@ -136,7 +145,9 @@ pub async fn publish(
             slot: reservation.slot,
             video: plan.video.as_ref().map(|(v, _)| v.clone()),
             audio: plan.audio.as_ref().map(|(a, _)| a.clone()),
+            outputs: OutputSpec::default(),
         },
+        hls: reservation.hls,
         plan,
         peer,
         peer_events,
@@ -150,16 +161,27 @@ pub async fn publish(
         async move {
             tracing::info!(slot = session.spec.slot, "publisher connecting");
             // The session runs in a task of its own so that a panic ends this stream only.
-            let reason = match tokio::spawn(session.run().in_current_span()).await {
-                Ok(reason) => reason,
+            let (reason, hls) = match tokio::spawn(session.run().in_current_span()).await {
+                Ok(ended) => ended,
                 Err(e) => {
                     tracing::error!("session task failed: {e}");
-                    EndReason::InternalError
+                    (EndReason::InternalError, None)
                 }
             };
-            let released = gateway_for_task.registry().release(&name);
-            if let Some(entry) = released {
-                entry.stop.cancel();
+            let gateway = gateway_for_task;
+            match hls {
+                // The playlist stays served, ended, for hls.linger_s.
+                Some(hls) => gateway
+                    .registry()
+                    .linger(&name, hls, gateway.linger_deadline()),
+                None => {
+                    if let Some(entry) = gateway.registry().release(&name) {
+                        entry.stop.cancel();
+                        if let Some(dir) = entry.hls_dir {
+                            let _ = std::fs::remove_dir_all(dir);
+                        }
+                    }
+                }
             }
             tracing::info!(%reason, "stream ended");
             let _ = events.send(SessionEvent::Ended {
@@ -181,6 +203,8 @@ pub async fn publish(
 struct Session {
     gateway: Arc<Gateway>,
     spec: StreamSpec,
+    /// The stream's HLS files, when HLS is on; handed back when the session ends.
+    hls: Option<HlsOutput>,
     plan: OfferPlan,
     peer: Peer,
     peer_events: mpsc::Receiver<PeerEvent>,
@@ -197,13 +221,15 @@ struct Progress {
     live: bool,
     tracks_open: usize,
     video_rtp: Option<(String, String)>,
-    audio_rtp: bool,
     sdp_written: Option<std::path::PathBuf>,
     last_keyframe_request: Option<Instant>,
+    /// File outputs still to finish their files.
+    pending_outputs: Vec<FileOutput>,
 }
 
 impl Session {
-    async fn run(mut self) -> EndReason {
+    async fn run(mut self) -> (EndReason, Option<HlsOutput>) {
+        self.spec.outputs = self.prepare_outputs();
         let media = self.gateway.media.clone();
         let spec = self.spec.clone();
         let started = tokio::task::spawn_blocking(move || media.start(&spec)).await;
@@ -212,17 +238,28 @@ impl Session {
             Ok(Err(e)) => {
                 tracing::error!("pipeline did not start: {e}");
                 self.peer.close().await;
-                return EndReason::PipelineError(e.to_string());
+                return (EndReason::PipelineError(e.to_string()), self.end_hls());
             }
             Err(_) => {
                 self.peer.close().await;
-                return EndReason::InternalError;
+                return (EndReason::InternalError, self.end_hls());
             }
         };
         self.publish_info();
         let mut progress = Progress::default();
+        if self.spec.outputs.hls.is_some() {
+            progress.pending_outputs.push(FileOutput::Hls);
+            if self.spec.video.is_none() {
+                self.write_variant(None);
+            }
+        }
+        if self.spec.outputs.record.is_some() {
+            progress.pending_outputs.push(FileOutput::Recording);
+        }
         let reason = self
             .drive(&pipeline, &mut media_events, &mut progress)
+            .await;
+        self.drain(&pipeline, &mut media_events, &mut progress)
             .await;
         let dropped: u64 = [pipeline.video_input(), pipeline.audio_input()]
             .iter()
@@ -237,7 +274,137 @@ impl Session {
         if let Some(path) = progress.sdp_written {
             let _ = std::fs::remove_file(path);
         }
-        reason
+        (reason, self.end_hls())
+    }
+
+    /// Picks the outputs: RTP, HLS (continuing a lingering playlist) and the recording.
+    fn prepare_outputs(&mut self) -> OutputSpec {
+        let gateway = self.gateway.clone();
+        let config = &gateway.config;
+        let name = self.spec.name.clone();
+        let mut outputs = OutputSpec {
+            rtp: config.rtp.enabled,
+            ..OutputSpec::default()
+        };
+        if config.hls.enabled {
+            let hls = match self.hls.take() {
+                Some(mut hls) => hls.resume().map(|()| hls),
+                None => HlsOutput::create(
+                    &gateway.hls_root,
+                    &name,
+                    config.hls.segment_duration_s,
+                    config.hls.playlist_length as usize,
+                ),
+            };
+            match hls {
+                Ok(hls) => {
+                    outputs.hls = Some(HlsSpec {
+                        location: hls.location_pattern(),
+                        start_index: hls.next_index,
+                        segment_ns: config.hls.segment_duration_s as u64 * 1_000_000_000,
+                    });
+                    let dir = hls.dir.clone();
+                    gateway
+                        .registry()
+                        .update(&name, |entry| entry.hls_dir = Some(dir));
+                    self.hls = Some(hls);
+                }
+                Err(e) => {
+                    self.output_failed(FileOutput::Hls, &format!("cannot write HLS files: {e}"))
+                }
+            }
+        }
+        if config.record.enabled {
+            let format = RecordFormat::parse(&config.record.format).unwrap_or(RecordFormat::Mp4);
+            let dir = &config.record.dir;
+            let path = recording::new_path(dir, &name, SystemTime::now(), format.extension());
+            let writable = std::fs::create_dir_all(dir).and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)
+            });
+            match writable {
+                Ok(_) => {
+                    tracing::info!(file = %path.display(), "recording");
+                    outputs.record = Some(RecordSpec { path, format });
+                }
+                Err(e) => self.output_failed(
+                    FileOutput::Recording,
+                    &format!("cannot write in {}: {e}", dir.display()),
+                ),
+            }
+        }
+        outputs
+    }
+
+    /// Ends the inputs and waits (at most 2 s) for the file outputs to finish their files.
+    async fn drain(
+        &mut self,
+        pipeline: &StreamPipeline,
+        media_events: &mut mpsc::Receiver<MediaEvent>,
+        progress: &mut Progress,
+    ) {
+        if progress.pending_outputs.is_empty() {
+            return;
+        }
+        pipeline.finish();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !progress.pending_outputs.is_empty() {
+            match tokio::time::timeout_at(deadline, media_events.recv()).await {
+                Ok(Some(event)) => {
+                    let _ = self.on_media_event(event, progress).await;
+                }
+                _ => {
+                    tracing::warn!(pending = ?progress.pending_outputs, "outputs did not finish within 2 s");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Closes the playlist with ENDLIST and hands the HLS output back.
+    fn end_hls(&mut self) -> Option<HlsOutput> {
+        let mut hls = self.hls.take()?;
+        if let Err(e) = hls.end() {
+            tracing::warn!("cannot end the HLS playlist: {e}");
+        }
+        Some(hls)
+    }
+
+    fn output_failed(&self, output: FileOutput, message: &str) {
+        tracing::error!(?output, "{message}; the stream goes on without it");
+        let message = message.to_string();
+        self.gateway
+            .registry()
+            .update(&self.spec.name, |entry| match output {
+                FileOutput::Hls => entry.info.hls_error = Some(message),
+                FileOutput::Recording => entry.info.recording_error = Some(message),
+            });
+    }
+
+    fn write_variant(&mut self, video_codec: Option<String>) {
+        let transcode = &self.gateway.config.transcode;
+        let video = self.spec.video.is_some();
+        let audio = self.spec.audio.is_some();
+        let kbps = if video {
+            transcode.video_bitrate_kbps
+        } else {
+            0
+        } + if audio { 128 } else { 0 };
+        let variant = Variant {
+            // The encoders' rates plus a tenth for MPEG-TS overhead.
+            bandwidth: kbps as u64 * 1100,
+            resolution: video.then_some((transcode.width, transcode.height)),
+            framerate: video.then_some(transcode.framerate),
+            video_codec,
+            audio,
+        };
+        if let Some(hls) = &mut self.hls
+            && let Err(e) = hls.write_variant(&variant)
+        {
+            tracing::warn!("cannot write the HLS multivariant playlist: {e}");
+        }
     }
 
     async fn drive(
@@ -275,6 +442,7 @@ impl Session {
                 }
                 event = media_events.recv() => {
                     let Some(event) = event else { continue };
+                    tracing::trace!(?event, "media event");
                     if let Some(reason) = self.on_media_event(event, progress).await {
                         return reason;
                     }
@@ -353,9 +521,16 @@ impl Session {
                     progress.last_keyframe_request = Some(Instant::now());
                 }
             }
-            MediaEvent::VideoEncoded => self.went_live(progress),
+            // With RTP on, `live` waits for the RTP output, so that the SDP file is
+            // served as soon as a publisher hears `live`.
+            MediaEvent::VideoEncoded { codec } => {
+                self.write_variant(codec);
+                if !self.spec.outputs.rtp {
+                    self.went_live(progress);
+                }
+            }
             MediaEvent::AudioFlowing => {
-                if self.spec.video.is_none() {
+                if self.spec.video.is_none() && !self.spec.outputs.rtp {
                     self.went_live(progress);
                 }
             }
@@ -371,14 +546,37 @@ impl Session {
                 }
                 progress.video_rtp = Some((profile_level_id, sprop_parameter_sets));
                 self.sdp_ready(progress);
+                self.went_live(progress);
             }
             MediaEvent::AudioRtpReady => {
-                progress.audio_rtp = true;
-                self.sdp_ready(progress);
+                if self.spec.video.is_none() {
+                    self.sdp_ready(progress);
+                    self.went_live(progress);
+                }
             }
             MediaEvent::Error { element, message } => {
                 tracing::error!(%element, "pipeline error: {message}");
                 return Some(EndReason::PipelineError(format!("{element}: {message}")));
+            }
+            MediaEvent::SegmentsStarted { running_time_ns } => {
+                if let Some(hls) = &mut self.hls {
+                    hls.segments_started(running_time_ns);
+                }
+            }
+            MediaEvent::SegmentClosed { location, end_ns } => {
+                if let Some(hls) = &mut self.hls
+                    && let Err(e) = hls.segment_closed(&location, end_ns)
+                {
+                    tracing::warn!("cannot write the HLS playlist: {e}");
+                }
+            }
+            MediaEvent::OutputFailed { output, message } => {
+                progress.pending_outputs.retain(|o| *o != output);
+                self.output_failed(output, &message);
+            }
+            MediaEvent::OutputFinished(output) => {
+                tracing::debug!(?output, "output finished");
+                progress.pending_outputs.retain(|o| *o != output);
             }
         }
         None
@@ -401,11 +599,10 @@ impl Session {
         });
     }
 
-    /// Once every RTP output has started, renders the SDP file and publishes it.
+    /// Once the RTP output has started (the video's, when there is video), renders the
+    /// SDP file and publishes it.
     fn sdp_ready(&mut self, progress: &mut Progress) {
-        let video_done = self.spec.video.is_none() || progress.video_rtp.is_some();
-        let audio_done = self.spec.audio.is_none() || progress.audio_rtp;
-        if !video_done || !audio_done {
+        if self.spec.video.is_some() && progress.video_rtp.is_none() {
             return;
         }
         let rtp = self.gateway.media.rtp();
@@ -458,14 +655,22 @@ impl Session {
             sample_rate: 48000,
             channels: 2,
         });
-        let sdp = config
-            .rtp
-            .enabled
-            .then(|| format!("/streams/{name}/stream.sdp"));
+        let outputs = &self.spec.outputs;
+        let sdp = outputs.rtp.then(|| format!("/streams/{name}/stream.sdp"));
+        let hls = outputs
+            .hls
+            .as_ref()
+            .map(|_| format!("/streams/{name}/index.m3u8"));
+        let recording = outputs
+            .record
+            .as_ref()
+            .and_then(|r| r.path.file_name().map(|f| f.to_string_lossy().into_owned()));
         self.gateway.registry().update(name, |entry| {
             entry.info.video = video;
             entry.info.audio = audio;
             entry.info.outputs.sdp = sdp;
+            entry.info.outputs.hls = hls;
+            entry.info.outputs.recording = recording;
         });
     }
 }

@@ -159,17 +159,24 @@ impl TestGateway {
         (status == 200).then_some(body)
     }
 
-    /// Waits until `name` is no longer listed.
-    pub fn wait_stream_gone(&self, name: &str, timeout: Duration) -> Duration {
+    /// Whether `name` has no running publisher: not listed, or listed as ended (its HLS
+    /// playlist lingers) with no port slot.
+    pub fn stream_ended(&self, name: &str) -> bool {
+        self.stream(name)
+            .is_none_or(|s| s["state"] == "ended" && s["slot"].is_null())
+    }
+
+    /// Waits until `name` has no running publisher.
+    pub fn wait_stream_ended(&self, name: &str, timeout: Duration) -> Duration {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.stream(name).is_none() {
+            if self.stream_ended(name) {
                 return start.elapsed();
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "stream {name} still listed after {timeout:?}:\n{}",
+            "stream {name} still running after {timeout:?}:\n{}",
             self.log()
         );
     }
