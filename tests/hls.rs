@@ -1,0 +1,272 @@
+//! HLS for Safari and VLC: the playlists over HTTP checked against RFC 8216 and Apple's
+//! rules, every segment probed with ffprobe, the whole playlist decoded with ffmpeg.
+
+mod common;
+
+use common::{Publisher, TestGateway};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Fetched {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Fetched {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+fn fetch(gateway: &TestGateway, path: &str) -> Fetched {
+    let response = reqwest::blocking::Client::new()
+        .get(gateway.url(path))
+        .header("Origin", "http://player.example")
+        .send()
+        .unwrap();
+    Fetched {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().unwrap().to_vec(),
+    }
+}
+
+/// A media playlist's tags and segments.
+#[derive(Debug, Default)]
+struct MediaPlaylist {
+    target_duration: u64,
+    media_sequence: u64,
+    segments: Vec<(f64, String)>,
+    discontinuities: usize,
+    ended: bool,
+}
+
+fn parse_media(text: &str) -> MediaPlaylist {
+    assert!(text.starts_with("#EXTM3U\n"), "{text}");
+    let mut playlist = MediaPlaylist::default();
+    let mut duration = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            playlist.target_duration = v.parse().unwrap();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            playlist.media_sequence = v.parse().unwrap();
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            duration = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            playlist.discontinuities += 1;
+        } else if line == "#EXT-X-ENDLIST" {
+            playlist.ended = true;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            playlist.segments.push((duration.take().unwrap(), line.to_string()));
+        }
+    }
+    playlist
+}
+
+/// Checks the rules a player enforces on a media playlist and its segments.
+fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> MediaPlaylist {
+    let media = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
+    assert_eq!(media.status, 200);
+    assert_eq!(media.header("content-type"), "application/vnd.apple.mpegurl");
+    assert_eq!(media.header("cache-control"), "no-cache");
+    assert_eq!(media.header("access-control-allow-origin"), "*");
+    let playlist = parse_media(&media.text());
+    assert_eq!(playlist.target_duration, 2);
+    for (duration, uri) in &playlist.segments {
+        assert!(
+            duration.round() as u64 <= playlist.target_duration,
+            "{duration} for {uri}"
+        );
+        let segment = fetch(gateway, &format!("/streams/{name}/{uri}"));
+        assert_eq!(segment.status, 200, "{uri}");
+        assert_eq!(segment.header("content-type"), "video/mp2t");
+        assert!(segment.header("cache-control").contains("max-age="));
+        let path = gateway.dir.path().join(uri);
+        std::fs::write(&path, &segment.body).unwrap();
+        let codecs = ffprobe(&path, &["-show_entries", "stream=codec_name"]);
+        assert_eq!(codecs.contains("codec_name=h264"), video, "{uri}: {codecs}");
+        assert_eq!(codecs.contains("codec_name=aac"), audio, "{uri}: {codecs}");
+        if video {
+            let first = ffprobe(
+                &path,
+                &["-select_streams", "v", "-show_frames", "-read_intervals", "%+#1"],
+            );
+            assert!(first.contains("key_frame=1"), "{uri} starts with {first}");
+        }
+    }
+    playlist
+}
+
+fn ffprobe(path: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "compact"])
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits for the media playlist to list at least `count` segments.
+fn wait_segments(gateway: &TestGateway, name: &str, count: usize) -> MediaPlaylist {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let media = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
+        if media.status == 200 {
+            let playlist = parse_media(&media.text());
+            if playlist.segments.len() >= count {
+                return playlist;
+            }
+        }
+        assert!(Instant::now() < deadline, "no {count} segments:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn live_hls_follows_the_rules_ends_and_continues() {
+    let gateway = TestGateway::start("[hls]\nplaylist_length = 3");
+    let mut publisher = Publisher::start(&gateway, "cam1", &["--duration-s", "12"]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    let live = Instant::now();
+    let stream = gateway.stream("cam1").unwrap();
+    assert_eq!(stream["outputs"]["hls"], "/streams/cam1/index.m3u8");
+
+    // The first playlist, a segment duration after the first key frame.
+    wait_segments(&gateway, "cam1", 1);
+    let first = live.elapsed();
+    eprintln!("first HLS playlist {} ms after live", first.as_millis());
+    assert!(first < Duration::from_millis(3500), "{first:?}");
+
+    let multivariant = fetch(&gateway, "/streams/cam1/index.m3u8");
+    assert_eq!(multivariant.status, 200);
+    assert_eq!(
+        multivariant.header("content-type"),
+        "application/vnd.apple.mpegurl"
+    );
+    assert_eq!(multivariant.header("access-control-allow-origin"), "*");
+    let text = multivariant.text();
+    let sdp = gateway.get("/streams/cam1/stream.sdp").text().unwrap();
+    let profile = sdp
+        .split("profile-level-id=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    assert!(text.starts_with("#EXTM3U\n"), "{text}");
+    assert!(text.contains("RESOLUTION=320x180"), "{text}");
+    assert!(text.contains("BANDWIDTH="), "{text}");
+    assert!(
+        text.contains(&format!("CODECS=\"avc1.{profile},mp4a.40.2\"")),
+        "{text} vs {profile}"
+    );
+    assert!(text.trim_end().ends_with("stream.m3u8"), "{text}");
+
+    // The window slides: three segments, the older files gone.
+    let playlist = wait_segments(&gateway, "cam1", 3);
+    let first_uri = playlist.segments[0].1.clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let slid = loop {
+        let playlist = check_media(&gateway, "cam1", true, true);
+        if playlist.media_sequence >= 2 {
+            break playlist;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(slid.segments.len(), 3);
+    assert!(!slid.ended);
+    assert_eq!(fetch(&gateway, &format!("/streams/cam1/{first_uri}")).status, 404);
+
+    // The whole playlist decodes.
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(gateway.url("/streams/cam1/stream.m3u8"))
+        .args(["-f", "framecrc", "-"])
+        .output()
+        .unwrap();
+    let frames = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("0,"))
+        .count();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(frames >= 150, "{frames} video frames from 3 segments");
+
+    // The publisher leaves: ENDLIST within 2 s, and the playlist stays.
+    publisher.wait_for("ended", Duration::from_secs(15));
+    let ended = Instant::now();
+    let playlist = loop {
+        let playlist = parse_media(&fetch(&gateway, "/streams/cam1/stream.m3u8").text());
+        if playlist.ended || ended.elapsed() > Duration::from_secs(3) {
+            break playlist;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(playlist.ended, "no ENDLIST");
+    assert!(ended.elapsed() < Duration::from_secs(2));
+    assert_eq!(gateway.stream("cam1").unwrap()["state"], "ended");
+
+    // Back under the same name: the playlist goes on after a discontinuity.
+    let before = playlist.media_sequence + playlist.segments.len() as u64;
+    let mut again = Publisher::start(&gateway, "cam1", &[]);
+    again.wait_for("live", LIVE_TIMEOUT);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let resumed = loop {
+        let playlist = check_media(&gateway, "cam1", true, true);
+        let last = playlist.segments.last().map(|s| s.1.clone());
+        if playlist.discontinuities == 1 && !playlist.ended && last != Some(first_uri.clone()) {
+            break playlist;
+        }
+        assert!(Instant::now() < deadline, "{playlist:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(resumed.media_sequence + resumed.segments.len() as u64 > before);
+}
+
+#[test]
+fn audio_only_and_video_only_streams_get_valid_hls() {
+    let gateway = TestGateway::start("");
+    let mut audio = Publisher::start(&gateway, "radio", &["--no-video"]);
+    let mut video = Publisher::start(&gateway, "silent", &["--no-audio"]);
+    audio.wait_for("live", LIVE_TIMEOUT);
+    video.wait_for("live", LIVE_TIMEOUT);
+    wait_segments(&gateway, "radio", 2);
+    wait_segments(&gateway, "silent", 2);
+    let radio = fetch(&gateway, "/streams/radio/index.m3u8").text();
+    assert!(radio.contains("CODECS=\"mp4a.40.2\""), "{radio}");
+    assert!(!radio.contains("RESOLUTION"), "{radio}");
+    let silent = fetch(&gateway, "/streams/silent/index.m3u8").text();
+    assert!(silent.contains("CODECS=\"avc1."), "{silent}");
+    assert!(!silent.contains("mp4a"), "{silent}");
+    check_media(&gateway, "radio", false, true);
+    check_media(&gateway, "silent", true, false);
+}
+
+#[test]
+fn hls_paths_are_checked_and_can_be_turned_off() {
+    let gateway = TestGateway::start("[hls]\nenabled = false");
+    let mut publisher = Publisher::start(&gateway, "nohls", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    assert!(gateway.stream("nohls").unwrap()["outputs"]["hls"].is_null());
+    assert_eq!(fetch(&gateway, "/streams/nohls/index.m3u8").status, 404);
+    for path in [
+        "/streams/nohls/..%2F..%2Fetc%2Fpasswd",
+        "/streams/nohls/stream.mp4",
+        "/streams/nobody/index.m3u8",
+        "/streams/bad%20name/index.m3u8",
+    ] {
+        let status = fetch(&gateway, path).status;
+        assert!(status == 404 || status == 400, "{path}: {status}");
+    }
+}
