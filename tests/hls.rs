@@ -67,7 +67,9 @@ fn parse_media(text: &str) -> MediaPlaylist {
         } else if line == "#EXT-X-ENDLIST" {
             playlist.ended = true;
         } else if !line.starts_with('#') && !line.is_empty() {
-            playlist.segments.push((duration.take().unwrap(), line.to_string()));
+            playlist
+                .segments
+                .push((duration.take().unwrap(), line.to_string()));
         }
     }
     playlist
@@ -77,7 +79,10 @@ fn parse_media(text: &str) -> MediaPlaylist {
 fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> MediaPlaylist {
     let media = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
     assert_eq!(media.status, 200);
-    assert_eq!(media.header("content-type"), "application/vnd.apple.mpegurl");
+    assert_eq!(
+        media.header("content-type"),
+        "application/vnd.apple.mpegurl"
+    );
     assert_eq!(media.header("cache-control"), "no-cache");
     assert_eq!(media.header("access-control-allow-origin"), "*");
     let playlist = parse_media(&media.text());
@@ -99,7 +104,13 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> M
         if video {
             let first = ffprobe(
                 &path,
-                &["-select_streams", "v", "-show_frames", "-read_intervals", "%+#1"],
+                &[
+                    "-select_streams",
+                    "v",
+                    "-show_frames",
+                    "-read_intervals",
+                    "%+#1",
+                ],
             );
             assert!(first.contains("key_frame=1"), "{uri} starts with {first}");
         }
@@ -128,7 +139,11 @@ fn wait_segments(gateway: &TestGateway, name: &str, count: usize) -> MediaPlayli
                 return playlist;
             }
         }
-        assert!(Instant::now() < deadline, "no {count} segments:\n{}", gateway.log());
+        assert!(
+            Instant::now() < deadline,
+            "no {count} segments:\n{}",
+            gateway.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -187,7 +202,10 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     };
     assert_eq!(slid.segments.len(), 3);
     assert!(!slid.ended);
-    assert_eq!(fetch(&gateway, &format!("/streams/cam1/{first_uri}")).status, 404);
+    assert_eq!(
+        fetch(&gateway, &format!("/streams/cam1/{first_uri}")).status,
+        404
+    );
 
     // The whole playlist decodes.
     let output = Command::new("ffmpeg")
@@ -200,7 +218,11 @@ fn live_hls_follows_the_rules_ends_and_continues() {
         .lines()
         .filter(|l| l.starts_with("0,"))
         .count();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(frames >= 150, "{frames} video frames from 3 segments");
 
     // The publisher leaves: ENDLIST within 2 s, and the playlist stays.

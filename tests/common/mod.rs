@@ -63,6 +63,12 @@ impl TestGateway {
     /// Starts a gateway with test defaults (loopback, 320x180 ultrafast) and `extra` TOML
     /// merged over them.
     pub fn start(extra: &str) -> TestGateway {
+        Self::start_limited(extra, None)
+    }
+
+    /// Like `start`, with no file the gateway writes allowed past `file_limit_kib`
+    /// (a disk that fills): writes beyond it fail with EFBIG.
+    pub fn start_limited(extra: &str, file_limit_kib: Option<u64>) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_tcp_port();
         let mut config: toml::Table = toml::from_str(&format!(
@@ -94,7 +100,19 @@ impl TestGateway {
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
         let log = dir.path().join("gateway.log");
-        let child = Command::new(GATEWAY)
+        let mut command = match file_limit_kib {
+            None => Command::new(GATEWAY),
+            Some(kib) => {
+                let mut c = Command::new("bash");
+                c.args([
+                    "-c",
+                    &format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""),
+                    GATEWAY,
+                ]);
+                c
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
