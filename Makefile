@@ -12,7 +12,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # Chromium (headless, fake devices) publishes from the pages.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium
 
-.PHONY: run test build deps test-deps lint bench clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -29,8 +29,19 @@ endef
 deps:
 	$(call apt_install,$(RUN_PACKAGES))
 
+# Python tools the tests use (aiortc as a WHIP client, a Prometheus parser), from PyPI.
+VENV := target/venv
+PYTHON_PACKAGES := aiortc aiohttp prometheus-client
+
 test-deps: deps
 	$(call apt_install,$(TEST_PACKAGES))
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV) || { \
+		$(MAKE) --no-print-directory PKGS=python3-venv apt-pkgs && python3 -m venv $(VENV); }
+	@$(VENV)/bin/python -c "import aiortc, aiohttp, prometheus_client" 2>/dev/null || \
+		$(VENV)/bin/pip install -q $(PYTHON_PACKAGES)
+
+apt-pkgs:
+	$(call apt_install,$(PKGS))
 
 build: deps
 	$(CARGO) build --release

@@ -152,6 +152,8 @@ pub struct LimitsConfig {
     pub max_publishers: u32,
     /// Largest signalling message accepted, in bytes.
     pub max_message_bytes: u32,
+    /// Extra RTP destinations the control API may add to one stream.
+    pub max_rtp_destinations: u32,
 }
 
 impl Default for LimitsConfig {
@@ -159,6 +161,7 @@ impl Default for LimitsConfig {
         Self {
             max_publishers: 16,
             max_message_bytes: 64 * 1024,
+            max_rtp_destinations: 4,
         }
     }
 }
@@ -166,7 +169,21 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// When set, publishing (WebSocket or WHIP) needs this token, or the stream's own.
     pub publish_token: String,
+    /// When set, SDP files, playlists, segments and recordings need this token.
+    pub read_token: String,
+    /// When set, the control API needs this token.
+    pub admin_token: String,
+    /// Tokens that let publishers publish one stream each.
+    pub streams: Vec<StreamTokenConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTokenConfig {
+    pub name: String,
+    pub token: String,
 }
 
 pub const X264_PRESETS: [&str; 6] = [
@@ -376,6 +393,26 @@ impl Config {
             1024,
             16 * 1024 * 1024,
         );
+        p.range(
+            "limits.max_rtp_destinations",
+            self.limits.max_rtp_destinations,
+            0,
+            64,
+        );
+        for (i, stream) in self.auth.streams.iter().enumerate() {
+            if !crate::registry::valid_name(&stream.name) {
+                p.push(
+                    &format!("auth.streams[{i}].name"),
+                    format!("must be a stream name, got {:?}", stream.name),
+                );
+            }
+            if stream.token.is_empty() {
+                p.push(
+                    &format!("auth.streams[{i}].token"),
+                    "must not be empty".into(),
+                );
+            }
+        }
         if p.0.is_empty() { Ok(()) } else { Err(p.0) }
     }
 

@@ -5,12 +5,14 @@
 use crate::gateway::Gateway;
 use crate::media::recording;
 use crate::registry::valid_name;
-use crate::signalling::{Connection, Incoming};
+use crate::signalling::websocket::{Connection, Incoming};
+use crate::signalling::whip::{self, Whip, WhipError};
+use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -54,20 +56,52 @@ impl ApiError {
     }
 }
 
+impl From<WhipError> for ApiError {
+    fn from(error: WhipError) -> Self {
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError::new(status, error.token(), error.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.error, "message": self.message});
         let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
 }
 
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    gateway: Arc<Gateway>,
+    whip: Arc<Whip>,
+}
+
+impl FromRef<AppState> for Arc<Gateway> {
+    fn from_ref(state: &AppState) -> Self {
+        state.gateway.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Whip> {
+    fn from_ref(state: &AppState) -> Self {
+        state.whip.clone()
+    }
+}
+
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let state = AppState {
+        whip: Whip::new(gateway.clone()),
+        gateway: gateway.clone(),
+    };
     // Pages are revalidated on every load, so that an upgrade is seen at once.
     let www = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -87,14 +121,33 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/recordings", get(list_recordings))
         .route("/recordings/{file}", get(recording_file))
         .layer(cors);
+    // WHIP clients in browsers read the answer's headers from another origin.
+    let whip_cors = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Location, ETag, Link, Accept-Post"),
+        ));
+    let whip = Router::new()
+        .route("/whip/{name}", post(whip_create).options(whip_options))
+        .route(
+            "/whip/{name}/{id}",
+            patch(whip_patch).delete(whip_delete).options(whip_options),
+        )
+        .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(whip_cors);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(websocket))
         .route("/api/streams", get(list_streams))
         .route("/api/streams/{name}", get(get_stream))
         .merge(media)
+        .merge(whip)
         .fallback_service(www)
-        .with_state(gateway)
+        .with_state(state)
 }
 
 async fn list_streams(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
@@ -248,6 +301,108 @@ async fn recording_file(
             format!("cannot read {file}: {e}"),
         )),
     }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn body_text(body: &Bytes) -> Result<String, ApiError> {
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-sdp",
+            "the body is not UTF-8 text",
+        )
+    })
+}
+
+fn with_ice_servers(gateway: &Gateway, headers: &mut HeaderMap) {
+    for link in whip::ice_server_links(&gateway.config.webrtc) {
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.append(header::LINK, value);
+        }
+    }
+}
+
+async fn whip_create(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let offer = body_text(&body)?;
+    let created = state
+        .whip
+        .create(
+            &name,
+            header(&headers, header::CONTENT_TYPE),
+            header(&headers, header::AUTHORIZATION),
+            offer,
+        )
+        .await?;
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, whip::SDP.to_string()),
+            (header::LOCATION, created.location),
+            (header::ETAG, created.etag),
+        ],
+        created.answer,
+    )
+        .into_response();
+    with_ice_servers(&state.gateway, response.headers_mut());
+    Ok(response)
+}
+
+async fn whip_patch(
+    State(whip): State<Arc<Whip>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let fragment = body_text(&body)?;
+    whip.patch(
+        &name,
+        &id,
+        header(&headers, header::CONTENT_TYPE),
+        header(&headers, header::IF_MATCH),
+        header(&headers, header::AUTHORIZATION),
+        &fragment,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn whip_delete(
+    State(whip): State<Arc<Whip>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    whip.delete(&name, &id, header(&headers, header::AUTHORIZATION))
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// CORS preflight and ICE server discovery; needs no token.
+async fn whip_options(State(gateway): State<Arc<Gateway>>) -> Response {
+    let mut response = (
+        StatusCode::NO_CONTENT,
+        [
+            (header::HeaderName::from_static("accept-post"), whip::SDP),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "POST, PATCH, DELETE, OPTIONS",
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, If-Match",
+            ),
+        ],
+    )
+        .into_response();
+    with_ice_servers(&gateway, response.headers_mut());
+    response
 }
 
 async fn websocket(State(gateway): State<Arc<Gateway>>, upgrade: WebSocketUpgrade) -> Response {

@@ -1,0 +1,331 @@
+//! WHIP ingest (RFC 9725): `POST /whip/{name}` starts a session from an SDP offer and
+//! answers with a session URL; `PATCH` on it trickles candidates; `DELETE` ends it.
+//! Transport-free: the HTTP layer passes the headers and body it got and turns the
+//! results into responses.
+
+use super::{bearer, may_publish};
+use crate::config::WebrtcConfig;
+use crate::gateway::Gateway;
+use crate::registry::{RegistryError, valid_name};
+use crate::session::offer::{OfferError, media_sections};
+use crate::session::{self, EndReason, PublishError, PublishRequest, SessionEvent, SessionHandle};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCIceCandidateInit;
+
+pub const SDP: &str = "application/sdp";
+pub const SDP_FRAGMENT: &str = "application/trickle-ice-sdpfrag";
+
+/// Why a WHIP request failed; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum WhipError {
+    #[error("the body must be {expected}, got {got:?}")]
+    UnsupportedMediaType { expected: &'static str, got: String },
+    #[error("publishing needs a valid bearer token")]
+    Unauthorized,
+    #[error("stream names are 1 to 64 letters, digits, '_' or '-'")]
+    BadName,
+    #[error("{0}")]
+    Publish(#[from] PublishError),
+    #[error("no WHIP session {0}")]
+    NotFound(String),
+    #[error("the session changed: If-Match does not match its ETag")]
+    PreconditionFailed,
+    #[error("ICE restarts are not supported: publish again instead")]
+    IceRestart,
+}
+
+impl WhipError {
+    pub fn status(&self) -> u16 {
+        match self {
+            WhipError::UnsupportedMediaType { .. } => 415,
+            WhipError::Unauthorized => 401,
+            WhipError::BadName => 400,
+            WhipError::NotFound(_) => 404,
+            WhipError::PreconditionFailed => 412,
+            WhipError::IceRestart => 422,
+            WhipError::Publish(e) => match e {
+                PublishError::Offer(OfferError::Malformed(_)) => 400,
+                PublishError::Offer(OfferError::NoSupportedCodec) => 415,
+                PublishError::Offer(_) => 422,
+                PublishError::Registry(RegistryError::InUse) => 409,
+                PublishError::Registry(RegistryError::Full(_)) | PublishError::ShuttingDown => 503,
+                PublishError::Negotiation(_) => 400,
+            },
+        }
+    }
+
+    pub fn token(&self) -> &'static str {
+        match self {
+            WhipError::UnsupportedMediaType { .. } => "unsupported-media-type",
+            WhipError::Unauthorized => "unauthorized",
+            WhipError::BadName => "bad-stream-name",
+            WhipError::NotFound(_) => "no-such-session",
+            WhipError::PreconditionFailed => "precondition-failed",
+            WhipError::IceRestart => "ice-restart-unsupported",
+            WhipError::Publish(e) => match e {
+                PublishError::Offer(OfferError::Malformed(_)) => "bad-sdp",
+                PublishError::Offer(OfferError::NoSupportedCodec) => "unsupported-codec",
+                PublishError::Offer(_) => "unprocessable-offer",
+                PublishError::Registry(RegistryError::InUse) => "stream-in-use",
+                PublishError::Registry(RegistryError::Full(_)) => "too-many-publishers",
+                PublishError::ShuttingDown => "shutting-down",
+                PublishError::Negotiation(_) => "negotiation-failed",
+            },
+        }
+    }
+}
+
+/// A created WHIP session.
+#[derive(Debug)]
+pub struct Created {
+    pub location: String,
+    pub etag: String,
+    pub answer: String,
+}
+
+struct WhipSession {
+    stream: String,
+    handle: SessionHandle,
+    etag: String,
+    ice_ufrag: Option<String>,
+    mid: Option<String>,
+}
+
+/// The WHIP sessions, by their unguessable ids.
+pub struct Whip {
+    gateway: Arc<Gateway>,
+    sessions: Mutex<HashMap<String, WhipSession>>,
+}
+
+fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+impl Whip {
+    pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
+        Arc::new(Self {
+            gateway,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, WhipSession>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn authorize(&self, stream: &str, authorization: Option<&str>) -> Result<(), WhipError> {
+        if may_publish(&self.gateway.config.auth, stream, bearer(authorization)) {
+            Ok(())
+        } else {
+            Err(WhipError::Unauthorized)
+        }
+    }
+
+    /// `POST /whip/{stream}`.
+    pub async fn create(
+        self: &Arc<Self>,
+        stream: &str,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        offer: String,
+    ) -> Result<Created, WhipError> {
+        if !valid_name(stream) {
+            return Err(WhipError::BadName);
+        }
+        self.authorize(stream, authorization)?;
+        let got = media_type(content_type);
+        if got != SDP {
+            return Err(WhipError::UnsupportedMediaType { expected: SDP, got });
+        }
+        let ice_ufrag = attribute(&offer, "ice-ufrag");
+        let request = PublishRequest {
+            stream: stream.to_string(),
+            offer,
+            publisher: "whip",
+        };
+        let (events, mut received) = mpsc::unbounded_channel();
+        let (handle, answer) = session::publish(&self.gateway, request, events).await?;
+        let id = random_hex(16);
+        let etag = format!("\"{}\"", random_hex(8));
+        self.sessions().insert(
+            id.clone(),
+            WhipSession {
+                stream: stream.to_string(),
+                handle,
+                etag: etag.clone(),
+                ice_ufrag,
+                mid: media_sections(&answer).into_iter().find_map(|s| s.mid),
+            },
+        );
+        // The session URL goes away with the session.
+        let whip = self.clone();
+        let session_id = id.clone();
+        tokio::spawn(async move {
+            while let Some(event) = received.recv().await {
+                if let SessionEvent::Ended { .. } = event {
+                    break;
+                }
+            }
+            whip.sessions().remove(&session_id);
+        });
+        Ok(Created {
+            location: format!("/whip/{stream}/{id}"),
+            etag,
+            answer,
+        })
+    }
+
+    /// `PATCH` on a session URL: trickled candidates. An ICE restart is refused.
+    pub async fn patch(
+        &self,
+        stream: &str,
+        id: &str,
+        content_type: Option<&str>,
+        if_match: Option<&str>,
+        authorization: Option<&str>,
+        fragment: &str,
+    ) -> Result<(), WhipError> {
+        self.authorize(stream, authorization)?;
+        let (handle, mid) = {
+            let sessions = self.sessions();
+            let session = sessions
+                .get(id)
+                .filter(|s| s.stream == stream)
+                .ok_or_else(|| WhipError::NotFound(id.to_string()))?;
+            if let Some(tag) = if_match
+                && tag.trim() != "*"
+                && tag.trim() != session.etag
+            {
+                return Err(WhipError::PreconditionFailed);
+            }
+            let got = media_type(content_type);
+            if got != SDP_FRAGMENT {
+                return Err(WhipError::UnsupportedMediaType {
+                    expected: SDP_FRAGMENT,
+                    got,
+                });
+            }
+            if let Some(ufrag) = attribute(fragment, "ice-ufrag")
+                && Some(&ufrag) != session.ice_ufrag.as_ref()
+            {
+                return Err(WhipError::IceRestart);
+            }
+            (session.handle.clone(), session.mid.clone())
+        };
+        for candidate in fragment
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a="))
+            .filter(|a| a.starts_with("candidate:"))
+        {
+            handle
+                .add_candidate(RTCIceCandidateInit {
+                    candidate: candidate.to_string(),
+                    sdp_mid: mid.clone(),
+                    sdp_mline_index: Some(0),
+                    ..Default::default()
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    /// `DELETE` on a session URL: the publication ends.
+    pub async fn delete(
+        &self,
+        stream: &str,
+        id: &str,
+        authorization: Option<&str>,
+    ) -> Result<(), WhipError> {
+        self.authorize(stream, authorization)?;
+        let session = {
+            let mut sessions = self.sessions();
+            match sessions.get(id) {
+                Some(s) if s.stream == stream => sessions.remove(id),
+                _ => None,
+            }
+        };
+        let session = session.ok_or_else(|| WhipError::NotFound(id.to_string()))?;
+        session.handle.stop(EndReason::Unpublished).await;
+        Ok(())
+    }
+}
+
+/// The first `a=name:value` attribute of an SDP or SDP fragment.
+fn attribute(sdp: &str, name: &str) -> Option<String> {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix).map(|v| v.trim().to_string()))
+}
+
+/// `Link` header values advertising the configured ICE servers (RFC 9725 section 4.6).
+pub fn ice_server_links(config: &WebrtcConfig) -> Vec<String> {
+    config
+        .ice_servers
+        .iter()
+        .map(|url| {
+            let mut link = format!("<{url}>; rel=\"ice-server\"");
+            if url.starts_with("turn") && !config.ice_username.is_empty() {
+                link.push_str(&format!(
+                    "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                    config.ice_username, config.ice_credential
+                ));
+            }
+            link
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_ignore_parameters_and_case() {
+        assert_eq!(media_type(Some("Application/SDP; charset=utf-8")), SDP);
+        assert_eq!(media_type(None), "");
+    }
+
+    #[test]
+    fn attributes() {
+        let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:xyz\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n";
+        assert_eq!(attribute(frag, "ice-ufrag").as_deref(), Some("abcd"));
+        assert_eq!(attribute(frag, "mid").as_deref(), Some("0"));
+        assert_eq!(attribute(frag, "nothing"), None);
+    }
+
+    #[test]
+    fn links() {
+        let config = WebrtcConfig {
+            ice_servers: vec![
+                "stun:stun.example.net".into(),
+                "turn:turn.example.net".into(),
+            ],
+            ice_username: "user".into(),
+            ice_credential: "pass".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ice_server_links(&config),
+            vec![
+                "<stun:stun.example.net>; rel=\"ice-server\"".to_string(),
+                "<turn:turn.example.net>; rel=\"ice-server\"; username=\"user\"; \
+                 credential=\"pass\"; credential-type=\"password\""
+                    .to_string(),
+            ]
+        );
+    }
+}

@@ -1,0 +1,64 @@
+"""A WHIP publisher that is not ours: aiortc sends a test picture and tone to a WHIP URL.
+
+Usage: aiortc_whip.py URL [--token T] [--seconds N] [--no-audio]
+Prints one JSON line per step: {"step": "created", "status": 201, "location": ...}.
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--token")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--no-audio", action="store_true")
+    args = parser.parse_args()
+
+    pc = RTCPeerConnection()
+    video = MediaPlayer("testsrc=size=320x240:rate=30", format="lavfi")
+    pc.addTransceiver(video.video, direction="sendonly")
+    if not args.no_audio:
+        audio = MediaPlayer("sine=frequency=440:sample_rate=48000", format="lavfi")
+        pc.addTransceiver(audio.audio, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+
+    headers = {"Content-Type": "application/sdp"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(args.url, data=pc.localDescription.sdp, headers=headers) as r:
+            body = await r.text()
+            location = r.headers.get("Location")
+            say(step="created", status=r.status, location=location, etag=r.headers.get("ETag"))
+            if r.status != 201:
+                say(step="error", body=body)
+                await pc.close()
+                return 3
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        for _ in range(100):
+            if pc.connectionState == "connected":
+                break
+            await asyncio.sleep(0.1)
+        say(step="connection", state=pc.connectionState)
+        await asyncio.sleep(args.seconds)
+        session = aiohttp.helpers.URL(args.url).join(aiohttp.helpers.URL(location))
+        async with http.delete(str(session), headers=headers) as r:
+            say(step="deleted", status=r.status)
+    await pc.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
