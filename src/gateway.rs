@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::media::PipelineFactory;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +25,7 @@ pub struct Gateway {
     pub connections: TaskTracker,
     /// Where each stream's HLS directory is made.
     pub hls_root: PathBuf,
+    pub metrics: Metrics,
     /// The temporary HLS directory when `hls.dir` is empty, removed at exit.
     _hls_temp: Option<tempfile::TempDir>,
 }
@@ -47,6 +49,7 @@ impl Gateway {
             sessions: TaskTracker::new(),
             connections: TaskTracker::new(),
             hls_root,
+            metrics: Metrics::default(),
             _hls_temp: hls_temp,
         })
     }

@@ -4,15 +4,19 @@
 
 use crate::gateway::Gateway;
 use crate::media::recording;
+use crate::metrics;
 use crate::registry::valid_name;
+use crate::session::{EndReason, SessionCommand, SessionHandle};
 use crate::signalling::websocket::{Connection, Incoming};
 use crate::signalling::whip::{self, Whip, WhipError};
+use crate::signalling::{bearer, token_matches};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, FromRef, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -120,7 +124,26 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/streams/{name}/{file}", get(stream_file))
         .route("/recordings", get(list_recordings))
         .route("/recordings/{file}", get(recording_file))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            require_read_token,
+        ))
         .layer(cors);
+    let control = Router::new()
+        .route("/api/streams/{name}", delete(stop_stream))
+        .route(
+            "/api/streams/{name}/recording",
+            post(start_recording).delete(stop_recording),
+        )
+        .route("/api/streams/{name}/rtp", post(add_rtp_destination))
+        .route(
+            "/api/streams/{name}/rtp/{id}",
+            delete(remove_rtp_destination),
+        )
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            require_admin_token,
+        ));
     // WHIP clients in browsers read the answer's headers from another origin.
     let whip_cors = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
@@ -138,12 +161,15 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             patch(whip_patch).delete(whip_delete).options(whip_options),
         )
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(middleware::from_fn_with_state(gateway.clone(), count_whip))
         .layer(whip_cors);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(websocket))
         .route("/api/streams", get(list_streams))
         .route("/api/streams/{name}", get(get_stream))
+        .route("/metrics", get(render_metrics))
+        .merge(control)
         .merge(media)
         .merge(whip)
         .fallback_service(www)
@@ -204,6 +230,7 @@ async fn stream_sdp(
 async fn stream_file(
     State(gateway): State<Arc<Gateway>>,
     Path((name, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     if !valid_name(&name) {
         return Err(ApiError::bad_name());
@@ -229,7 +256,14 @@ async fn stream_file(
         ));
     };
     match tokio::fs::read(dir.join(&file)).await {
-        Ok(body) => {
+        Ok(mut body) => {
+            // Players cannot add a header to the URIs a playlist names: they get the
+            // read token the playlist came with.
+            if extension == "m3u8"
+                && let Some(token) = query_token(query.as_deref())
+            {
+                body = with_token(&String::from_utf8_lossy(&body), token).into_bytes();
+            }
             // Segment names are unique to one output: they never change once written.
             let cache = if extension == "ts" {
                 "public, max-age=86400, immutable"
@@ -252,6 +286,218 @@ async fn stream_file(
         )),
         Err(_) => Err(no_file(&file)),
     }
+}
+
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+/// A playlist whose URIs carry `?token=`.
+fn with_token(playlist: &str, token: &str) -> String {
+    playlist
+        .lines()
+        .map(|line| {
+            if line.is_empty() || line.starts_with('#') {
+                line.to_string()
+            } else {
+                format!("{line}?token={token}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// With `auth.read_token` set, media (SDP, HLS, recordings) needs it, as `?token=` or
+/// a bearer header.
+async fn require_read_token(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let configured = &gateway.config.auth.read_token;
+    if configured.is_empty() || request.method() == Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let presented = query_token(request.uri().query())
+        .or_else(|| bearer(header(request.headers(), header::AUTHORIZATION)));
+    if token_matches(configured, presented) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this needs the read token, as ?token= or a bearer header",
+        )
+        .into_response()
+    }
+}
+
+/// With `auth.admin_token` set, the control API needs it as a bearer header.
+async fn require_admin_token(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let configured = &gateway.config.auth.admin_token;
+    let presented = bearer(header(request.headers(), header::AUTHORIZATION));
+    if configured.is_empty() || token_matches(configured, presented) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the control API needs the admin token as a bearer header",
+        )
+        .into_response()
+    }
+}
+
+/// The running session of a live stream.
+fn live_session(gateway: &Gateway, name: &str) -> Result<SessionHandle, ApiError> {
+    if !valid_name(name) {
+        return Err(ApiError::bad_name());
+    }
+    gateway
+        .registry()
+        .get(name)
+        .filter(|e| e.is_active())
+        .and_then(|e| e.handle.clone())
+        .ok_or_else(|| ApiError::no_stream(name))
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "refused", message)
+}
+
+async fn stop_stream(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = live_session(&gateway, &name)?;
+    session.stop(EndReason::Stopped).await;
+    Ok(Json(serde_json::json!({"stream": name, "state": "ending"})).into_response())
+}
+
+async fn start_recording(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = live_session(&gateway, &name)?;
+    let file = session
+        .ask(SessionCommand::StartRecording)
+        .await
+        .map_err(conflict)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"stream": name, "recording": file})),
+    )
+        .into_response())
+}
+
+async fn stop_recording(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = live_session(&gateway, &name)?;
+    let file = session
+        .ask(SessionCommand::StopRecording)
+        .await
+        .map_err(conflict)?;
+    Ok(
+        Json(serde_json::json!({"stream": name, "recording": file, "finished": true}))
+            .into_response(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RtpDestinationRequest {
+    host: String,
+    video_port: u16,
+    audio_port: u16,
+}
+
+/// Checks an extra RTP destination: an IP address (unicast or multicast), and even
+/// ports from 1024 whose RTCP ports (+1) do not collide.
+fn check_destination(request: &RtpDestinationRequest) -> Result<std::net::IpAddr, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-destination", message);
+    let host: std::net::IpAddr = request.host.parse().map_err(|_| {
+        bad(format!(
+            "host must be an IP address, got {:?}",
+            request.host
+        ))
+    })?;
+    let unusable =
+        host.is_unspecified() || matches!(host, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if unusable {
+        return Err(bad(format!("{host} cannot receive RTP")));
+    }
+    for (key, port) in [
+        ("video_port", request.video_port),
+        ("audio_port", request.audio_port),
+    ] {
+        if port < 1024 || port % 2 == 1 || port == u16::MAX - 1 {
+            return Err(bad(format!(
+                "{key} must be an even port from 1024 to 65532, got {port}"
+            )));
+        }
+    }
+    if request.video_port.abs_diff(request.audio_port) < 2 {
+        return Err(bad(
+            "video_port and audio_port (and their RTCP ports) collide".into(),
+        ));
+    }
+    Ok(host)
+}
+
+async fn add_rtp_destination(
+    State(gateway): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let session = live_session(&gateway, &name)?;
+    let request: RtpDestinationRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            format!("invalid request: {e}"),
+        )
+    })?;
+    let host = check_destination(&request)?;
+    let destination = session
+        .ask(|reply| SessionCommand::AddRtpDestination {
+            host,
+            video_port: request.video_port,
+            audio_port: request.audio_port,
+            reply,
+        })
+        .await
+        .map_err(conflict)?;
+    Ok((StatusCode::CREATED, Json(destination)).into_response())
+}
+
+async fn remove_rtp_destination(
+    State(gateway): State<Arc<Gateway>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let session = live_session(&gateway, &name)?;
+    session
+        .ask(|reply| SessionCommand::RemoveRtpDestination { id, reply })
+        .await
+        .map_err(|message| ApiError::new(StatusCode::NOT_FOUND, "no-such-destination", message))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn render_metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let streams = gateway.registry().list();
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        gateway.metrics.render(&streams),
+    )
+        .into_response()
 }
 
 fn no_file(file: &str) -> ApiError {
@@ -323,6 +569,13 @@ fn with_ice_servers(gateway: &Gateway, headers: &mut HeaderMap) {
             headers.append(header::LINK, value);
         }
     }
+}
+
+/// Counts every WHIP answer by status.
+async fn count_whip(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    gateway.metrics.whip_request(response.status().as_u16());
+    response
 }
 
 async fn whip_create(

@@ -7,6 +7,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod registry;
 pub mod session;
 pub mod signalling;

@@ -3,6 +3,7 @@
 //! holds the lock only for these short calls.
 
 use crate::media::hls::HlsOutput;
+use crate::session::SessionHandle;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +51,35 @@ pub struct Outputs {
     pub recording: Option<String>,
 }
 
+/// Live statistics of a stream, sampled every second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StreamStats {
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    pub packets_lost: i64,
+    pub nacks_sent: u64,
+    pub plis_sent: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub input_fps: f64,
+    pub output_fps: f64,
+    pub bitrate_kbps: f64,
+    /// From a frame's arrival to its H.264 leaving the encoder, last frame.
+    pub encoder_delay_ms: f64,
+    pub hls_segments: u64,
+    pub recording_bytes: u64,
+}
+
+/// An extra RTP destination added through the control API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RtpDestination {
+    pub id: String,
+    pub host: String,
+    pub video_port: u16,
+    pub audio_port: u16,
+    pub sdp: String,
+}
+
 /// A stream as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamInfo {
@@ -68,6 +98,8 @@ pub struct StreamInfo {
     pub recording_error: Option<String>,
     /// Why HLS stopped early, if it did; the stream went on.
     pub hls_error: Option<String>,
+    pub stats: StreamStats,
+    pub rtp_destinations: Vec<RtpDestination>,
 }
 
 #[derive(Debug)]
@@ -79,6 +111,8 @@ pub struct StreamEntry {
     pub hls_dir: Option<PathBuf>,
     /// Cancelling it ends the stream's session.
     pub stop: CancellationToken,
+    /// Commands to the running session.
+    pub handle: Option<SessionHandle>,
     /// An ended stream's HLS output and when it goes away.
     lingering: Option<(HlsOutput, Instant)>,
 }
@@ -163,10 +197,13 @@ impl Registry {
                     publisher: publisher.to_string(),
                     recording_error: None,
                     hls_error: None,
+                    stats: StreamStats::default(),
+                    rtp_destinations: Vec::new(),
                 },
                 sdp: None,
                 hls_dir: None,
                 stop: stop.clone(),
+                handle: None,
                 lingering: None,
             },
         );
@@ -184,7 +221,9 @@ impl Registry {
             entry.info.state = StreamState::Ended;
             entry.info.slot = None;
             entry.info.outputs.sdp = None;
+            entry.info.rtp_destinations.clear();
             entry.sdp = None;
+            entry.handle = None;
             entry.stop.cancel();
             entry.lingering = Some((hls, until));
         }

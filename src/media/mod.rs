@@ -17,6 +17,7 @@ use gstreamer_video as gst_video;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use templates::Templates;
 use tokio::sync::mpsc;
 
@@ -257,14 +258,17 @@ impl PipelineFactory {
         {
             request_segment_keyframes(&pipeline, hls.segment_ns);
         }
-        for (queue, output) in [
-            ("hls_video_queue", FileOutput::Hls),
-            ("hls_audio_queue", FileOutput::Hls),
-            ("record_video_queue", FileOutput::Recording),
-            ("record_audio_queue", FileOutput::Recording),
-        ] {
-            drop_when_failed(&pipeline, queue, output, failed.clone());
+        for queue in ["hls_video_queue", "hls_audio_queue"] {
+            drop_when_failed(
+                pipeline.upcast_ref(),
+                queue,
+                FileOutput::Hls,
+                failed.clone(),
+            );
         }
+        let frames_out = Arc::new(AtomicU64::new(0));
+        let encoder_delay_ns = Arc::new(AtomicU64::new(0));
+        count_encoded_frames(&pipeline, frames_out.clone(), encoder_delay_ns.clone());
 
         let input = |name: &str| -> Option<MediaInput> {
             let appsrc = pipeline.by_name(name)?.downcast::<gst_app::AppSrc>().ok()?;
@@ -319,18 +323,33 @@ impl PipelineFactory {
             Some(MediaEvent::AudioRtpReady)
         });
 
-        pipeline
+        let stream = StreamPipeline {
+            pipeline,
+            video_input,
+            audio_input,
+            factory: self.clone(),
+            tracks: (spec.video.is_some(), spec.audio.is_some()),
+            failed,
+            recording: std::sync::Mutex::new(None),
+            frames_out,
+            encoder_delay_ns,
+        };
+        if let Some(record) = &spec.outputs.record {
+            stream.start_recording(record)?;
+        }
+        stream
+            .pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| PipelineError::Start(e.to_string()))?;
-        Ok((
-            StreamPipeline {
-                pipeline,
-                video_input,
-                audio_input,
-            },
-            receiver,
-        ))
+        Ok((stream, receiver))
     }
+}
+
+/// A recording bin in a running pipeline, and the tee pads that feed it.
+#[derive(Debug)]
+struct RecordingBranch {
+    bin: gst::Bin,
+    links: Vec<(gst::Pad, gst::Pad)>,
 }
 
 /// One running stream pipeline. Stopping it (or dropping it) ends its outputs.
@@ -339,6 +358,13 @@ pub struct StreamPipeline {
     pipeline: gst::Pipeline,
     video_input: Option<MediaInput>,
     audio_input: Option<MediaInput>,
+    factory: PipelineFactory,
+    /// Whether the stream has video, audio.
+    tracks: (bool, bool),
+    failed: Arc<FailedOutputs>,
+    recording: std::sync::Mutex<Option<RecordingBranch>>,
+    frames_out: Arc<AtomicU64>,
+    encoder_delay_ns: Arc<AtomicU64>,
 }
 
 impl StreamPipeline {
@@ -348,6 +374,121 @@ impl StreamPipeline {
 
     pub fn audio_input(&self) -> Option<MediaInput> {
         self.audio_input.clone()
+    }
+
+    /// H.264 frames out of the encoder so far.
+    pub fn frames_out(&self) -> u64 {
+        self.frames_out.load(Ordering::Relaxed)
+    }
+
+    /// How long the last encoded frame took from arrival to leaving the encoder.
+    pub fn encoder_delay(&self) -> Duration {
+        Duration::from_nanos(self.encoder_delay_ns.load(Ordering::Relaxed))
+    }
+
+    fn recording(&self) -> std::sync::MutexGuard<'_, Option<RecordingBranch>> {
+        self.recording.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording().is_some()
+    }
+
+    /// Adds a recording branch fed by the encoder's H.264 and the AAC encoder.
+    pub fn start_recording(&self, record: &RecordSpec) -> Result<(), PipelineError> {
+        let mut recording = self.recording();
+        if recording.is_some() {
+            return Err(PipelineError::Start("already recording".into()));
+        }
+        let (video, audio) = self.tracks;
+        let bin = self.factory.templates.build_record(record, video, audio)?;
+        bin.set_property("name", "record_bin");
+        self.pipeline
+            .add(&bin)
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        self.failed.recording.store(false, Ordering::SeqCst);
+        let mut links = Vec::new();
+        for (tee, queue) in [
+            ("video_encoded", "record_video_queue"),
+            ("audio_aac", "record_audio_queue"),
+        ] {
+            let (Some(tee), Some(queue)) = (self.pipeline.by_name(tee), bin.by_name(queue)) else {
+                continue;
+            };
+            drop_when_failed(
+                &bin,
+                queue.name().as_str(),
+                FileOutput::Recording,
+                self.failed.clone(),
+            );
+            let target = queue.static_pad("sink").expect("a queue has a sink pad");
+            let bin_pad = gst::GhostPad::builder_with_target(&target)
+                .map_err(|e| PipelineError::Start(e.to_string()))?
+                .name(queue.name().as_str())
+                .build();
+            bin.add_pad(&bin_pad)
+                .map_err(|e| PipelineError::Start(e.to_string()))?;
+            let bin_pad = bin_pad.upcast::<gst::Pad>();
+            let tee_pad = tee
+                .request_pad_simple("src_%u")
+                .ok_or_else(|| PipelineError::Start("the tee gives no pad".into()))?;
+            tee_pad
+                .link(&bin_pad)
+                .map_err(|e| PipelineError::Start(format!("cannot link the recording: {e:?}")))?;
+            links.push((tee_pad, bin_pad));
+        }
+        bin.sync_state_with_parent()
+            .map_err(|e| PipelineError::Start(e.to_string()))?;
+        *recording = Some(RecordingBranch { bin, links });
+        Ok(())
+    }
+
+    /// Cuts the recording branch off and ends its file; it reports
+    /// [`MediaEvent::OutputFinished`] once the file is complete, then
+    /// [`StreamPipeline::remove_recording`] takes it out.
+    pub fn stop_recording(&self) -> bool {
+        let recording = self.recording();
+        let Some(branch) = recording.as_ref() else {
+            return false;
+        };
+        for (tee_pad, bin_pad) in &branch.links {
+            let _ = tee_pad.unlink(bin_pad);
+            if let Some(tee) = tee_pad.parent_element() {
+                tee.release_request_pad(tee_pad);
+            }
+            bin_pad.send_event(gst::event::Eos::new());
+        }
+        true
+    }
+
+    /// Takes a stopped recording branch out of the pipeline.
+    pub fn remove_recording(&self) {
+        if let Some(branch) = self.recording().take() {
+            let _ = branch.bin.set_state(gst::State::Null);
+            let _ = self.pipeline.remove(&branch.bin);
+        }
+    }
+
+    /// Sends the RTP outputs to one more destination too.
+    pub fn add_rtp_destination(&self, host: &str, video_port: u16, audio_port: u16) {
+        self.rtp_destination("add", host, video_port, audio_port);
+    }
+
+    pub fn remove_rtp_destination(&self, host: &str, video_port: u16, audio_port: u16) {
+        self.rtp_destination("remove", host, video_port, audio_port);
+    }
+
+    fn rtp_destination(&self, action: &str, host: &str, video_port: u16, audio_port: u16) {
+        for (sink, port) in [
+            ("video_rtp_out", video_port),
+            ("video_rtcp_out", video_port + 1),
+            ("audio_rtp_out", audio_port),
+            ("audio_rtcp_out", audio_port + 1),
+        ] {
+            if let Some(sink) = self.pipeline.by_name(sink) {
+                sink.emit_by_name::<()>(action, &[&host, &(port as i32)]);
+            }
+        }
     }
 
     /// Ends the inputs: the end of the stream flows to every output, which finishes its
@@ -542,9 +683,36 @@ fn request_segment_keyframes(pipeline: &gst::Pipeline, segment_ns: u64) {
     });
 }
 
+/// Counts H.264 frames out of the encoder and keeps the last one's delay since it
+/// arrived (its timestamp is its arrival's running time).
+fn count_encoded_frames(
+    pipeline: &gst::Pipeline,
+    frames: Arc<AtomicU64>,
+    delay_ns: Arc<AtomicU64>,
+) {
+    let Some(parse) = pipeline.by_name("video_parse") else {
+        return;
+    };
+    let Some(pad) = parse.static_pad("src") else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && let (Some(now), Some(arrived)) = (
+                pad.parent_element().and_then(|e| e.current_running_time()),
+                running_time(pad, buffer),
+            )
+        {
+            delay_ns.store(now.saturating_sub(arrived).nseconds(), Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// Drops what reaches a file output's queue once that output has failed.
 fn drop_when_failed(
-    pipeline: &gst::Pipeline,
+    pipeline: &gst::Bin,
     queue: &str,
     output: FileOutput,
     failed: Arc<FailedOutputs>,

@@ -1,7 +1,7 @@
 //! Pipeline templates: the gst-launch descriptions in `pipelines/`, their placeholders,
 //! and the startup check that each parses and has the named elements it promises.
 
-use super::{OutputSpec, PipelineError, RecordFormat, StreamSpec, VideoCodec};
+use super::{OutputSpec, PipelineError, RecordFormat, RecordSpec, StreamSpec, VideoCodec};
 use crate::config::{RtpConfig, TranscodeConfig};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -123,9 +123,12 @@ impl Templates {
         ] {
             let spec = StreamSpec::check_spec(codec, format);
             let pipeline = self.build(&spec, transcode, rtp)?;
+            let record = spec.outputs.record.as_ref().expect("the check records");
+            let bin = self.build_record(record, true, true)?;
+            let has = |name: &str| pipeline.by_name(name).is_some() || bin.by_name(name).is_some();
             for template in [&VIDEO, &AUDIO, &AAC, &RTP, &HLS, record_template(format)] {
                 for name in template.names {
-                    if pipeline.by_name(name).is_none() {
+                    if !has(name) {
                         return Err(PipelineError::MissingName {
                             template: self.dir.join(template.file),
                             name: name.to_string(),
@@ -135,6 +138,34 @@ impl Templates {
             }
         }
         Ok(())
+    }
+
+    /// Builds a recording bin; the caller gives it pads for its queues.
+    pub fn build_record(
+        &self,
+        record: &RecordSpec,
+        video: bool,
+        audio: bool,
+    ) -> Result<gst::Bin, PipelineError> {
+        let template = record_template(record.format);
+        let values = BTreeMap::from([("record_path", record.path.display().to_string())]);
+        let description =
+            render(&self.text[template.file], &values, video, audio).map_err(|placeholder| {
+                PipelineError::UnknownPlaceholder {
+                    template: self.dir.join(template.file),
+                    placeholder,
+                }
+            })?;
+        let mut context = gst::ParseContext::new();
+        gst::parse::bin_from_description_full(
+            &description,
+            false,
+            Some(&mut context),
+            gst::ParseFlags::FATAL_ERRORS,
+        )
+        .map_err(|e| parse_error(&context, &e))?
+        .downcast::<gst::Bin>()
+        .map_err(|_| PipelineError::Parse("not a bin".into()))
     }
 
     /// Builds the description of one stream's pipeline.
@@ -185,28 +216,21 @@ impl Templates {
             values.insert("hls_start_index", hls.start_index.to_string());
             values.insert("segment_ns", hls.segment_ns.to_string());
         }
-        if let Some(record) = &outputs.record {
-            values.insert("record_path", record.path.display().to_string());
-        }
 
         let mut parts = Vec::new();
         if spec.video.is_some() {
             parts.push(&VIDEO);
         }
         if spec.audio.is_some() {
+            // AAC is made whenever there is audio: a recording may start at any time.
             parts.push(&AUDIO);
-            if outputs.hls.is_some() || outputs.record.is_some() {
-                parts.push(&AAC);
-            }
+            parts.push(&AAC);
         }
         if outputs.rtp {
             parts.push(&RTP);
         }
         if outputs.hls.is_some() {
             parts.push(&HLS);
-        }
-        if let Some(record) = &outputs.record {
-            parts.push(record_template(record.format));
         }
         let mut description = String::new();
         for part in parts {
@@ -244,19 +268,21 @@ impl Templates {
             Ok(element) => element
                 .downcast::<gst::Pipeline>()
                 .map_err(|_| PipelineError::Parse("not a pipeline".into())),
-            Err(error) => {
-                if let Some(element) = context.missing_elements().first() {
-                    Err(PipelineError::MissingElement {
-                        element: element.to_string(),
-                        package: debian_package(element)
-                            .map(|p| format!("install the Debian package {p}"))
-                            .unwrap_or_else(|| "no known Debian package ships it".into()),
-                    })
-                } else {
-                    Err(PipelineError::Parse(error.message().to_string()))
-                }
-            }
+            Err(error) => Err(parse_error(&context, &error)),
         }
+    }
+}
+
+/// A missing element named with its Debian package, or the parser's message.
+fn parse_error(context: &gst::ParseContext, error: &gstreamer::glib::Error) -> PipelineError {
+    match context.missing_elements().first() {
+        Some(element) => PipelineError::MissingElement {
+            element: element.to_string(),
+            package: debian_package(element)
+                .map(|p| format!("install the Debian package {p}"))
+                .unwrap_or_else(|| "no known Debian package ships it".into()),
+        },
+        None => PipelineError::Parse(error.message().to_string()),
     }
 }
 

@@ -13,12 +13,15 @@ use crate::media::{
     FileOutput, HlsSpec, MediaEvent, OutputSpec, RecordFormat, RecordSpec, StreamPipeline,
     StreamSpec, recording,
 };
-use crate::registry::{AudioInfo, Outputs, RegistryError, StreamState, VideoInfo};
+use crate::registry::{
+    AudioInfo, Outputs, RegistryError, RtpDestination, StreamState, StreamStats, VideoInfo,
+};
 use offer::{OfferError, OfferPlan};
 use peer::{Peer, PeerEvent};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState};
@@ -54,7 +57,7 @@ pub enum EndReason {
     ConnectTimeout,
     #[error("shutdown")]
     Shutdown,
-    #[error("stopped")]
+    #[error("stopped-by-operator")]
     Stopped,
     #[error("pipeline-error: {0}")]
     PipelineError(String),
@@ -70,10 +73,27 @@ pub enum SessionEvent {
     Ended { stream: String, reason: EndReason },
 }
 
+/// Answers to control commands: a result or a sentence saying why not.
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+
 #[derive(Debug)]
 pub enum SessionCommand {
     AddCandidate(RTCIceCandidateInit),
     Stop(EndReason),
+    /// Starts recording; answers with the file name.
+    StartRecording(Reply<String>),
+    /// Stops recording; answers with the file name once the file is complete.
+    StopRecording(Reply<String>),
+    AddRtpDestination {
+        host: IpAddr,
+        video_port: u16,
+        audio_port: u16,
+        reply: Reply<RtpDestination>,
+    },
+    RemoveRtpDestination {
+        id: String,
+        reply: Reply<()>,
+    },
 }
 
 /// Sends commands to a running session. Dropping every handle does not end it.
@@ -93,6 +113,23 @@ impl SessionHandle {
 
     pub async fn stop(&self, reason: EndReason) {
         let _ = self.commands.send(SessionCommand::Stop(reason)).await;
+    }
+
+    /// Sends a command that answers, and waits (at most 5 s) for the answer.
+    pub async fn ask<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> SessionCommand,
+    ) -> Result<T, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| "the stream has ended".to_string())?;
+        match tokio::time::timeout(Duration::from_secs(5), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the stream has ended".into()),
+            Err(_) => Err("the stream did not answer in time".into()),
+        }
     }
 }
 
@@ -138,6 +175,14 @@ pub async fn publish(
         }
     };
     let (commands_tx, commands) = mpsc::channel(32);
+    let handle = SessionHandle {
+        stream: request.stream.clone(),
+        commands: commands_tx,
+    };
+    let registered = handle.clone();
+    gateway
+        .registry()
+        .update(&name, |entry| entry.handle = Some(registered));
     let session = Session {
         gateway: gateway.clone(),
         spec: StreamSpec {
@@ -155,8 +200,15 @@ pub async fn publish(
         events: events.clone(),
         stop: reservation.stop,
         answer_mid: offer::first_mid(&answer),
+        recording: None,
+        stop_recording_reply: None,
+        rtp_destinations: Vec::new(),
+        plis_sent: 0,
+        last_sample: None,
+        video_rtp: None,
     };
     let gateway_for_task = gateway.clone();
+    gateway.metrics.publication_started();
     gateway.sessions.spawn(
         async move {
             tracing::info!(slot = session.spec.slot, "publisher connecting");
@@ -184,6 +236,7 @@ pub async fn publish(
                 }
             }
             tracing::info!(%reason, "stream ended");
+            gateway.metrics.publication_ended(&reason.to_string());
             let _ = events.send(SessionEvent::Ended {
                 stream: name,
                 reason,
@@ -191,13 +244,7 @@ pub async fn publish(
         }
         .instrument(span),
     );
-    Ok((
-        SessionHandle {
-            stream: request.stream,
-            commands: commands_tx,
-        },
-        answer,
-    ))
+    Ok((handle, answer))
 }
 
 struct Session {
@@ -212,6 +259,16 @@ struct Session {
     events: mpsc::UnboundedSender<SessionEvent>,
     stop: CancellationToken,
     answer_mid: Option<String>,
+    /// The recording being written: its file name and path.
+    recording: Option<(String, std::path::PathBuf)>,
+    /// Who asked for the recording to stop, answered once its file is complete.
+    stop_recording_reply: Option<Reply<String>>,
+    rtp_destinations: Vec<RtpDestination>,
+    plis_sent: u64,
+    /// The previous statistics sample, for rates.
+    last_sample: Option<(Instant, StreamStats)>,
+    /// What the H.264 RTP output carries: profile-level-id and sprop-parameter-sets.
+    video_rtp: Option<(String, String)>,
 }
 
 /// What the running session has seen so far.
@@ -220,7 +277,6 @@ struct Progress {
     connected_at: Option<Instant>,
     live: bool,
     tracks_open: usize,
-    video_rtp: Option<(String, String)>,
     sdp_written: Option<std::path::PathBuf>,
     last_keyframe_request: Option<Instant>,
     /// File outputs still to finish their files.
@@ -315,27 +371,210 @@ impl Session {
             }
         }
         if config.record.enabled {
-            let format = RecordFormat::parse(&config.record.format).unwrap_or(RecordFormat::Mp4);
-            let dir = &config.record.dir;
-            let path = recording::new_path(dir, &name, SystemTime::now(), format.extension());
-            let writable = std::fs::create_dir_all(dir).and_then(|()| {
+            match self.new_recording() {
+                Ok(record) => outputs.record = Some(record),
+                Err(message) => self.output_failed(FileOutput::Recording, &message),
+            }
+        }
+        outputs
+    }
+
+    /// A new recording file in `record.dir`, in `record.format`.
+    fn new_recording(&mut self) -> Result<RecordSpec, String> {
+        let config = &self.gateway.config.record;
+        let format = RecordFormat::parse(&config.format).unwrap_or(RecordFormat::Mp4);
+        let dir = &config.dir;
+        let path = recording::new_path(dir, &self.spec.name, SystemTime::now(), format.extension());
+        std::fs::create_dir_all(dir)
+            .and_then(|()| {
                 std::fs::OpenOptions::new()
                     .create_new(true)
                     .write(true)
                     .open(&path)
-            });
-            match writable {
-                Ok(_) => {
-                    tracing::info!(file = %path.display(), "recording");
-                    outputs.record = Some(RecordSpec { path, format });
+            })
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        tracing::info!(file = %path.display(), "recording");
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.recording = Some((file, path.clone()));
+        Ok(RecordSpec { path, format })
+    }
+
+    async fn on_command(
+        &mut self,
+        command: SessionCommand,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Option<EndReason> {
+        match command {
+            SessionCommand::AddCandidate(candidate) => self.peer.add_candidate(candidate).await,
+            SessionCommand::Stop(reason) => return Some(reason),
+            SessionCommand::StartRecording(reply) => {
+                let _ = reply.send(self.start_recording(pipeline, progress));
+            }
+            SessionCommand::StopRecording(reply) => {
+                if self.recording.is_none() || self.stop_recording_reply.is_some() {
+                    let _ = reply.send(Err("the stream is not being recorded".into()));
+                } else if pipeline.stop_recording() {
+                    tracing::info!("stopping the recording");
+                    self.stop_recording_reply = Some(reply);
                 }
-                Err(e) => self.output_failed(
-                    FileOutput::Recording,
-                    &format!("cannot write in {}: {e}", dir.display()),
-                ),
+            }
+            SessionCommand::AddRtpDestination {
+                host,
+                video_port,
+                audio_port,
+                reply,
+            } => {
+                let _ =
+                    reply.send(self.add_rtp_destination(pipeline, host, video_port, audio_port));
+            }
+            SessionCommand::RemoveRtpDestination { id, reply } => {
+                let position = self.rtp_destinations.iter().position(|d| d.id == id);
+                let result = match position {
+                    Some(i) => {
+                        let gone = self.rtp_destinations.remove(i);
+                        pipeline.remove_rtp_destination(
+                            &gone.host,
+                            gone.video_port,
+                            gone.audio_port,
+                        );
+                        tracing::info!(host = %gone.host, "RTP destination removed");
+                        self.publish_destinations();
+                        Ok(())
+                    }
+                    None => Err(format!("no RTP destination {id}")),
+                };
+                let _ = reply.send(result);
             }
         }
-        outputs
+        None
+    }
+
+    fn start_recording(
+        &mut self,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Result<String, String> {
+        if pipeline.is_recording() {
+            return Err("the stream is already being recorded".into());
+        }
+        let record = self.new_recording()?;
+        if let Err(e) = pipeline.start_recording(&record) {
+            self.recording = None;
+            let _ = std::fs::remove_file(&record.path);
+            return Err(e.to_string());
+        }
+        progress.pending_outputs.push(FileOutput::Recording);
+        let file = self
+            .recording
+            .as_ref()
+            .map(|(f, _)| f.clone())
+            .unwrap_or_default();
+        let shown = file.clone();
+        self.gateway.registry().update(&self.spec.name, |entry| {
+            entry.info.outputs.recording = Some(shown);
+            entry.info.recording_error = None;
+        });
+        Ok(file)
+    }
+
+    /// A recording stopped from the control API is complete: take its branch out.
+    fn recording_finished(&mut self, pipeline: &StreamPipeline) {
+        let Some(reply) = self.stop_recording_reply.take() else {
+            return;
+        };
+        pipeline.remove_recording();
+        let file = self.recording.take().map(|(f, _)| f).unwrap_or_default();
+        tracing::info!(%file, "recording stopped");
+        self.gateway
+            .registry()
+            .update(&self.spec.name, |entry| entry.info.outputs.recording = None);
+        let _ = reply.send(Ok(file));
+    }
+
+    fn add_rtp_destination(
+        &mut self,
+        pipeline: &StreamPipeline,
+        host: IpAddr,
+        video_port: u16,
+        audio_port: u16,
+    ) -> Result<RtpDestination, String> {
+        let config = &self.gateway.config;
+        if !config.rtp.enabled {
+            return Err("RTP output is disabled (rtp.enabled = false)".into());
+        }
+        if self.rtp_destinations.len() as u32 >= config.limits.max_rtp_destinations {
+            return Err(format!(
+                "the stream already has its limit of {} RTP destinations",
+                config.limits.max_rtp_destinations
+            ));
+        }
+        let host_text = host.to_string();
+        let taken = self.rtp_destinations.iter().any(|d| {
+            d.host == host_text && (d.video_port == video_port || d.audio_port == audio_port)
+        });
+        if taken {
+            return Err(format!("{host} already gets this stream on those ports"));
+        }
+        pipeline.add_rtp_destination(&host_text, video_port, audio_port);
+        let id = (0..8)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect::<String>();
+        let destination = RtpDestination {
+            id,
+            sdp: self.render_sdp(host, video_port as u32, audio_port as u32),
+            host: host_text,
+            video_port,
+            audio_port,
+        };
+        tracing::info!(host = %destination.host, video_port, audio_port, "RTP destination added");
+        self.rtp_destinations.push(destination.clone());
+        self.publish_destinations();
+        Ok(destination)
+    }
+
+    fn publish_destinations(&self) {
+        let destinations = self.rtp_destinations.clone();
+        self.gateway.registry().update(&self.spec.name, |entry| {
+            entry.info.rtp_destinations = destinations
+        });
+    }
+
+    /// Samples the stream's statistics and publishes them in the stream object.
+    async fn sample_stats(&mut self, pipeline: &StreamPipeline) {
+        let totals = self.peer.inbound_totals().await;
+        let mut stats = StreamStats {
+            packets_received: totals.packets,
+            bytes_received: totals.bytes,
+            packets_lost: totals.lost,
+            nacks_sent: totals.nacks,
+            plis_sent: self.plis_sent,
+            frames_in: self.peer.frames_in(),
+            frames_out: pipeline.frames_out(),
+            encoder_delay_ms: pipeline.encoder_delay().as_secs_f64() * 1000.0,
+            hls_segments: self.hls.as_ref().map_or(0, |h| h.next_index),
+            recording_bytes: self
+                .recording
+                .as_ref()
+                .and_then(|(_, path)| std::fs::metadata(path).ok())
+                .map_or(0, |m| m.len()),
+            ..StreamStats::default()
+        };
+        let now = Instant::now();
+        if let Some((at, previous)) = &self.last_sample {
+            let seconds = now.duration_since(*at).as_secs_f64().max(0.001);
+            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
+            stats.input_fps = rate(stats.frames_in, previous.frames_in);
+            stats.output_fps = rate(stats.frames_out, previous.frames_out);
+            stats.bitrate_kbps = rate(stats.bytes_received, previous.bytes_received) * 8.0 / 1000.0;
+        }
+        self.last_sample = Some((now, stats.clone()));
+        self.gateway
+            .registry()
+            .update(&self.spec.name, |entry| entry.info.stats = stats);
     }
 
     /// Ends the inputs and waits (at most 2 s) for the file outputs to finish their files.
@@ -353,7 +592,7 @@ impl Session {
         while !progress.pending_outputs.is_empty() {
             match tokio::time::timeout_at(deadline, media_events.recv()).await {
                 Ok(Some(event)) => {
-                    let _ = self.on_media_event(event, progress).await;
+                    let _ = self.on_media_event(event, pipeline, progress).await;
                 }
                 _ => {
                     tracing::warn!(pending = ?progress.pending_outputs, "outputs did not finish within 2 s");
@@ -415,6 +654,7 @@ impl Session {
     ) -> EndReason {
         let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
         tokio::pin!(connect_deadline);
+        let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => {
@@ -427,13 +667,13 @@ impl Session {
                 _ = &mut connect_deadline, if progress.connected_at.is_none() => {
                     return EndReason::ConnectTimeout;
                 }
-                command = self.commands.recv() => match command {
-                    Some(SessionCommand::AddCandidate(candidate)) => {
-                        self.peer.add_candidate(candidate).await;
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return EndReason::PublisherGone };
+                    if let Some(reason) = self.on_command(command, pipeline, progress).await {
+                        return reason;
                     }
-                    Some(SessionCommand::Stop(reason)) => return reason,
-                    None => return EndReason::PublisherGone,
-                },
+                }
+                _ = stats_tick.tick() => self.sample_stats(pipeline).await,
                 event = self.peer_events.recv() => {
                     let Some(event) = event else { return EndReason::PublisherGone };
                     if let Some(reason) = self.on_peer_event(event, pipeline, progress).await {
@@ -443,7 +683,7 @@ impl Session {
                 event = media_events.recv() => {
                     let Some(event) = event else { continue };
                     tracing::trace!(?event, "media event");
-                    if let Some(reason) = self.on_media_event(event, progress).await {
+                    if let Some(reason) = self.on_media_event(event, pipeline, progress).await {
                         return reason;
                     }
                 }
@@ -492,6 +732,7 @@ impl Session {
                 self.peer.receive(track, input);
                 if is_video {
                     self.peer.request_keyframe().await;
+                    self.plis_sent += 1;
                     progress.last_keyframe_request = Some(Instant::now());
                 }
             }
@@ -508,6 +749,7 @@ impl Session {
     async fn on_media_event(
         &mut self,
         event: MediaEvent,
+        pipeline: &StreamPipeline,
         progress: &mut Progress,
     ) -> Option<EndReason> {
         match event {
@@ -518,6 +760,7 @@ impl Session {
                 if due {
                     tracing::debug!("asking the publisher for a key frame");
                     self.peer.request_keyframe().await;
+                    self.plis_sent += 1;
                     progress.last_keyframe_request = Some(Instant::now());
                 }
             }
@@ -544,7 +787,7 @@ impl Session {
                         "first H.264 RTP packet out after ICE connected"
                     );
                 }
-                progress.video_rtp = Some((profile_level_id, sprop_parameter_sets));
+                self.video_rtp = Some((profile_level_id, sprop_parameter_sets));
                 self.sdp_ready(progress);
                 self.went_live(progress);
             }
@@ -577,6 +820,9 @@ impl Session {
             MediaEvent::OutputFinished(output) => {
                 tracing::debug!(?output, "output finished");
                 progress.pending_outputs.retain(|o| *o != output);
+                if output == FileOutput::Recording {
+                    self.recording_finished(pipeline);
+                }
             }
         }
         None
@@ -602,29 +848,12 @@ impl Session {
     /// Once the RTP output has started (the video's, when there is video), renders the
     /// SDP file and publishes it.
     fn sdp_ready(&mut self, progress: &mut Progress) {
-        if self.spec.video.is_some() && progress.video_rtp.is_none() {
+        if self.spec.video.is_some() && self.video_rtp.is_none() {
             return;
         }
         let rtp = self.gateway.media.rtp();
         let port = rtp.port_base + 4 * self.spec.slot;
-        let text = sdp::render(&SdpDescription {
-            stream: &self.spec.name,
-            session_id: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default(),
-            host: self.gateway.config.rtp_host(),
-            multicast_ttl: rtp.multicast_ttl,
-            video: progress
-                .video_rtp
-                .clone()
-                .map(|(profile_level_id, sprop)| VideoDescription {
-                    port,
-                    profile_level_id,
-                    sprop_parameter_sets: sprop,
-                }),
-            audio_port: self.spec.audio.as_ref().map(|_| port + 2),
-        });
+        let text = self.render_sdp(self.gateway.config.rtp_host(), port, port + 2);
         if !rtp.sdp_dir.as_os_str().is_empty() {
             let path = rtp.sdp_dir.join(format!("{}.sdp", self.spec.name));
             match std::fs::write(&path, &text) {
@@ -636,6 +865,28 @@ impl Session {
             .registry()
             .update(&self.spec.name, |entry| entry.sdp = Some(text));
         tracing::info!("SDP ready");
+    }
+
+    /// The SDP file for RTP sent to `host` on these ports.
+    fn render_sdp(&self, host: IpAddr, video_port: u32, audio_port: u32) -> String {
+        sdp::render(&SdpDescription {
+            stream: &self.spec.name,
+            session_id: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            host,
+            multicast_ttl: self.gateway.media.rtp().multicast_ttl,
+            video: self
+                .video_rtp
+                .clone()
+                .map(|(profile_level_id, sprop)| VideoDescription {
+                    port: video_port,
+                    profile_level_id,
+                    sprop_parameter_sets: sprop,
+                }),
+            audio_port: self.spec.audio.as_ref().map(|_| audio_port),
+        })
     }
 
     /// Fills the stream object with what the outputs will be.

@@ -62,6 +62,17 @@ pub struct Peer {
     connection: Arc<dyn PeerConnection>,
     events: mpsc::Sender<PeerEvent>,
     video: Option<(Arc<dyn TrackRemote>, u32)>,
+    /// Video frames received (RTP packets with the marker bit).
+    frames_in: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the peer connection has received, as its statistics say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboundTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: i64,
+    pub nacks: u64,
 }
 
 impl Peer {
@@ -82,6 +93,7 @@ impl Peer {
             connection,
             events,
             video: None,
+            frames_in: Arc::default(),
         };
         let answer = peer.answer(plan, offer, &mut gathered).await;
         match answer {
@@ -140,10 +152,16 @@ impl Peer {
             self.video = Some((track.track.clone(), track.ssrc));
         }
         let events = self.events.clone();
+        let frames_in = track.is_video.then(|| self.frames_in.clone());
         tokio::spawn(async move {
             while let Some(event) = track.track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
+                        if let Some(frames) = &frames_in
+                            && packet.header.marker
+                        {
+                            frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         if let Ok(bytes) = packet.marshal() {
                             input.push(bytes.freeze());
                         }
@@ -167,6 +185,31 @@ impl Peer {
                 tracing::debug!("cannot send PLI: {e}");
             }
         }
+    }
+
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Totals over the received RTP streams.
+    pub async fn inbound_totals(&self) -> InboundTotals {
+        let report = self
+            .connection
+            .get_stats(
+                std::time::Instant::now(),
+                rtc::statistics::StatsSelector::None,
+            )
+            .await;
+        let mut totals = InboundTotals::default();
+        for entry in report.iter() {
+            if let rtc::statistics::report::RTCStatsReportEntry::InboundRtp(s) = entry {
+                totals.packets += s.received_rtp_stream_stats.packets_received;
+                totals.bytes += s.bytes_received;
+                totals.lost += s.received_rtp_stream_stats.packets_lost;
+                totals.nacks += s.nack_count as u64;
+            }
+        }
+        totals
     }
 
     pub async fn close(&self) {

@@ -339,6 +339,7 @@ impl Connection {
     }
 
     fn send_error(&self, error: &SignallingError) {
+        self.gateway.metrics.signalling_error(error.code);
         self.send(&error.to_message());
     }
 }
