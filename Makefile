@@ -33,7 +33,7 @@ deps:
 VENV := target/venv
 PYTHON_PACKAGES := aiortc aiohttp prometheus-client
 
-test-deps: deps
+test-deps: deps $(HLS_JS)
 	$(call apt_install,$(TEST_PACKAGES))
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV) || { \
 		$(MAKE) --no-print-directory PKGS=python3-venv apt-pkgs && python3 -m venv $(VENV); }
@@ -43,10 +43,18 @@ test-deps: deps
 apt-pkgs:
 	$(call apt_install,$(PKGS))
 
+# hls.js for the dashboard, from the npm registry (never committed).
+HLS_JS := node_modules/hls.js/dist/hls.min.js
+
+$(HLS_JS): package.json
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory PKGS="nodejs npm" apt-pkgs
+	npm install --no-audit --no-fund --no-package-lock
+	@touch $(HLS_JS)
+
 build: deps
 	$(CARGO) build --release
 
-run: build
+run: build $(HLS_JS)
 	./target/release/webrtc-gateway --config gateway.toml
 
 lint: deps

@@ -26,6 +26,8 @@ pub struct HttpConfig {
     pub listen: String,
     /// Directory holding the pages.
     pub www_dir: PathBuf,
+    /// hls.js, installed from the npm registry at setup, served at `/hls.js`.
+    pub hls_js: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -33,6 +35,7 @@ impl Default for HttpConfig {
         Self {
             listen: "0.0.0.0:8080".into(),
             www_dir: "www".into(),
+            hls_js: "node_modules/hls.js/dist/hls.min.js".into(),
         }
     }
 }

@@ -169,6 +169,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/streams", get(list_streams))
         .route("/api/streams/{name}", get(get_stream))
         .route("/metrics", get(render_metrics))
+        .route("/hls.js", get(hls_js))
         .merge(control)
         .merge(media)
         .merge(whip)
@@ -489,6 +490,27 @@ async fn remove_rtp_destination(
         .await
         .map_err(|message| ApiError::new(StatusCode::NOT_FOUND, "no-such-destination", message))?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// hls.js for the dashboard, from where setup installed it.
+async fn hls_js(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    let script = tokio::fs::read(&gateway.config.http.hls_js)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no-hls-js",
+                "hls.js is not installed (run `make run`, or `npm install`)",
+            )
+        })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/javascript"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        script,
+    )
+        .into_response())
 }
 
 async fn render_metrics(State(gateway): State<Arc<Gateway>>) -> Response {

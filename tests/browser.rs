@@ -36,13 +36,52 @@ fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
     );
     assert_eq!(decoded.audio_codec.as_deref(), Some("opus"));
 
-    let shot = gateway.dir.path().join("publish.png");
-    browser.screenshot(&shot);
-    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    let shots = common::root_path("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    browser.screenshot(&shots.join("publish.png"));
+    assert!(std::fs::metadata(shots.join("publish.png")).unwrap().len() > 1000);
+    // The page shows the outgoing statistics.
+    let stats = browser.wait_for(
+        "document.getElementById('stat-resolution').textContent !== '–'",
+        &json!(true),
+        Duration::from_secs(5),
+    );
+    assert_eq!(stats, json!(true));
 
-    // Stop in the page ends the stream.
+    // A second page: the dashboard lists the stream and plays it through hls.js.
+    let mut dashboard = Browser::start();
+    dashboard.open(&gateway.url("/"));
+    let row = "document.querySelector('tr[data-stream=\"browser\"]')?.dataset.state";
+    assert_eq!(
+        dashboard.wait_for(row, &json!("live"), Duration::from_secs(10)),
+        json!("live")
+    );
+    dashboard.eval("document.querySelector('tr[data-stream=\"browser\"] button.watch').click()");
+    let width = dashboard.wait_for(
+        "document.getElementById('player').videoWidth",
+        &json!(640),
+        Duration::from_secs(20),
+    );
+    assert_eq!(width, json!(640), "the player never showed a picture");
+    let first = dashboard.eval("document.getElementById('player').currentTime");
+    std::thread::sleep(Duration::from_secs(3));
+    let later = dashboard.eval("document.getElementById('player').currentTime");
+    assert!(
+        later.as_f64().unwrap() > first.as_f64().unwrap() + 1.0,
+        "currentTime went from {first} to {later}"
+    );
+    assert!(
+        dashboard.eval("Boolean(window.Hls)") == json!(true)
+            || dashboard.eval("document.getElementById('player').src.endsWith('.m3u8')")
+                == json!(true)
+    );
+    dashboard.screenshot(&shots.join("dashboard.png"));
+
+    // Stop in the publisher page ends the stream in the dashboard.
     browser.eval("document.getElementById('stop').click()");
     gateway.wait_stream_ended("browser", Duration::from_secs(3));
+    let state = dashboard.wait_for(row, &json!("ended"), Duration::from_secs(5));
+    assert_eq!(state, json!("ended"));
 }
 
 #[test]

@@ -76,6 +76,7 @@ impl TestGateway {
             [http]
             listen = "127.0.0.1:{port}"
             www_dir = "{root}/www"
+            hls_js = "{root}/node_modules/hls.js/dist/hls.min.js"
             [transcode]
             width = 320
             height = 180

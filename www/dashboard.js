@@ -1,0 +1,173 @@
+// The dashboard: live streams refreshed every two seconds, a player for each (native HLS
+// in Safari, hls.js elsewhere), ready-to-copy player commands, and the recordings.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let hls = null;           // the hls.js player, when one is used
+let playing = null;       // the name of the stream in the player
+let hlsScript = null;     // loading hls.js, once
+
+function cell(content) {
+  const td = document.createElement("td");
+  if (content instanceof Node) td.append(content); else td.textContent = content;
+  return td;
+}
+
+function uptime(startedAt) {
+  const seconds = Math.max(0, Math.floor((Date.now() - Date.parse(startedAt)) / 1000));
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
+}
+
+function size(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i += 1; }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function commands(stream) {
+  const base = location.origin;
+  const list = [];
+  if (stream.outputs.sdp) {
+    const sdp = `${base}${stream.outputs.sdp}`;
+    list.push(["ffplay", `ffplay -protocol_whitelist file,http,tcp,udp,rtp -i ${sdp}`]);
+    list.push(["VLC", `curl -o ${stream.name}.sdp ${sdp} && vlc --demux=avformat --avformat-format=sdp ${stream.name}.sdp`]);
+    list.push(["GStreamer", `gst-launch-1.0 souphttpsrc location=${sdp} ! sdpdemux name=d d. ! queue ! rtph264depay ! avdec_h264 ! videoconvert ! autovideosink d. ! queue ! rtpopusdepay ! opusdec ! audioconvert ! autoaudiosink`]);
+  }
+  if (stream.outputs.hls) list.push(["HLS (Safari, VLC)", `${base}${stream.outputs.hls}`]);
+  return list;
+}
+
+function loadHlsJs() {
+  hlsScript ??= new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "hls.js";
+    script.onload = () => resolve(window.Hls);
+    script.onerror = () => reject(new Error("hls.js is not installed"));
+    document.head.append(script);
+  });
+  return hlsScript;
+}
+
+async function play(stream) {
+  closePlayer();
+  playing = stream.name;
+  const video = $("player");
+  $("player-panel").hidden = false;
+  $("player-title").textContent = stream.name;
+  const box = $("player-commands");
+  box.replaceChildren();
+  for (const [name, text] of commands(stream)) {
+    const label = document.createElement("div");
+    label.className = "muted";
+    label.textContent = name;
+    const pre = document.createElement("pre");
+    pre.className = "command";
+    pre.textContent = text;
+    box.append(label, pre);
+  }
+  const url = stream.outputs.hls;
+  if (!url) return;
+  if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;                      // Safari plays HLS itself
+  } else {
+    const Hls = await loadHlsJs();
+    if (!Hls.isSupported()) return;
+    hls = new Hls({ liveSyncDurationCount: 2 });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  }
+  video.play().catch(() => {});
+}
+
+function closePlayer() {
+  if (hls) { hls.destroy(); hls = null; }
+  const video = $("player");
+  video.removeAttribute("src");
+  video.load();
+  playing = null;
+  $("player-panel").hidden = true;
+}
+
+async function refreshStreams() {
+  const body = $("streams");
+  const streams = await (await fetch("/api/streams")).json();
+  body.replaceChildren();
+  if (streams.length === 0) {
+    const td = cell("No stream is live. Publish one!");
+    td.colSpan = 7;
+    td.className = "muted";
+    const tr = document.createElement("tr");
+    tr.append(td);
+    body.append(tr);
+  }
+  for (const stream of streams) {
+    const tr = document.createElement("tr");
+    tr.dataset.stream = stream.name;
+    tr.dataset.state = stream.state;
+    const state = document.createElement("span");
+    state.className = `badge ${stream.state}`;
+    state.textContent = stream.state;
+    const v = stream.video;
+    const video = v
+      ? `${v.codec} ${v.width}×${v.height} @ ${Math.round(stream.stats.output_fps || v.fps)} fps (from ${v.input_codec})`
+      : stream.audio ? "audio only" : "–";
+    const rate = stream.stats.bitrate_kbps ? `${Math.round(stream.stats.bitrate_kbps)} kbit/s` : "–";
+    let recording = "–";
+    if (stream.outputs.recording) {
+      const a = document.createElement("a");
+      a.href = `/recordings/${encodeURIComponent(stream.outputs.recording)}`;
+      a.textContent = stream.outputs.recording;
+      recording = a;
+    }
+    const watch = document.createElement("button");
+    watch.type = "button";
+    watch.className = "secondary watch";
+    watch.textContent = "Watch";
+    watch.disabled = !stream.outputs.hls;
+    watch.addEventListener("click", () => play(stream));
+    tr.append(cell(stream.name), cell(state), cell(video), cell(rate),
+      cell(stream.state === "ended" ? "–" : uptime(stream.started_at)), cell(recording), cell(watch));
+    body.append(tr);
+  }
+  if (playing && !streams.some((s) => s.name === playing)) closePlayer();
+}
+
+async function refreshRecordings() {
+  const body = $("recordings");
+  const response = await fetch("/recordings");
+  const files = response.ok ? await response.json() : [];
+  body.replaceChildren();
+  if (files.length === 0) {
+    const td = cell("No recording yet.");
+    td.colSpan = 5;
+    td.className = "muted";
+    const tr = document.createElement("tr");
+    tr.append(td);
+    body.append(tr);
+  }
+  for (const file of files) {
+    const a = document.createElement("a");
+    a.href = `/recordings/${encodeURIComponent(file.file)}`;
+    a.textContent = "Download";
+    a.download = file.file;
+    const tr = document.createElement("tr");
+    tr.append(cell(file.file), cell(file.stream), cell(new Date(file.started_at).toLocaleString()),
+      cell(file.finished ? size(file.bytes) : `${size(file.bytes)}, recording`), cell(a));
+    body.append(tr);
+  }
+}
+
+async function refresh() {
+  try {
+    await Promise.all([refreshStreams(), refreshRecordings()]);
+    document.body.dataset.loaded = "1";
+  } catch (e) {
+    $("streams").replaceChildren(cell(`Cannot reach the gateway: ${e.message}`));
+  }
+}
+
+$("player-close").addEventListener("click", closePlayer);
+refresh();
+setInterval(refresh, 2000);
