@@ -28,6 +28,12 @@ pub struct HttpConfig {
     pub www_dir: PathBuf,
     /// hls.js, installed from the npm registry at setup, served at `/hls.js`.
     pub hls_js: PathBuf,
+    /// PEM certificate (chain) for HTTPS; with `tls_key`, the server speaks HTTPS.
+    pub tls_cert: PathBuf,
+    /// PEM private key for HTTPS.
+    pub tls_key: PathBuf,
+    /// Make a self-signed certificate for this machine's names and addresses at startup.
+    pub tls_self_signed: bool,
 }
 
 impl Default for HttpConfig {
@@ -36,6 +42,9 @@ impl Default for HttpConfig {
             listen: "0.0.0.0:8080".into(),
             www_dir: "www".into(),
             hls_js: "node_modules/hls.js/dist/hls.min.js".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_self_signed: false,
         }
     }
 }
@@ -261,6 +270,19 @@ impl Config {
                     "must be an address such as \"0.0.0.0:8080\", got {:?}",
                     self.http.listen
                 ),
+            );
+        }
+        let (cert, key) = (&self.http.tls_cert, &self.http.tls_key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            p.push(
+                "http.tls_key",
+                "http.tls_cert and http.tls_key must both be set or both be empty".into(),
+            );
+        }
+        if self.http.tls_self_signed && !cert.as_os_str().is_empty() {
+            p.push(
+                "http.tls_self_signed",
+                "must be false when http.tls_cert is set".into(),
             );
         }
         if self.rtp.host.parse::<IpAddr>().is_err() {

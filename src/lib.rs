@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod registry;
 pub mod session;
 pub mod signalling;
+pub mod tls;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use webrtc_gateway::config::{Config, ConfigError};
-use webrtc_gateway::{gateway, http, media};
+use webrtc_gateway::{gateway, http, media, tls};
 
 #[derive(Parser)]
 #[command(name = "webrtc-gateway", version, about)]
@@ -102,18 +102,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.record.enabled {
         writable_dir(&config.record.dir).context("record.dir")?;
     }
+    let identity = tls::identity(&config.http).context("HTTPS (http.tls_*)")?;
     let listen = config.listen_addr();
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
     let gateway = gateway::Gateway::new(config, media, hls_temp);
     gateway.spawn_reaper();
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-
     let app = http::router(gateway.clone());
-    let server = axum::serve(listener, app);
+    let server = async move {
+        match identity {
+            Some(identity) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+                    identity.cert_pem,
+                    identity.key_pem,
+                )
+                .await
+                .context("the HTTPS certificate or key is not usable")?;
+                tracing::info!(
+                    fingerprint = %identity.fingerprint,
+                    "listening on https://{local} (certificate SHA-256 fingerprint)"
+                );
+                axum_server::from_tcp_rustls(listener, tls)?
+                    .serve(app.into_make_service())
+                    .await
+                    .context("HTTPS server failed")
+            }
+            None => {
+                tracing::info!("listening on http://{local}");
+                axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
+                    .await
+                    .context("HTTP server failed")
+            }
+        }
+    };
     tokio::select! {
-        result = server => result.context("HTTP server failed")?,
+        result = server => result?,
         signal = shutdown_signal() => {
             tracing::info!("{signal}: ending every stream");
             gateway.stop(Duration::from_secs(4)).await;

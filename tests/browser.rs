@@ -105,3 +105,28 @@ fn the_publish_page_shows_the_gateways_errors() {
         json!("(409 stream-in-use: stream taken already has a publisher)")
     );
 }
+
+#[test]
+fn a_phone_can_publish_over_https_with_a_self_signed_certificate() {
+    let gateway = TestGateway::start("[http]\ntls_self_signed = true");
+    let log = gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("listening on https://"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let fingerprint = line
+        .split("fingerprint=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(fingerprint.len(), 95, "{line}");
+    assert_eq!(gateway.get("/healthz").text().unwrap(), "ok");
+    // The page is a secure context: the camera is allowed, and the socket is wss.
+    let mut browser = Browser::start();
+    browser.open(&gateway.url("/publish.html?stream=phone&autostart=1"));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(20));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+    assert_eq!(browser.eval("window.isSecureContext"), json!(true));
+}

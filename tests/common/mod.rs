@@ -19,6 +19,14 @@ pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// An offer as a browser sends it: VP8 + H.264 video, Opus audio, no candidates.
 pub const BROWSER_OFFER: &str = include_str!("browser_offer.sdp");
 
+/// An HTTP client that also takes the gateway's self-signed certificates.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+}
+
 fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -53,6 +61,8 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
 /// A running gateway, killed when dropped.
 pub struct TestGateway {
     child: Option<Child>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub port: u16,
     pub port_base: u16,
     pub dir: tempfile::TempDir,
@@ -123,8 +133,13 @@ impl TestGateway {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        let https = config["http"]
+            .get("tls_self_signed")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
         let mut gateway = TestGateway {
             child: Some(child),
+            scheme: if https { "https" } else { "http" },
             port,
             port_base,
             dir,
@@ -140,7 +155,7 @@ impl TestGateway {
             if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
                 panic!("gateway exited with {status}:\n{}", self.log());
             }
-            if let Ok(r) = reqwest::blocking::get(self.url("/healthz"))
+            if let Ok(r) = client().get(self.url("/healthz")).send()
                 && r.status() == 200
             {
                 return;
@@ -151,7 +166,7 @@ impl TestGateway {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     pub fn ws_url(&self) -> String {
@@ -163,7 +178,7 @@ impl TestGateway {
     }
 
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
-        reqwest::blocking::get(self.url(path)).unwrap()
+        client().get(self.url(path)).send().unwrap()
     }
 
     pub fn get_json(&self, path: &str) -> (u16, Value) {
@@ -528,6 +543,7 @@ impl Browser {
                 "--use-fake-device-for-media-stream",
                 "--remote-debugging-port=0",
                 "--remote-allow-origins=*",
+                "--ignore-certificate-errors",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
