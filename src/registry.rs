@@ -66,6 +66,10 @@ pub struct StreamStats {
     pub bitrate_kbps: f64,
     /// From a frame's arrival to its H.264 leaving the encoder, last frame.
     pub encoder_delay_ms: f64,
+    /// The same over every frame so far: median, 95th and 99th percentiles.
+    pub encoder_delay_p50_ms: Option<u64>,
+    pub encoder_delay_p95_ms: Option<u64>,
+    pub encoder_delay_p99_ms: Option<u64>,
     pub hls_segments: u64,
     pub recording_bytes: u64,
 }

@@ -1,63 +1,84 @@
-//! `webrtc-gateway-bench`: measures the gateway on this machine.
+//! `webrtc-gateway-bench`: how many publishers this machine carries, how fast, at what
+//! cost. It runs the release gateway beside it on loopback and drives it with N
+//! synthetic publishers: webrtc-rs clients in this process sending VP8 and Opus that
+//! were encoded once at setup from a GStreamer test source (`videotestsrc pattern=ball`,
+//! a 440 Hz tone), so that the load generator itself costs little.
 //!
-//! - start-up: time from the publisher's ICE connection to the first H.264 RTP packet
-//!   arriving at the stream's RTP port, over several publications;
-//! - CPU: the gateway's CPU (from /proc) while it transcodes one publisher's VP8 at the
-//!   chosen size to H.264 RTP (HLS off), against a bare `gst-launch-1.0` pipeline doing
-//!   the same depayload, decode, scale, encode and payload on the same VP8 RTP.
-//!
-//! It runs the release binaries beside it (`webrtc-gateway`, `webrtc-gateway-publish`) on
-//! loopback, prints a table and writes the figures as JSON.
+//! For each size it measures a bare `gst-launch-1.0` pipeline doing the same depayload,
+//! decode, scale, encode and payload, then sweeps 1, 2, 4, ... publishers: the gateway's
+//! CPU and RSS (from /proc), every stream's output frame rate (counting the RTP frames
+//! that arrive at its port), and the delay from a frame's arrival to its H.264 leaving
+//! the encoder (p50/p95/p99, jitter buffer included). The sweep stops when any stream's
+//! output falls below 95% of its input frame rate. It also times ICE connected to the
+//! first H.264 packet and to the first HLS playlist. Prints a table and writes JSON.
 
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 use clap::Parser;
-use serde_json::json;
-use std::io::{BufRead, BufReader};
+use futures::{SinkExt, StreamExt};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use rtc::interceptor::Registry;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use serde_json::{Value, json};
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder, register_default_interceptors,
+};
 
 #[derive(Parser)]
 #[command(name = "webrtc-gateway-bench", version, about)]
 struct Cli {
-    /// Publications whose start-up time is measured.
-    #[arg(long, default_value_t = 10)]
-    startups: usize,
-    /// Seconds of steady transcoding over which CPU is measured.
-    #[arg(long, default_value_t = 20)]
+    /// Output sizes to sweep, `WxH` separated by commas.
+    #[arg(long, default_value = "640x360,1280x720")]
+    sizes: String,
+    /// The most publishers a sweep tries.
+    #[arg(long, default_value_t = 64)]
+    max_streams: usize,
+    /// Seconds of steady load each step measures.
+    #[arg(long, default_value_t = 15)]
     seconds: u64,
-    #[arg(long, default_value_t = 640)]
-    width: u32,
-    #[arg(long, default_value_t = 360)]
-    height: u32,
+    /// Publications whose start-up is timed.
+    #[arg(long, default_value_t = 5)]
+    startups: usize,
     #[arg(long, default_value = "ultrafast")]
     preset: String,
+    /// Keep HLS on during the sweep (AAC encoding and MPEG-TS segments cost more; the
+    /// bare pipeline makes neither).
+    #[arg(long)]
+    hls: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/bench.json")]
     json: PathBuf,
 }
 
 const HTTP_PORT: u16 = 18480;
-const RTP_BASE: u16 = 28404;
+const RTP_BASE: u16 = 30000;
 const BARE_IN_PORT: u16 = 28500;
 const BARE_OUT_PORT: u16 = 28502;
 const BITRATE_KBPS: u32 = 1000;
+const FPS: f64 = 30.0;
 
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build with `cargo build --release`",
-            path.display()
-        );
-    }
-    Ok(path)
-}
+// ── Processes ─────────────────────────────────────────────────────────────────
 
 /// A child process killed when dropped.
 struct Process(Child);
@@ -69,15 +90,15 @@ impl Drop for Process {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / ticks_per_second)
+fn sibling(name: &str) -> Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build with `cargo build --release`",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 fn ticks_per_second() -> f64 {
@@ -89,30 +110,44 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Cores used by `pid` over `seconds`.
-fn measure_cores(pid: u32, seconds: u64, tps: f64) -> Result<f64> {
-    let before = cpu_seconds(pid, tps)?;
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    let after = cpu_seconds(pid, tps)?;
-    Ok((after - before) / start.elapsed().as_secs_f64())
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32, tps: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / tps)
 }
 
-fn start_gateway(cli: &Cli, dir: &std::path::Path) -> Result<Process> {
+/// Resident memory of a process, MiB.
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kib / 1024.0)
+}
+
+fn start_gateway(
+    width: u32,
+    height: u32,
+    preset: &str,
+    hls: bool,
+    dir: &std::path::Path,
+) -> Result<Process> {
     let root = std::env::current_dir()?;
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n[hls]\nenabled = false\n\
-             [transcode]\nwidth = {w}\nheight = {h}\nx264_preset = \"{p}\"\n\
+             [rtp]\nport_base = {RTP_BASE}\n\
+             [hls]\nenabled = {hls}\nlinger_s = 0\n\
+             [transcode]\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 128\n",
             root = root.display(),
-            w = cli.width,
-            h = cli.height,
-            p = cli.preset,
         ),
     )?;
     let child = Command::new(sibling("webrtc-gateway")?)
@@ -132,212 +167,634 @@ fn start_gateway(cli: &Cli, dir: &std::path::Path) -> Result<Process> {
     bail!("the gateway did not start")
 }
 
-/// Starts a publisher; the receiver yields its JSON lines with their arrival time.
-fn start_publisher(
-    cli: &Cli,
-    stream: &str,
-    extra: &[&str],
-) -> Result<(Process, mpsc::Receiver<(Instant, serde_json::Value)>)> {
-    let mut child = Command::new(sibling("webrtc-gateway-publish")?)
-        .args(["--url", &format!("ws://127.0.0.1:{HTTP_PORT}/ws")])
-        .args(["--stream", stream])
-        .args(["--width", &cli.width.to_string()])
-        .args(["--height", &cli.height.to_string()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line)
-                && tx.send((Instant::now(), v)).is_err()
-            {
+async fn api(path: &str) -> Result<Value> {
+    let (mut socket, _) = tokio::net::TcpStream::connect(("127.0.0.1", HTTP_PORT))
+        .await
+        .map(|s| (s, ()))?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("{}", head.lines().next().unwrap_or_default());
+    }
+    Ok(serde_json::from_str(body).unwrap_or(Value::String(body.to_string())))
+}
+
+// ── The clip, encoded once ───────────────────────────────────────────────────
+
+struct Clip {
+    video: Vec<(Bytes, Duration)>,
+    audio: Vec<(Bytes, Duration)>,
+}
+
+fn encode(description: &str) -> Result<Vec<(Bytes, Duration)>> {
+    let pipeline = gst::parse::launch(description)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let sink = pipeline
+        .by_name("sink")
+        .context("no sink")?
+        .downcast::<gst_app::AppSink>()
+        .map_err(|_| anyhow::anyhow!("not an appsink"))?;
+    pipeline.set_state(gst::State::Playing)?;
+    let mut frames = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().context("empty sample")?;
+        let map = buffer.map_readable()?;
+        let duration = buffer
+            .duration()
+            .map(|d| Duration::from_nanos(d.nseconds()))
+            .unwrap_or(Duration::from_millis(20));
+        frames.push((Bytes::copy_from_slice(&map), duration));
+    }
+    pipeline.set_state(gst::State::Null)?;
+    Ok(frames)
+}
+
+/// Ten seconds of VP8 (a key frame every two seconds) and Opus.
+fn clip(width: u32, height: u32) -> Result<Clip> {
+    Ok(Clip {
+        video: encode(&format!(
+            "videotestsrc num-buffers=300 pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
+             ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=800000 error-resilient=partitions \
+             ! appsink name=sink sync=false"
+        ))?,
+        audio: encode(
+            "audiotestsrc num-buffers=500 samplesperbuffer=960 wave=sine freq=440 \
+             ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 ! appsink name=sink sync=false",
+        )?,
+    })
+}
+
+// ── Synthetic publishers ──────────────────────────────────────────────────────
+
+struct Handler(mpsc::UnboundedSender<Option<RTCPeerConnectionState>>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.send(None);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(Some(state));
+    }
+}
+
+/// A running synthetic publisher; dropping it stops it.
+struct Publisher {
+    connected_at: Instant,
+    stop: Arc<AtomicBool>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in &self._tasks {
+            task.abort();
+        }
+    }
+}
+
+fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
+    let (mime, clock_rate, channels, pt) = match kind {
+        RtpCodecKind::Audio => ("audio/opus", 48000, 2, 111),
+        _ => ("video/VP8", 90000, 0, 96),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
+    let mut media_engine = MediaEngine::default();
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media_engine.register_codec(codec(kind), kind)?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .build(),
+            )
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler(events_tx)))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await?,
+    );
+    let mut tracks = Vec::new();
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        let ssrc = rand::random::<u32>();
+        let parameters = codec(kind);
+        let track = Arc::new(TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "bench".into(),
+                format!("bench-{kind}"),
+                format!("bench-{kind}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: parameters.rtp_codec.clone(),
+                    ..Default::default()
+                }],
+            ),
+        )?);
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        tracks.push((kind, track, ssrc, parameters.payload_type));
+    }
+    pc.set_local_description(pc.create_offer(None).await?)
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(event) = events.recv().await {
+            if event.is_none() {
                 break;
             }
         }
-    });
-    Ok((Process(child), rx))
-}
-
-fn wait_for(
-    rx: &mpsc::Receiver<(Instant, serde_json::Value)>,
-    test: impl Fn(&serde_json::Value) -> bool,
-) -> Result<Instant> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    })
+    .await;
+    let offer = pc.local_description().await.context("no offer")?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{HTTP_PORT}/ws")).await?;
+    let (mut sink, mut incoming) = socket.split();
+    let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
+    sink.send(Message::Text(publish.to_string().into())).await?;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (at, value) = rx.recv_timeout(left).context("publisher went quiet")?;
-        if value["type"] == "error" {
-            bail!("publisher got {value}");
+        let Some(Ok(Message::Text(text))) = incoming.next().await else {
+            bail!("the gateway closed the signalling socket");
+        };
+        let value: Value = serde_json::from_str(&text)?;
+        match value["type"].as_str() {
+            Some("answer") => {
+                let sdp = value["sdp"].as_str().unwrap_or_default().to_string();
+                pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                    .await?;
+                break;
+            }
+            Some("error") => bail!("{value}"),
+            _ => {}
         }
-        if test(&value) {
-            return Ok(at);
+    }
+    let connected_at = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            if event == Some(RTCPeerConnectionState::Connected) {
+                return Some(Instant::now());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("ICE did not connect")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    // The socket stays open for as long as the publication lasts.
+    tasks.push(tokio::spawn(async move {
+        let _sink = sink;
+        while incoming.next().await.is_some() {}
+    }));
+    for (kind, track, ssrc, pt) in tracks {
+        let frames = if kind == RtpCodecKind::Video {
+            clip.video.clone()
+        } else {
+            clip.audio.clone()
+        };
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let period = frames.first().map_or(Duration::from_millis(20), |f| f.1);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            for (data, duration) in frames.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tick.tick().await;
+                let sample = Sample {
+                    data: data.clone(),
+                    duration: *duration,
+                    ..Sample::new(Instant::now())
+                };
+                if track
+                    .sample_writer(ssrc, pt)
+                    .write_sample(&sample)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }));
+    }
+    let closer = pc.clone();
+    let stop_watch = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        while !stop_watch.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = closer.close().await;
+    }));
+    Ok(Publisher {
+        connected_at,
+        stop,
+        _tasks: tasks,
+    })
+}
+
+// ── Output frame counting ─────────────────────────────────────────────────────
+
+/// Counts H.264 frames (RTP packets with the marker bit) arriving at a port.
+struct FrameCounter {
+    frames: Arc<AtomicU64>,
+    first: Arc<std::sync::Mutex<Option<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FrameCounter {
+    fn listen(port: u16) -> Result<FrameCounter> {
+        let socket = UdpSocket::bind(("127.0.0.1", port))
+            .with_context(|| format!("cannot receive on UDP port {port}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let frames = Arc::new(AtomicU64::new(0));
+        let first = Arc::new(std::sync::Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, fi, s) = (frames.clone(), first.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    fi.lock().unwrap().get_or_insert_with(Instant::now);
+                    if n > 1 && buf[1] & 0x80 != 0 {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(FrameCounter {
+            frames,
+            first,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn count(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    fn first_packet(&self) -> Option<Instant> {
+        *self.first.lock().unwrap()
+    }
+}
+
+impl Drop for FrameCounter {
+    /// Frees the port before returning.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
 
-/// ICE connected to first H.264 RTP packet at the stream's port, in milliseconds.
-fn startup_ms(cli: &Cli, run: usize) -> Result<f64> {
-    let socket = UdpSocket::bind(("127.0.0.1", RTP_BASE))?;
-    socket.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let (publisher, rx) = start_publisher(cli, &format!("startup{run}"), &["--no-audio"])?;
-    let (first_tx, first_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        if socket.recv(&mut buf).is_ok() {
-            let _ = first_tx.send(Instant::now());
-        }
-    });
-    let connected = wait_for(&rx, |v| v["type"] == "ice" && v["state"] == "connected")?;
-    let first = first_rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("no RTP arrived")?;
-    drop(publisher);
-    // Let the gateway free the slot before the next run.
-    std::thread::sleep(Duration::from_millis(1500));
-    Ok(first.saturating_duration_since(connected).as_secs_f64() * 1000.0)
-}
+// ── Measurements ──────────────────────────────────────────────────────────────
 
-fn gateway_cores(cli: &Cli, gateway: &Process, tps: f64) -> Result<f64> {
-    let (_publisher, rx) = start_publisher(cli, "cpu", &["--no-audio"])?;
-    wait_for(&rx, |v| v["type"] == "live")?;
-    std::thread::sleep(Duration::from_secs(3));
-    measure_cores(gateway.0.id(), cli.seconds, tps)
-}
-
-/// The same transcode as a bare gst-launch pipeline, fed VP8 RTP by a second one.
-fn bare_cores(cli: &Cli, tps: f64) -> Result<f64> {
-    let keyframes = 2 * 30;
-    let bare = Command::new("gst-launch-1.0")
-        .args(["-q", "udpsrc", &format!("port={BARE_IN_PORT}")])
-        .arg("caps=application/x-rtp,media=video,clock-rate=90000,encoding-name=VP8,payload=96")
-        .args([
-            "!",
-            "rtpjitterbuffer",
-            "latency=50",
-            "!",
-            "rtpvp8depay",
-            "!",
-            "vp8dec",
-        ])
-        .args([
-            "!",
-            "videoconvert",
-            "!",
-            "videoscale",
-            "!",
-            "videorate",
-            "!",
-        ])
-        .arg(format!(
-            "video/x-raw,format=I420,width={},height={},pixel-aspect-ratio=1/1,framerate=30/1",
-            cli.width, cli.height
-        ))
-        .args(["!", "x264enc", "tune=zerolatency"])
-        .arg(format!("speed-preset={}", cli.preset))
-        .arg(format!("bitrate={BITRATE_KBPS}"))
-        .arg(format!("key-int-max={keyframes}"))
-        .args(["!", "h264parse", "config-interval=-1", "!", "rtph264pay"])
-        .args(["config-interval=-1", "!", "udpsink", "host=127.0.0.1"])
-        .arg(format!("port={BARE_OUT_PORT}"))
-        .args(["sync=false", "async=false"])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("gst-launch-1.0 is installed (gstreamer1.0-tools)")?;
-    let bare = Process(bare);
-    let source = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "is-live=true", "pattern=ball", "!"])
-        .arg(format!(
-            "video/x-raw,width={},height={},framerate=30/1",
-            cli.width, cli.height
-        ))
-        .args([
-            "!",
-            "vp8enc",
-            "deadline=1",
-            "cpu-used=8",
-            "keyframe-max-dist=60",
-        ])
-        .args(["target-bitrate=800000", "error-resilient=partitions"])
-        .args([
-            "!",
-            "rtpvp8pay",
-            "mtu=1200",
-            "!",
-            "udpsink",
-            "host=127.0.0.1",
-        ])
-        .arg(format!("port={BARE_IN_PORT}"))
-        .stdout(Stdio::null())
-        .spawn()?;
-    let _source = Process(source);
-    std::thread::sleep(Duration::from_secs(3));
-    measure_cores(bare.0.id(), cli.seconds, tps)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let tps = ticks_per_second();
-    let dir = tempfile::tempdir()?;
-    let gateway = start_gateway(&cli, dir.path())?;
-
-    let mut startups = Vec::new();
-    for run in 0..cli.startups {
-        startups.push(startup_ms(&cli, run)?);
-    }
-    startups.sort_by(f64::total_cmp);
-
-    let gateway_cores = gateway_cores(&cli, &gateway, tps)?;
-    drop(gateway);
-    let bare_cores = bare_cores(&cli, tps)?;
-    let ratio = gateway_cores / bare_cores;
-
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "webrtc-gateway bench: {}x{} VP8 in, H.264 {} out, {cpus} cores",
-        cli.width, cli.height, cli.preset
+/// The same transcode in a bare gst-launch pipeline, fed VP8 RTP by a second one.
+fn bare_cores(width: u32, height: u32, preset: &str, seconds: u64, tps: f64) -> Result<f64> {
+    let bare = Process(
+        Command::new("gst-launch-1.0")
+            .args(["-q", "udpsrc", &format!("port={BARE_IN_PORT}")])
+            .arg("caps=application/x-rtp,media=video,clock-rate=90000,encoding-name=VP8,payload=96")
+            .args(["!", "rtpjitterbuffer", "latency=50", "!", "rtpvp8depay", "!", "vp8dec"])
+            .args(["!", "videoconvert", "!", "videoscale", "!", "videorate", "!"])
+            .arg(format!(
+                "video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1,framerate=30/1"
+            ))
+            .args(["!", "x264enc", "tune=zerolatency"])
+            .arg(format!("speed-preset={preset}"))
+            .arg(format!("bitrate={BITRATE_KBPS}"))
+            .arg("key-int-max=60")
+            .args(["!", "h264parse", "config-interval=-1", "!", "rtph264pay"])
+            .args(["config-interval=-1", "!", "udpsink", "host=127.0.0.1"])
+            .arg(format!("port={BARE_OUT_PORT}"))
+            .args(["sync=false", "async=false"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("gst-launch-1.0 is installed (gstreamer1.0-tools)")?,
     );
-    println!("{:<48} {:>10}", "figure", "value");
-    let rows = [
-        (
-            "ICE connected -> first H.264 RTP, p50 (ms)",
-            percentile(&startups, 0.5),
-        ),
-        (
-            "ICE connected -> first H.264 RTP, p90 (ms)",
-            percentile(&startups, 0.9),
-        ),
-        (
-            "ICE connected -> first H.264 RTP, max (ms)",
-            percentile(&startups, 1.0),
-        ),
-        ("gateway CPU per stream (cores)", gateway_cores),
-        ("bare gst-launch pipeline CPU (cores)", bare_cores),
-        ("gateway / bare CPU", ratio),
-    ];
-    for (name, value) in rows {
-        println!("{name:<48} {value:>10.3}");
+    let _source = Process(
+        Command::new("gst-launch-1.0")
+            .args(["-q", "videotestsrc", "is-live=true", "pattern=ball", "!"])
+            .arg(format!(
+                "video/x-raw,width={width},height={height},framerate=30/1"
+            ))
+            .args([
+                "!",
+                "vp8enc",
+                "deadline=1",
+                "cpu-used=8",
+                "keyframe-max-dist=60",
+            ])
+            .args(["target-bitrate=800000", "error-resilient=partitions"])
+            .args([
+                "!",
+                "rtpvp8pay",
+                "mtu=1200",
+                "!",
+                "udpsink",
+                "host=127.0.0.1",
+            ])
+            .arg(format!("port={BARE_IN_PORT}"))
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu_seconds(bare.0.id(), tps)?;
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    Ok((cpu_seconds(bare.0.id(), tps)? - before) / start.elapsed().as_secs_f64())
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Step {
+    publishers: usize,
+    cores: f64,
+    cores_per_stream: f64,
+    rss_mib: f64,
+    rss_per_stream_mib: f64,
+    min_output_fps: f64,
+    mean_output_fps: f64,
+    delay_p50_ms: u64,
+    delay_p95_ms: u64,
+    delay_p99_ms: u64,
+    /// CPU of this process, the load generator, on the same machine.
+    generator_cores: f64,
+}
+
+async fn run_step(
+    cli: &Cli,
+    width: u32,
+    height: u32,
+    n: usize,
+    clip: &Arc<Clip>,
+    tps: f64,
+) -> Result<Step> {
+    let dir = tempfile::tempdir()?;
+    let gateway = start_gateway(width, height, &cli.preset, cli.hls, dir.path())?;
+    let pid = gateway.0.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_mib(pid)?;
+    let counters: Vec<FrameCounter> = (0..n)
+        .map(|k| FrameCounter::listen(RTP_BASE + 4 * k as u16))
+        .collect::<Result<_>>()?;
+    let mut publishers = Vec::new();
+    for i in 0..n {
+        publishers.push(publish(&format!("load{i}"), clip.clone()).await?);
     }
-    let report = json!({
-        "width": cli.width, "height": cli.height, "preset": cli.preset, "cpus": cpus,
-        "startup_ms": startups,
-        "startup_ms_p50": percentile(&startups, 0.5),
-        "startup_ms_p90": percentile(&startups, 0.9),
-        "gateway_cores_per_stream": gateway_cores,
-        "bare_cores_per_stream": bare_cores,
-        "gateway_to_bare_cpu": ratio,
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before: Vec<u64> = counters.iter().map(FrameCounter::count).collect();
+    let cpu_before = cpu_seconds(pid, tps)?;
+    let own_before = cpu_seconds(std::process::id(), tps)?;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cores = (cpu_seconds(pid, tps)? - cpu_before) / elapsed;
+    let generator_cores = (cpu_seconds(std::process::id(), tps)? - own_before) / elapsed;
+    let fps: Vec<f64> = counters
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| (c.count() - b) as f64 / elapsed)
+        .collect();
+    let rss = rss_mib(pid)?;
+    let streams = api("/api/streams").await?;
+    let worst = |key: &str| {
+        streams
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["stats"][key].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    let step = Step {
+        publishers: n,
+        cores,
+        cores_per_stream: cores / n as f64,
+        rss_mib: rss,
+        rss_per_stream_mib: (rss - idle_rss) / n as f64,
+        min_output_fps: fps.iter().cloned().fold(f64::INFINITY, f64::min),
+        mean_output_fps: fps.iter().sum::<f64>() / n as f64,
+        delay_p50_ms: worst("encoder_delay_p50_ms"),
+        delay_p95_ms: worst("encoder_delay_p95_ms"),
+        delay_p99_ms: worst("encoder_delay_p99_ms"),
+        generator_cores,
+    };
+    drop(publishers);
+    drop(gateway);
+    Ok(step)
+}
+
+/// ICE connected to the first H.264 RTP packet, and to the first HLS playlist, in ms.
+async fn startup(clip: &Arc<Clip>, run: usize) -> Result<(f64, f64)> {
+    let counter = FrameCounter::listen(RTP_BASE)?;
+    let name = format!("startup{run}");
+    let publisher = publish(&name, clip.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first_rtp = loop {
+        if let Some(at) = counter.first_packet() {
+            break at;
+        }
+        if Instant::now() > deadline {
+            bail!("no RTP arrived");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let playlist = loop {
+        let text = api(&format!("/streams/{name}/stream.m3u8")).await;
+        if let Ok(Value::String(text)) = text
+            && text.contains("#EXTINF")
+        {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            bail!("no HLS playlist");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ms = |at: Instant| {
+        at.saturating_duration_since(publisher.connected_at)
+            .as_secs_f64()
+            * 1000.0
+    };
+    let result = (ms(first_rtp), ms(playlist));
+    drop(publisher);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(result)
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    gst::init()?;
+    let tps = ticks_per_second();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut report = json!({
+        "machine": {"cpus": cpus, "model": cpu_model()},
+        "source": "videotestsrc pattern=ball, VP8 (vp8enc deadline=1 cpu-used=8, 800 kbit/s) + Opus 440 Hz",
+        "preset": cli.preset, "video_bitrate_kbps": BITRATE_KBPS, "hls": cli.hls, "sizes": [],
     });
+    println!(
+        "webrtc-gateway bench: {cpus} cores ({}), x264 {}, VP8 + Opus in, RTP out{}",
+        cpu_model(),
+        cli.preset,
+        if cli.hls { " and HLS" } else { "" }
+    );
+
+    for (index, size) in cli.sizes.split(',').enumerate() {
+        let (width, height) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .context("sizes are WxH")?;
+        let clip = Arc::new(clip(width, height)?);
+        let bare = bare_cores(width, height, &cli.preset, cli.seconds, tps)?;
+        let bare_limit = cpus as f64 / bare;
+        println!(
+            "\n{width}x{height}: bare gst-launch pipeline {bare:.3} cores per stream (limit {bare_limit:.1} streams)"
+        );
+
+        let mut startups = Vec::new();
+        if index == 0 && cli.startups > 0 {
+            let dir = tempfile::tempdir()?;
+            let gateway = start_gateway(width, height, &cli.preset, true, dir.path())?;
+            for run in 0..cli.startups {
+                startups.push(
+                    startup(&clip, run)
+                        .await
+                        .with_context(|| format!("start-up {run}"))?,
+                );
+            }
+            drop(gateway);
+            let rtp: Vec<f64> = startups.iter().map(|s| s.0).collect();
+            let hls: Vec<f64> = startups.iter().map(|s| s.1).collect();
+            println!(
+                "ICE connected -> first H.264 RTP packet: p50 {:.0} ms, max {:.0} ms; -> first HLS playlist: p50 {:.0} ms, max {:.0} ms",
+                percentile(&rtp, 0.5),
+                percentile(&rtp, 1.0),
+                percentile(&hls, 0.5),
+                percentile(&hls, 1.0)
+            );
+        }
+
+        println!(
+            "{:>4} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>15} {:>10}",
+            "N",
+            "cores",
+            "cores/N",
+            "gw/bare",
+            "RSS/N",
+            "min fps",
+            "mean fps",
+            "delay 50/95/99",
+            "generator"
+        );
+        let mut steps: Vec<(Step, bool)> = Vec::new();
+        // Doubling until a step fails, then halving the gap between the last good and the
+        // first bad until it is within an eighth.
+        let (mut good_n, mut bad_n) = (0usize, None::<usize>);
+        let mut n = 1;
+        while n <= cli.max_streams && n > good_n {
+            let step = run_step(&cli, width, height, n, &clip, tps).await?;
+            println!(
+                "{:>4} {:>7.2} {:>8.3} {:>9.2} {:>6.1}MB {:>8.1} {:>8.1} {:>6}/{}/{} ms {:>6.2} cores",
+                n,
+                step.cores,
+                step.cores_per_stream,
+                step.cores_per_stream / bare,
+                step.rss_per_stream_mib,
+                step.min_output_fps,
+                step.mean_output_fps,
+                step.delay_p50_ms,
+                step.delay_p95_ms,
+                step.delay_p99_ms,
+                step.generator_cores
+            );
+            let good = step.min_output_fps >= 0.95 * FPS;
+            steps.push((step, good));
+            if good {
+                good_n = n;
+            } else {
+                bad_n = Some(n);
+            }
+            n = match bad_n {
+                None => n * 2,
+                Some(bad) if bad - good_n > (good_n / 8).max(1) => (good_n + bad) / 2,
+                Some(_) => break,
+            };
+        }
+        let capacity = steps
+            .iter()
+            .filter(|(_, good)| *good)
+            .map(|(s, _)| s.publishers)
+            .max()
+            .unwrap_or(0);
+        println!(
+            "capacity at {width}x{height}: {capacity} publishers ({:.0}% of the bare limit)",
+            100.0 * capacity as f64 / bare_limit
+        );
+        report["sizes"].as_array_mut().expect("an array").push(json!({
+            "width": width, "height": height,
+            "bare_cores_per_stream": bare, "bare_limit": bare_limit,
+            "startup_ms": startups.iter().map(|s| json!({"first_rtp": s.0, "first_playlist": s.1})).collect::<Vec<_>>(),
+            "steps": steps.iter().map(|(s, good)| json!({"step": s, "good": good})).collect::<Vec<_>>(),
+            "capacity": capacity,
+        }));
+    }
     if let Some(parent) = cli.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&cli.json, serde_json::to_string_pretty(&report)?)?;
-    println!("JSON report: {}", cli.json.display());
+    println!("\nJSON report: {}", cli.json.display());
     Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default()
 }

@@ -268,7 +268,13 @@ impl PipelineFactory {
         }
         let frames_out = Arc::new(AtomicU64::new(0));
         let encoder_delay_ns = Arc::new(AtomicU64::new(0));
-        count_encoded_frames(&pipeline, frames_out.clone(), encoder_delay_ns.clone());
+        let delays = Arc::new(DelayHistogram::default());
+        count_encoded_frames(
+            &pipeline,
+            frames_out.clone(),
+            encoder_delay_ns.clone(),
+            delays.clone(),
+        );
 
         let input = |name: &str| -> Option<MediaInput> {
             let appsrc = pipeline.by_name(name)?.downcast::<gst_app::AppSrc>().ok()?;
@@ -333,6 +339,7 @@ impl PipelineFactory {
             recording: std::sync::Mutex::new(None),
             frames_out,
             encoder_delay_ns,
+            delays,
         };
         if let Some(record) = &spec.outputs.record {
             stream.start_recording(record)?;
@@ -365,6 +372,51 @@ pub struct StreamPipeline {
     recording: std::sync::Mutex<Option<RecordingBranch>>,
     frames_out: Arc<AtomicU64>,
     encoder_delay_ns: Arc<AtomicU64>,
+    delays: Arc<DelayHistogram>,
+}
+
+/// Delays of every encoded frame, in milliseconds, for percentiles.
+#[derive(Debug)]
+pub struct DelayHistogram {
+    /// One bucket per millisecond; the last holds everything longer.
+    buckets: Vec<AtomicU64>,
+}
+
+impl Default for DelayHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..1001).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl DelayHistogram {
+    fn record(&self, delay: Duration) {
+        let ms = (delay.as_millis() as usize).min(self.buckets.len() - 1);
+        self.buckets[ms].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The delay (ms) below which `quantile` of the frames stayed, if any frame was seen.
+    pub fn percentile(&self, quantile: f64) -> Option<u64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (quantile * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        counts
+            .iter()
+            .position(|c| {
+                seen += c;
+                seen >= wanted
+            })
+            .map(|ms| ms as u64)
+    }
 }
 
 impl StreamPipeline {
@@ -386,6 +438,11 @@ impl StreamPipeline {
         Duration::from_nanos(self.encoder_delay_ns.load(Ordering::Relaxed))
     }
 
+    /// Every encoded frame's delay from arrival to leaving the encoder.
+    pub fn delays(&self) -> &DelayHistogram {
+        &self.delays
+    }
+
     fn recording(&self) -> std::sync::MutexGuard<'_, Option<RecordingBranch>> {
         self.recording.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -401,6 +458,7 @@ impl StreamPipeline {
             return Err(PipelineError::Start("already recording".into()));
         }
         let (video, audio) = self.tracks;
+        let audio = audio && self.pipeline.by_name("audio_aac").is_some();
         let bin = self.factory.templates.build_record(record, video, audio)?;
         bin.set_property("name", "record_bin");
         self.pipeline
@@ -683,12 +741,16 @@ fn request_segment_keyframes(pipeline: &gst::Pipeline, segment_ns: u64) {
     });
 }
 
+/// Frames left out of the delay percentiles, at the start of a stream.
+const STEADY_AFTER_FRAMES: u64 = 60;
+
 /// Counts H.264 frames out of the encoder and keeps the last one's delay since it
 /// arrived (its timestamp is its arrival's running time).
 fn count_encoded_frames(
     pipeline: &gst::Pipeline,
     frames: Arc<AtomicU64>,
     delay_ns: Arc<AtomicU64>,
+    delays: Arc<DelayHistogram>,
 ) {
     let Some(parse) = pipeline.by_name("video_parse") else {
         return;
@@ -697,14 +759,19 @@ fn count_encoded_frames(
         return;
     };
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        frames.fetch_add(1, Ordering::Relaxed);
+        let count = frames.fetch_add(1, Ordering::Relaxed);
         if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
             && let (Some(now), Some(arrived)) = (
                 pad.parent_element().and_then(|e| e.current_running_time()),
                 running_time(pad, buffer),
             )
         {
-            delay_ns.store(now.saturating_sub(arrived).nseconds(), Ordering::Relaxed);
+            let delay = now.saturating_sub(arrived);
+            delay_ns.store(delay.nseconds(), Ordering::Relaxed);
+            // The steady state: the first frames wait for the first key frame.
+            if count >= STEADY_AFTER_FRAMES {
+                delays.record(Duration::from_nanos(delay.nseconds()));
+            }
         }
         gst::PadProbeReturn::Ok
     });

@@ -222,9 +222,12 @@ impl Templates {
             parts.push(&VIDEO);
         }
         if spec.audio.is_some() {
-            // AAC is made whenever there is audio: a recording may start at any time.
             parts.push(&AUDIO);
-            parts.push(&AAC);
+            // AAC for HLS and recordings; without them, none is made (a recording
+            // started later from the control API then has video only).
+            if outputs.hls.is_some() || outputs.record.is_some() {
+                parts.push(&AAC);
+            }
         }
         if outputs.rtp {
             parts.push(&RTP);

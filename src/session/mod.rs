@@ -555,6 +555,9 @@ impl Session {
             frames_in: self.peer.frames_in(),
             frames_out: pipeline.frames_out(),
             encoder_delay_ms: pipeline.encoder_delay().as_secs_f64() * 1000.0,
+            encoder_delay_p50_ms: pipeline.delays().percentile(0.50),
+            encoder_delay_p95_ms: pipeline.delays().percentile(0.95),
+            encoder_delay_p99_ms: pipeline.delays().percentile(0.99),
             hls_segments: self.hls.as_ref().map_or(0, |h| h.next_index),
             recording_bytes: self
                 .recording
