@@ -62,6 +62,9 @@ struct Cli {
     startups: usize,
     #[arg(long, default_value = "ultrafast")]
     preset: String,
+    /// Run only this many publishers at the first size (no sweep, no baseline).
+    #[arg(long)]
+    only: Option<usize>,
     /// Keep HLS on during the sweep (AAC encoding and MPEG-TS segments cost more; the
     /// bare pipeline makes neither).
     #[arg(long)]
@@ -592,6 +595,11 @@ async fn run_step(
         .collect();
     let rss = rss_mib(pid)?;
     let streams = api("/api/streams").await?;
+    if cli.only.is_some() {
+        for s in streams.as_array().into_iter().flatten() {
+            eprintln!("{} {}", s["name"], s["stats"]);
+        }
+    }
     let worst = |key: &str| {
         streams
             .as_array()
@@ -687,6 +695,11 @@ async fn main() -> Result<()> {
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
             .context("sizes are WxH")?;
         let clip = Arc::new(clip(width, height)?);
+        if let Some(n) = cli.only {
+            let step = run_step(&cli, width, height, n, &clip, tps).await?;
+            println!("{}", serde_json::to_string_pretty(&step)?);
+            return Ok(());
+        }
         let bare = bare_cores(width, height, &cli.preset, cli.seconds, tps)?;
         let bare_limit = cpus as f64 / bare;
         println!(

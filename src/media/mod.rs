@@ -590,6 +590,11 @@ impl MediaInput {
             .is_ok()
     }
 
+    /// How much arrived media waits in the input's queue for the pipeline.
+    pub fn queued(&self) -> Duration {
+        Duration::from_nanos(self.appsrc.current_level_time().nseconds())
+    }
+
     /// Packets dropped because the pipeline fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

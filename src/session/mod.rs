@@ -558,6 +558,9 @@ impl Session {
             encoder_delay_p50_ms: pipeline.delays().percentile(0.50),
             encoder_delay_p95_ms: pipeline.delays().percentile(0.95),
             encoder_delay_p99_ms: pipeline.delays().percentile(0.99),
+            input_queue_ms: pipeline
+                .video_input()
+                .map_or(0.0, |i| i.queued().as_secs_f64() * 1000.0),
             hls_segments: self.hls.as_ref().map_or(0, |h| h.next_index),
             recording_bytes: self
                 .recording
