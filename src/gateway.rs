@@ -97,9 +97,7 @@ impl Gateway {
         if tokio::time::timeout(grace, ended).await.is_err() {
             tracing::warn!("some streams did not end within {grace:?}");
         }
-        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-        for hls in self.registry().expire(far) {
-            hls.remove();
-        }
+        // Ended playlists stay in a configured hls.dir, with their ENDLIST, for whoever
+        // serves that directory; a temporary one goes away with the process.
     }
 }
