@@ -22,12 +22,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use rtc::interceptor::Registry;
-use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use serde_json::{Value, json};
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -37,13 +32,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
     SettingEngineBuilder, register_default_interceptors,
 };
+use webrtc_gateway::client::SampleTrack;
 
 #[derive(Parser)]
 #[command(name = "webrtc-gateway-bench", version, about)]
@@ -307,27 +301,7 @@ async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     );
     let mut tracks = Vec::new();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        let ssrc = rand::random::<u32>();
-        let parameters = codec(kind);
-        let track = Arc::new(TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                "bench".into(),
-                format!("bench-{kind}"),
-                format!("bench-{kind}"),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: parameters.rtp_codec.clone(),
-                    ..Default::default()
-                }],
-            ),
-        )?);
-        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-        tracks.push((kind, track, ssrc, parameters.payload_type));
+        tracks.push(SampleTrack::add(pc.as_ref(), "bench", kind, &codec(kind)).await?);
     }
     pc.set_local_description(pc.create_offer(None).await?)
         .await?;
@@ -381,8 +355,8 @@ async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
         let _sink = sink;
         while incoming.next().await.is_some() {}
     }));
-    for (kind, track, ssrc, pt) in tracks {
-        let frames = if kind == RtpCodecKind::Video {
+    for track in tracks {
+        let frames = if track.kind == RtpCodecKind::Video {
             clip.video.clone()
         } else {
             clip.audio.clone()
@@ -397,17 +371,7 @@ async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
                     break;
                 }
                 tick.tick().await;
-                let sample = Sample {
-                    data: data.clone(),
-                    duration: *duration,
-                    ..Sample::new(Instant::now())
-                };
-                if track
-                    .sample_writer(ssrc, pt)
-                    .write_sample(&sample)
-                    .await
-                    .is_err()
-                {
+                if track.write(data.clone(), *duration).await.is_err() {
                     break;
                 }
             }

@@ -12,25 +12,19 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use rtc::interceptor::Registry;
-use rtc::media::Sample;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
     register_default_interceptors,
 };
+use webrtc_gateway::client::SampleTrack;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Codec {
@@ -167,9 +161,7 @@ fn encoder(description: &str) -> Result<(gst::Pipeline, gst_app::AppSink)> {
 fn feed(
     pipeline: gst::Pipeline,
     sink: gst_app::AppSink,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
-    payload_type: u8,
+    track: Arc<SampleTrack>,
     corrupt: bool,
 ) -> Result<()> {
     let (frames, mut received) = mpsc::channel::<(bytes::Bytes, Duration)>(64);
@@ -202,18 +194,8 @@ fn feed(
     });
     tokio::spawn(async move {
         while let Some((data, duration)) = received.recv().await {
-            let sample = Sample {
-                data,
-                duration,
-                ..Sample::new(Instant::now())
-            };
             // Fails once the connection is closed: the publication is over.
-            if track
-                .sample_writer(ssrc, payload_type)
-                .write_sample(&sample)
-                .await
-                .is_err()
-            {
+            if track.write(data, duration).await.is_err() {
                 break;
             }
         }
@@ -257,27 +239,8 @@ async fn main() -> Result<()> {
         if skip {
             continue;
         }
-        let ssrc = rand::random::<u32>();
-        let parameters = codec(kind, &cli);
-        let track = Arc::new(TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                "publisher".into(),
-                format!("publisher-{kind}"),
-                format!("publisher-{kind}"),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: parameters.rtp_codec.clone(),
-                    ..Default::default()
-                }],
-            ),
-        )?);
-        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-        tracks.push((kind, track, ssrc, parameters.payload_type));
+        let track = SampleTrack::add(&pc, "publisher", kind, &codec(kind, &cli)).await?;
+        tracks.push(Arc::new(track));
     }
 
     let offer = pc.create_offer(None).await?;
@@ -342,8 +305,8 @@ async fn main() -> Result<()> {
                     say(serde_json::json!({"type": "ice", "state": state.to_string()}));
                     if state == RTCPeerConnectionState::Connected && !feeding {
                         feeding = true;
-                        for (kind, track, ssrc, pt) in &tracks {
-                            let description = if *kind == RtpCodecKind::Audio {
+                        for track in &tracks {
+                            let description = if track.kind == RtpCodecKind::Audio {
                                 "audiotestsrc is-live=true wave=sine freq=440 \
                                  ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
                                  ! appsink name=sink sync=false max-buffers=50".to_string()
@@ -363,8 +326,8 @@ async fn main() -> Result<()> {
                                 )
                             };
                             let (pipeline, appsink) = encoder(&description)?;
-                            let corrupt = cli.corrupt_video && *kind == RtpCodecKind::Video;
-                            feed(pipeline, appsink, track.clone(), *ssrc, *pt, corrupt)?;
+                            let corrupt = cli.corrupt_video && track.kind == RtpCodecKind::Video;
+                            feed(pipeline, appsink, track.clone(), corrupt)?;
                         }
                     }
                     if state == RTCPeerConnectionState::Failed {
