@@ -277,10 +277,6 @@ impl Registry {
         }
     }
 
-    /// Whether any session is still running.
-    pub fn any_active(&self) -> bool {
-        self.streams.values().any(StreamEntry::is_active)
-    }
 }
 
 #[cfg(test)]

@@ -75,14 +75,6 @@ impl Playlist {
         self.next_is_discontinuity = !self.segments.is_empty();
     }
 
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
-    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.segments.iter()
-    }
-
     /// The media playlist text.
     pub fn render(&self) -> String {
         let mut text = String::new();
