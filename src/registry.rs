@@ -276,7 +276,6 @@ impl Registry {
             entry.stop.cancel();
         }
     }
-
 }
 
 #[cfg(test)]

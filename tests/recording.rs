@@ -217,3 +217,33 @@ fn a_disk_that_fills_ends_the_recording_and_the_stream_goes_on() {
     assert_ne!(before, after, "HLS stopped");
     assert!(gateway.log().contains("the stream goes on without it"));
 }
+
+#[test]
+fn sigterm_finishes_the_recording_and_the_playlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let hls = tempfile::tempdir().unwrap();
+    let mut gateway = TestGateway::start(&format!(
+        "{}\n[hls]\ndir = \"{}\"",
+        record_config(dir.path(), "mp4"),
+        hls.path().display()
+    ));
+    let mut publisher = Publisher::start(&gateway, "term", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    let live = Instant::now();
+    let path = recording_path(dir.path(), &gateway, "term");
+    std::thread::sleep(Duration::from_secs(4));
+    gateway.signal("-TERM");
+    let recorded = live.elapsed().as_secs_f64();
+    let (code, _) = gateway.wait_exit(Duration::from_secs(6));
+    assert_eq!(code, Some(0));
+    let (frames, duration, text) = probe(&path);
+    assert!(
+        frames as f64 >= (recorded - 1.0) * 30.0,
+        "{frames} frames\n{text}"
+    );
+    let duration = duration.expect("a finalised MP4 knows its duration");
+    assert!((duration - frames as f64 / 30.0).abs() < 0.5, "{duration}");
+    // A configured hls.dir keeps the ended playlist.
+    let playlist = std::fs::read_to_string(hls.path().join("term/stream.m3u8")).unwrap();
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+}
