@@ -1,7 +1,11 @@
 //! Publishing helpers for the gateway's own tools (the test publisher and the
-//! benchmark): local WebRTC tracks fed with encoded frames. Not used by the gateway.
+//! benchmark): GStreamer encoders whose frames are pulled from an appsink, and local
+//! WebRTC tracks fed with those frames. Not used by the gateway.
 
 use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -67,5 +71,59 @@ impl SampleTrack {
             .sample_writer(self.ssrc, self.payload_type)
             .write_sample(&sample)
             .await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("the encoder pipeline does not parse: {0}")]
+    Parse(#[from] gst::glib::Error),
+    #[error("the encoder pipeline needs an appsink named sink")]
+    NoSink,
+    #[error("the encoder pipeline does not start: {0}")]
+    Start(#[from] gst::StateChangeError),
+}
+
+/// A GStreamer encoder (a gst-launch description ending in `appsink name=sink`).
+pub struct Encoder {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+}
+
+impl Encoder {
+    pub fn new(description: &str) -> Result<Self, EncoderError> {
+        let pipeline = gst::parse::launch(description)?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| EncoderError::NoSink)?;
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+            .ok_or(EncoderError::NoSink)?;
+        pipeline.set_state(gst::State::Playing)?;
+        Ok(Self { pipeline, sink })
+    }
+
+    /// The next encoded frame and how long it lasts; None at the end.
+    pub fn next_frame(&self) -> Option<(Bytes, Duration)> {
+        loop {
+            let sample = self.sink.pull_sample().ok()?;
+            let Some(buffer) = sample.buffer() else {
+                continue;
+            };
+            let Ok(map) = buffer.map_readable() else {
+                continue;
+            };
+            let duration = buffer
+                .duration()
+                .map(|d| Duration::from_nanos(d.nseconds()))
+                .unwrap_or(Duration::from_millis(20));
+            return Some((Bytes::copy_from_slice(&map), duration));
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
     }
 }

@@ -67,14 +67,7 @@ fn the_control_api_adds_rtp_destinations_records_and_stops_streams() {
     let sdp_path = gateway.dir.path().join("extra.sdp");
     std::fs::write(&sdp_path, sdp).unwrap();
     let decoded = decode_sdp(sdp_path.to_str().unwrap(), 3.0);
-    assert_eq!(
-        decoded.video_codec.as_deref(),
-        Some("h264"),
-        "{}",
-        decoded.stderr
-    );
-    assert!(decoded.video_frames >= 70, "{}", decoded.video_frames);
-    assert_eq!(decoded.audio_codec.as_deref(), Some("opus"));
+    decoded.assert_h264_and_opus(70);
     let stream = gateway.stream("ctl").unwrap();
     assert_eq!(stream["rtp_destinations"][0]["id"], destination["id"]);
     // The limit is one.

@@ -56,14 +56,7 @@ fn aiortc_publishes_over_whip_and_the_output_decodes() {
     assert!(live.is_some(), "{}", gateway.log());
     assert_eq!(gateway.stream("aio").unwrap()["publisher"], "whip");
     let decoded = decode_sdp(&gateway.url("/streams/aio/stream.sdp"), 3.0);
-    assert_eq!(
-        decoded.video_codec.as_deref(),
-        Some("h264"),
-        "{}",
-        decoded.stderr
-    );
-    assert!(decoded.video_frames >= 70, "{}", decoded.video_frames);
-    assert_eq!(decoded.audio_codec.as_deref(), Some("opus"));
+    decoded.assert_h264_and_opus(70);
     // The client deletes its session at the end: the stream ends.
     let mut deleted = None;
     for line in lines.map_while(Result::ok) {

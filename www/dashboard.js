@@ -13,6 +13,16 @@ function cell(content) {
   return td;
 }
 
+// A table's only row, saying there is nothing to list.
+function emptyRow(body, text, columns) {
+  const td = cell(text);
+  td.colSpan = columns;
+  td.className = "muted";
+  const tr = document.createElement("tr");
+  tr.append(td);
+  body.append(tr);
+}
+
 function uptime(startedAt) {
   const seconds = Math.max(0, Math.floor((Date.now() - Date.parse(startedAt)) / 1000));
   const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
@@ -94,14 +104,7 @@ async function refreshStreams() {
   const body = $("streams");
   const streams = await (await fetch("/api/streams")).json();
   body.replaceChildren();
-  if (streams.length === 0) {
-    const td = cell("No stream is live. Publish one!");
-    td.colSpan = 7;
-    td.className = "muted";
-    const tr = document.createElement("tr");
-    tr.append(td);
-    body.append(tr);
-  }
+  if (streams.length === 0) emptyRow(body, "No stream is live. Publish one!", 7);
   for (const stream of streams) {
     const tr = document.createElement("tr");
     tr.dataset.stream = stream.name;
@@ -139,14 +142,7 @@ async function refreshRecordings() {
   const response = await fetch("/recordings");
   const files = response.ok ? await response.json() : [];
   body.replaceChildren();
-  if (files.length === 0) {
-    const td = cell("No recording yet.");
-    td.colSpan = 5;
-    td.className = "muted";
-    const tr = document.createElement("tr");
-    tr.append(td);
-    body.append(tr);
-  }
+  if (files.length === 0) emptyRow(body, "No recording yet.", 5);
   for (const file of files) {
     const a = document.createElement("a");
     a.href = `/recordings/${encodeURIComponent(file.file)}`;

@@ -19,8 +19,6 @@ use bytes::Bytes;
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use rtc::interceptor::Registry;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use serde_json::{Value, json};
@@ -37,7 +35,7 @@ use webrtc::peer_connection::{
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
     SettingEngineBuilder, register_default_interceptors,
 };
-use webrtc_gateway::client::SampleTrack;
+use webrtc_gateway::client::{Encoder, SampleTrack};
 
 #[derive(Parser)]
 #[command(name = "webrtc-gateway-bench", version, about)]
@@ -190,27 +188,8 @@ struct Clip {
 }
 
 fn encode(description: &str) -> Result<Vec<(Bytes, Duration)>> {
-    let pipeline = gst::parse::launch(description)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let sink = pipeline
-        .by_name("sink")
-        .context("no sink")?
-        .downcast::<gst_app::AppSink>()
-        .map_err(|_| anyhow::anyhow!("not an appsink"))?;
-    pipeline.set_state(gst::State::Playing)?;
-    let mut frames = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
-        let buffer = sample.buffer().context("empty sample")?;
-        let map = buffer.map_readable()?;
-        let duration = buffer
-            .duration()
-            .map(|d| Duration::from_nanos(d.nseconds()))
-            .unwrap_or(Duration::from_millis(20));
-        frames.push((Bytes::copy_from_slice(&map), duration));
-    }
-    pipeline.set_state(gst::State::Null)?;
-    Ok(frames)
+    let encoder = Encoder::new(description)?;
+    Ok(std::iter::from_fn(|| encoder.next_frame()).collect())
 }
 
 /// Ten seconds of VP8 (a key frame every two seconds) and Opus.

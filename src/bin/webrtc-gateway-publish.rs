@@ -9,8 +9,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use rtc::interceptor::Registry;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::io::Write;
@@ -24,7 +22,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
     register_default_interceptors,
 };
-use webrtc_gateway::client::SampleTrack;
+use webrtc_gateway::client::{Encoder, SampleTrack};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Codec {
@@ -144,53 +142,23 @@ fn codec(kind: RtpCodecKind, cli: &Cli) -> RTCRtpCodecParameters {
     }
 }
 
-/// A live GStreamer encoder whose frames are pulled from an appsink.
-fn encoder(description: &str) -> Result<(gst::Pipeline, gst_app::AppSink)> {
-    let pipeline = gst::parse::launch(description)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let sink = pipeline
-        .by_name("sink")
-        .context("no sink")?
-        .downcast::<gst_app::AppSink>()
-        .map_err(|_| anyhow::anyhow!("sink is not an appsink"))?;
-    Ok((pipeline, sink))
-}
-
 /// Pulls encoded frames on a thread of its own and writes them to the track.
-fn feed(
-    pipeline: gst::Pipeline,
-    sink: gst_app::AppSink,
-    track: Arc<SampleTrack>,
-    corrupt: bool,
-) -> Result<()> {
+fn feed(encoder: Encoder, track: Arc<SampleTrack>, corrupt: bool) -> Result<()> {
     let (frames, mut received) = mpsc::channel::<(bytes::Bytes, Duration)>(64);
-    pipeline.set_state(gst::State::Playing)?;
     std::thread::spawn(move || {
-        while let Ok(sample) = sink.pull_sample() {
-            let Some(buffer) = sample.buffer() else {
-                continue;
-            };
-            let Ok(map) = buffer.map_readable() else {
-                continue;
-            };
-            let duration = buffer
-                .duration()
-                .map(|d| Duration::from_nanos(d.nseconds()))
-                .unwrap_or(Duration::from_millis(20));
+        while let Some((data, duration)) = encoder.next_frame() {
             let data = if corrupt {
                 // The frame header stays, so the frame is taken in; its data is junk.
-                let mut junk = map.to_vec();
+                let mut junk = data.to_vec();
                 junk.iter_mut().skip(10).for_each(|b| *b = 0xa5);
                 bytes::Bytes::from(junk)
             } else {
-                bytes::Bytes::copy_from_slice(&map)
+                data
             };
             if frames.blocking_send((data, duration)).is_err() {
                 break;
             }
         }
-        let _ = pipeline.set_state(gst::State::Null);
     });
     tokio::spawn(async move {
         while let Some((data, duration)) = received.recv().await {
@@ -325,9 +293,9 @@ async fn main() -> Result<()> {
                                     cli.width, cli.height, cli.fps
                                 )
                             };
-                            let (pipeline, appsink) = encoder(&description)?;
+                            let encoder = Encoder::new(&description)?;
                             let corrupt = cli.corrupt_video && track.kind == RtpCodecKind::Video;
-                            feed(pipeline, appsink, track.clone(), corrupt)?;
+                            feed(encoder, track.clone(), corrupt)?;
                         }
                     }
                     if state == RTCPeerConnectionState::Failed {

@@ -398,6 +398,15 @@ pub struct Decoded {
     pub stderr: String,
 }
 
+impl Decoded {
+    /// H.264 video with at least `min_frames` decoded frames, and Opus audio.
+    pub fn assert_h264_and_opus(&self, min_frames: usize) {
+        assert_eq!(self.video_codec.as_deref(), Some("h264"), "{}", self.stderr);
+        assert!(self.video_frames >= min_frames, "{}", self.video_frames);
+        assert_eq!(self.audio_codec.as_deref(), Some("opus"));
+    }
+}
+
 /// Receives a stream's RTP through its SDP file with ffmpeg and decodes `window` seconds.
 pub fn decode_sdp(url: &str, window: f64) -> Decoded {
     let mut child = Command::new("ffmpeg")
