@@ -122,6 +122,8 @@ pub struct TranscodeConfig {
     pub video_bitrate_kbps: u32,
     pub x264_preset: String,
     pub keyframe_interval_s: u32,
+    /// Threads of each stream's H.264 encoder; 0 lets x264 use one per core.
+    pub encoder_threads: u32,
     /// How long the receive jitter buffers wait for late or retransmitted packets.
     pub jitter_buffer_ms: u32,
     /// Directory of the pipeline templates.
@@ -137,6 +139,7 @@ impl Default for TranscodeConfig {
             video_bitrate_kbps: 2500,
             x264_preset: "veryfast".into(),
             keyframe_interval_s: 2,
+            encoder_threads: 1,
             jitter_buffer_ms: 50,
             pipelines_dir: "pipelines".into(),
         }
@@ -360,6 +363,12 @@ impl Config {
             );
         }
         p.range(
+            "transcode.encoder_threads",
+            self.transcode.encoder_threads,
+            0,
+            16,
+        );
+        p.range(
             "transcode.jitter_buffer_ms",
             self.transcode.jitter_buffer_ms,
             0,
@@ -549,6 +558,10 @@ mod tests {
                 &[
                     "transcode.x264_preset: must be one of ultrafast, superfast, veryfast, faster, fast, medium, got \"slow\"",
                 ],
+            ),
+            (
+                "[transcode]\nencoder_threads = 64",
+                &["transcode.encoder_threads: must be between 0 and 16, got 64"],
             ),
             (
                 "[transcode]\nkeyframe_interval_s = 4",

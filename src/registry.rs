@@ -70,8 +70,6 @@ pub struct StreamStats {
     pub encoder_delay_p50_ms: Option<u64>,
     pub encoder_delay_p95_ms: Option<u64>,
     pub encoder_delay_p99_ms: Option<u64>,
-    /// Received video waiting for the pipeline, now.
-    pub input_queue_ms: f64,
     pub hls_segments: u64,
     pub recording_bytes: u64,
 }

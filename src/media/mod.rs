@@ -12,7 +12,6 @@ pub mod templates;
 use crate::config::{RtpConfig, TranscodeConfig};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use templates::Templates;
 use tokio::sync::mpsc;
-
-/// Most bytes queued in an input before packets are dropped rather than queued.
-const INPUT_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -95,7 +91,7 @@ pub struct OutputSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HlsSpec {
-    /// splitmuxsink's location pattern (with `%05d`).
+    /// multifilesink's location pattern (with `%05d`).
     pub location: PathBuf,
     pub start_index: u64,
     pub segment_ns: u64,
@@ -276,20 +272,10 @@ impl PipelineFactory {
             delays.clone(),
         );
 
-        let input = |name: &str| -> Option<MediaInput> {
-            let appsrc = pipeline.by_name(name)?.downcast::<gst_app::AppSrc>().ok()?;
-            appsrc.set_max_bytes(INPUT_QUEUE_BYTES);
-            Some(MediaInput {
-                appsrc,
-                dropped: Arc::new(AtomicU64::new(0)),
-            })
-        };
+        let input =
+            |name: &str| MediaInput::link(&pipeline, &pipeline.by_name(name)?, events.clone());
         let video_input = input("video_in");
         let audio_input = input("audio_in");
-
-        if let Some(video) = &video_input {
-            watch_keyframe_requests(&video.appsrc, events.clone());
-        }
         on_first_buffer(
             &pipeline,
             ("video_parse", "src"),
@@ -553,7 +539,7 @@ impl StreamPipeline {
     /// files and reports [`MediaEvent::OutputFinished`].
     pub fn finish(&self) {
         for input in [&self.video_input, &self.audio_input].into_iter().flatten() {
-            let _ = input.appsrc.end_of_stream();
+            input.finish();
         }
     }
 
@@ -570,34 +556,100 @@ impl Drop for StreamPipeline {
     }
 }
 
-/// Where one track's RTP packets enter the pipeline. Cheap to clone; never blocks.
+/// Where one track's RTP packets enter the pipeline: a source pad of the gateway's own,
+/// linked to the template's input element (`video_in`, `audio_in`) and pushed from the
+/// track's receive task. There is no queue and no thread of its own: the jitter buffer
+/// right after it takes each packet and is the one thread hop on the way in, as `udpsrc`
+/// would be in a bare pipeline (benchmarked: an `appsrc` here cost a second hop per
+/// packet). The jitter buffer only queues and never waits for the pipeline, so pushing
+/// never blocks the receive task; when the pipeline falls behind, the jitter buffer
+/// drops what is older than its latency. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MediaInput {
-    appsrc: gst_app::AppSrc,
-    dropped: Arc<AtomicU64>,
+    inner: Arc<InputPad>,
+}
+
+#[derive(Debug)]
+struct InputPad {
+    pad: gst::Pad,
+    /// The pipeline, whose clock stamps each packet's arrival.
+    pipeline: gst::Pipeline,
+    /// Serialises pushes and the end of the stream, as a pad needs.
+    lock: std::sync::Mutex<()>,
 }
 
 impl MediaInput {
-    /// Queues one RTP packet. When the pipeline has fallen behind the packet is dropped
-    /// and counted instead: the receive loop never waits for the pipeline.
-    pub fn push<T: AsRef<[u8]> + Send + 'static>(&self, packet: T) -> bool {
-        if self.appsrc.current_level_bytes() >= INPUT_QUEUE_BYTES {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
+    /// Links a new source pad to `element`'s sink pad, with `element`'s `caps`.
+    fn link(
+        pipeline: &gst::Pipeline,
+        element: &gst::Element,
+        events: mpsc::Sender<MediaEvent>,
+    ) -> Option<MediaInput> {
+        let caps = element.property::<Option<gst::Caps>>("caps")?;
+        let query_caps = caps.clone();
+        let pad = gst::Pad::builder(gst::PadDirection::Src)
+            .name(format!("{}_src", element.name()))
+            .event_function(move |_, _, event| {
+                // The depayloader asks upstream for a key frame on loss it cannot repair.
+                if event
+                    .structure()
+                    .is_some_and(|s| s.name() == "GstForceKeyUnit")
+                {
+                    let _ = events.try_send(MediaEvent::KeyframeRequested);
+                }
+                true
+            })
+            .query_function(move |_, _, query| match query.view_mut() {
+                gst::QueryViewMut::Latency(latency) => {
+                    latency.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+                    true
+                }
+                gst::QueryViewMut::Caps(q) => {
+                    q.set_result(&query_caps);
+                    true
+                }
+                _ => false,
+            })
+            .build();
+        pad.set_active(true).ok()?;
+        pad.link(&element.static_pad("sink")?).ok()?;
+        let stream_id = pad.create_stream_id(pipeline, Some(element.name().as_str()));
+        for event in [
+            gst::event::StreamStart::new(&stream_id),
+            gst::event::Caps::new(&caps),
+            gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()),
+        ] {
+            // Sticky: kept on the pad and sent with the first packet.
+            let _ = pad.push_event(event);
         }
-        self.appsrc
-            .push_buffer(gst::Buffer::from_slice(packet))
-            .is_ok()
+        Some(MediaInput {
+            inner: Arc::new(InputPad {
+                pad,
+                pipeline: pipeline.clone(),
+                lock: std::sync::Mutex::new(()),
+            }),
+        })
     }
 
-    /// How much arrived media waits in the input's queue for the pipeline.
-    pub fn queued(&self) -> Duration {
-        Duration::from_nanos(self.appsrc.current_level_time().nseconds())
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Packets dropped because the pipeline fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Hands one RTP packet to the pipeline, stamped with its arrival time. False once
+    /// the pipeline no longer takes packets (it ended or is stopping).
+    pub fn push<T: AsRef<[u8]> + Send + 'static>(&self, packet: T) -> bool {
+        let mut buffer = gst::Buffer::from_slice(packet);
+        if let Some(buffer) = buffer.get_mut() {
+            buffer.set_pts(self.inner.pipeline.current_running_time());
+        }
+        let _lock = self.lock();
+        self.inner.pad.push(buffer).is_ok()
+    }
+
+    /// Ends the input's stream.
+    fn finish(&self) {
+        let _lock = self.lock();
+        let _ = self.inner.pad.push_event(gst::event::Eos::new());
     }
 }
 
@@ -802,23 +854,6 @@ fn drop_when_failed(
             }
         },
     );
-}
-
-/// Turns the depayloader's upstream key-unit requests into events.
-fn watch_keyframe_requests(appsrc: &gst_app::AppSrc, events: mpsc::Sender<MediaEvent>) {
-    let Some(pad) = appsrc.static_pad("src") else {
-        return;
-    };
-    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-        if let Some(gst::PadProbeData::Event(event)) = &info.data
-            && event
-                .structure()
-                .is_some_and(|s| s.name() == "GstForceKeyUnit")
-        {
-            let _ = events.try_send(MediaEvent::KeyframeRequested);
-        }
-        gst::PadProbeReturn::Ok
-    });
 }
 
 /// Reports the first buffer passing an element's pad for which `event` gives an event,

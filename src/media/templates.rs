@@ -188,6 +188,7 @@ impl Templates {
         values.insert("height", transcode.height.to_string());
         values.insert("framerate", transcode.framerate.to_string());
         values.insert("x264_preset", transcode.x264_preset.clone());
+        values.insert("encoder_threads", transcode.encoder_threads.to_string());
         values.insert(
             "video_bitrate_kbps",
             transcode.video_bitrate_kbps.to_string(),

@@ -317,14 +317,6 @@ impl Session {
             .await;
         self.drain(&pipeline, &mut media_events, &mut progress)
             .await;
-        let dropped: u64 = [pipeline.video_input(), pipeline.audio_input()]
-            .iter()
-            .flatten()
-            .map(|input| input.dropped())
-            .sum();
-        if dropped > 0 {
-            tracing::warn!(dropped, "packets dropped because the pipeline fell behind");
-        }
         pipeline.stop().await;
         self.peer.close().await;
         if let Some(path) = progress.sdp_written {
@@ -558,9 +550,6 @@ impl Session {
             encoder_delay_p50_ms: pipeline.delays().percentile(0.50),
             encoder_delay_p95_ms: pipeline.delays().percentile(0.95),
             encoder_delay_p99_ms: pipeline.delays().percentile(0.99),
-            input_queue_ms: pipeline
-                .video_input()
-                .map_or(0.0, |i| i.queued().as_secs_f64() * 1000.0),
             hls_segments: self.hls.as_ref().map_or(0, |h| h.next_index),
             recording_bytes: self
                 .recording
