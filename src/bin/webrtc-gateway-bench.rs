@@ -54,6 +54,10 @@ struct Cli {
     startups: usize,
     #[arg(long, default_value = "ultrafast")]
     preset: String,
+    /// x264 threads per stream, in the gateway (`transcode.encoder_threads`) and in the
+    /// bare pipeline; 0 lets x264 choose.
+    #[arg(long, default_value_t = 1)]
+    encoder_threads: u32,
     /// Run only this many publishers at the first size (no sweep, no baseline).
     #[arg(long)]
     only: Option<usize>,
@@ -69,7 +73,7 @@ struct Cli {
 const HTTP_PORT: u16 = 18480;
 const RTP_BASE: u16 = 30000;
 const BARE_IN_PORT: u16 = 28500;
-const BARE_OUT_PORT: u16 = 28502;
+const BARE_OUT_PORT: u16 = 28510;
 const BITRATE_KBPS: u32 = 1000;
 const FPS: f64 = 30.0;
 
@@ -127,7 +131,7 @@ fn rss_mib(pid: u32) -> Result<f64> {
 fn start_gateway(
     width: u32,
     height: u32,
-    preset: &str,
+    cli: &Cli,
     hls: bool,
     dir: &std::path::Path,
 ) -> Result<Process> {
@@ -140,9 +144,12 @@ fn start_gateway(
              [rtp]\nport_base = {RTP_BASE}\n\
              [hls]\nenabled = {hls}\nlinger_s = 0\n\
              [transcode]\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
+             encoder_threads = {threads}\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 128\n",
             root = root.display(),
+            preset = cli.preset,
+            threads = cli.encoder_threads,
         ),
     )?;
     let child = Command::new(sibling("webrtc-gateway")?)
@@ -430,60 +437,96 @@ impl Drop for FrameCounter {
 
 // ── Measurements ──────────────────────────────────────────────────────────────
 
-/// The same transcode in a bare gst-launch pipeline, fed VP8 RTP by a second one.
-fn bare_cores(width: u32, height: u32, preset: &str, seconds: u64, tps: f64) -> Result<f64> {
-    let bare = Process(
+/// The same work in a bare gst-launch pipeline, fed plain VP8 and Opus RTP by a second
+/// one: what a person would run by hand for one publisher. Video: jitter buffer,
+/// depayload, decode, scale, rate, encode (the gateway's x264 settings), payload; audio:
+/// jitter buffer, depayload, payload; both through rtpbin to udpsinks, as the gateway
+/// sends them. With `audio` false, the video alone. `n` copies run side by side, as `n`
+/// publishers would; the result is their CPU per copy.
+fn bare_cores(width: u32, height: u32, cli: &Cli, audio: bool, n: u16, tps: f64) -> Result<f64> {
+    let offsets: Vec<u16> = (0..n).map(|k| 20 * k).collect();
+    let bares = offsets
+        .iter()
+        .map(|offset| launch(&bare_description(width, height, cli, audio, *offset)))
+        .collect::<Result<Vec<_>>>()?;
+    let _source = launch(&source_description(width, height, audio, &offsets))?;
+    let cpu = || -> Result<f64> { bares.iter().map(|b| cpu_seconds(b.0.id(), tps)).sum() };
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu()?;
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(cli.seconds));
+    Ok((cpu()? - before) / start.elapsed().as_secs_f64() / f64::from(n))
+}
+
+fn launch(description: &str) -> Result<Process> {
+    Ok(Process(
         Command::new("gst-launch-1.0")
-            .args(["-q", "udpsrc", &format!("port={BARE_IN_PORT}")])
-            .arg("caps=application/x-rtp,media=video,clock-rate=90000,encoding-name=VP8,payload=96")
-            .args(["!", "rtpjitterbuffer", "latency=50", "!", "rtpvp8depay", "!", "vp8dec"])
-            .args(["!", "videoconvert", "!", "videoscale", "!", "videorate", "!"])
-            .arg(format!(
-                "video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1,framerate=30/1"
-            ))
-            .args(["!", "x264enc", "tune=zerolatency"])
-            .arg(format!("speed-preset={preset}"))
-            .arg(format!("bitrate={BITRATE_KBPS}"))
-            .arg("key-int-max=60")
-            .args(["!", "h264parse", "config-interval=-1", "!", "rtph264pay"])
-            .args(["config-interval=-1", "!", "udpsink", "host=127.0.0.1"])
-            .arg(format!("port={BARE_OUT_PORT}"))
-            .args(["sync=false", "async=false"])
+            .arg("-q")
+            .args(description.split_whitespace())
             .stdout(Stdio::null())
             .spawn()
             .context("gst-launch-1.0 is installed (gstreamer1.0-tools)")?,
+    ))
+}
+
+/// One bare pipeline, on ports shifted by `offset`.
+fn bare_description(width: u32, height: u32, cli: &Cli, audio: bool, offset: u16) -> String {
+    let (bare_in, bare_out) = (BARE_IN_PORT + offset, BARE_OUT_PORT + offset);
+    let video_caps = "application/x-rtp,media=video,clock-rate=90000,encoding-name=VP8,payload=96";
+    let audio_caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=97";
+    let mut bare = format!(
+        "rtpbin name=b \
+         udpsrc port={bare_in} caps={video_caps} ! rtpjitterbuffer latency=50 \
+         ! rtpvp8depay ! vp8dec ! videoconvert ! videoscale ! videorate \
+         ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset={preset} bitrate={BITRATE_KBPS} key-int-max=60 \
+           threads={threads} ! h264parse config-interval=-1 ! rtph264pay config-interval=-1 \
+         ! b.send_rtp_sink_0 b.send_rtp_src_0 ! udpsink host=127.0.0.1 port={out} sync=false async=false \
+         b.send_rtcp_src_0 ! udpsink host=127.0.0.1 port={rtcp} sync=false async=false",
+        preset = cli.preset,
+        threads = cli.encoder_threads,
+        out = bare_out,
+        rtcp = bare_out + 1,
     );
-    let _source = Process(
-        Command::new("gst-launch-1.0")
-            .args(["-q", "videotestsrc", "is-live=true", "pattern=ball", "!"])
-            .arg(format!(
-                "video/x-raw,width={width},height={height},framerate=30/1"
-            ))
-            .args([
-                "!",
-                "vp8enc",
-                "deadline=1",
-                "cpu-used=8",
-                "keyframe-max-dist=60",
-            ])
-            .args(["target-bitrate=800000", "error-resilient=partitions"])
-            .args([
-                "!",
-                "rtpvp8pay",
-                "mtu=1200",
-                "!",
-                "udpsink",
-                "host=127.0.0.1",
-            ])
-            .arg(format!("port={BARE_IN_PORT}"))
-            .stdout(Stdio::null())
-            .spawn()?,
+    if audio {
+        bare += &format!(
+            " udpsrc port={in} caps={audio_caps} ! rtpjitterbuffer latency=50 ! rtpopusdepay \
+             ! rtpopuspay pt=97 ! b.send_rtp_sink_1 \
+             b.send_rtp_src_1 ! udpsink host=127.0.0.1 port={out} sync=false async=false \
+             b.send_rtcp_src_1 ! udpsink host=127.0.0.1 port={rtcp} sync=false async=false",
+            in = bare_in + 2,
+            out = bare_out + 2,
+            rtcp = bare_out + 3,
+        );
+    }
+    bare
+}
+
+/// The publishers of `bare_description`s at `offsets`: one live encoder sends the same
+/// VP8 (and Opus) to every copy.
+fn source_description(width: u32, height: u32, audio: bool, offsets: &[u16]) -> String {
+    let clients = |port: u16| {
+        offsets
+            .iter()
+            .map(|offset| format!("127.0.0.1:{}", port + offset))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut source = format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
+         ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=800000 \
+           error-resilient=partitions ! rtpvp8pay mtu=1200 pt=96 ! multiudpsink clients={}",
+        clients(BARE_IN_PORT)
     );
-    std::thread::sleep(Duration::from_secs(3));
-    let before = cpu_seconds(bare.0.id(), tps)?;
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(seconds));
-    Ok((cpu_seconds(bare.0.id(), tps)? - before) / start.elapsed().as_secs_f64())
+    if audio {
+        source += &format!(
+            " audiotestsrc is-live=true samplesperbuffer=960 wave=sine freq=440 \
+             ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 ! rtpopuspay pt=97 \
+             ! multiudpsink clients={}",
+            clients(BARE_IN_PORT + 2)
+        );
+    }
+    source
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -511,7 +554,7 @@ async fn run_step(
     tps: f64,
 ) -> Result<Step> {
     let dir = tempfile::tempdir()?;
-    let gateway = start_gateway(width, height, &cli.preset, cli.hls, dir.path())?;
+    let gateway = start_gateway(width, height, cli, cli.hls, dir.path())?;
     let pid = gateway.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_mib(pid)?;
@@ -623,7 +666,7 @@ async fn main() -> Result<()> {
     let mut report = json!({
         "machine": {"cpus": cpus, "model": cpu_model()},
         "source": "videotestsrc pattern=ball, VP8 (vp8enc deadline=1 cpu-used=8, 800 kbit/s) + Opus 440 Hz",
-        "preset": cli.preset, "video_bitrate_kbps": BITRATE_KBPS, "hls": cli.hls, "sizes": [],
+        "preset": cli.preset, "encoder_threads": cli.encoder_threads, "video_bitrate_kbps": BITRATE_KBPS, "hls": cli.hls, "sizes": [],
     });
     println!(
         "webrtc-gateway bench: {cpus} cores ({}), x264 {}, VP8 + Opus in, RTP out{}",
@@ -643,16 +686,37 @@ async fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&step)?);
             return Ok(());
         }
-        let bare = bare_cores(width, height, &cli.preset, cli.seconds, tps)?;
+        // The bare pipeline side by side with itself 1, 2, 4 and 8 times: its cost per
+        // copy falls as the machine gets busier, as the gateway's does.
+        println!("\n{width}x{height}:");
+        let bare_video = bare_cores(width, height, &cli, false, 1, tps)?;
+        let mut bares = Vec::new();
+        for n in [1, 2, 4, 8] {
+            bares.push((n as usize, bare_cores(width, height, &cli, true, n, tps)?));
+        }
+        let bare_at = |n: usize| {
+            bares
+                .iter()
+                .rev()
+                .find(|(k, _)| *k <= n)
+                .map_or(bares[0].1, |(_, cores)| *cores)
+        };
+        let bare = bares.iter().map(|(_, c)| *c).fold(f64::INFINITY, f64::min);
         let bare_limit = cpus as f64 / bare;
         println!(
-            "\n{width}x{height}: bare gst-launch pipeline {bare:.3} cores per stream (limit {bare_limit:.1} streams)"
+            "bare gst-launch pipeline (video and audio), cores per copy with 1/2/4/8 copies: {}; \
+             limit {bare_limit:.1} streams; its video alone, 1 copy: {bare_video:.3}",
+            bares
+                .iter()
+                .map(|(_, c)| format!("{c:.3}"))
+                .collect::<Vec<_>>()
+                .join("/")
         );
 
         let mut startups = Vec::new();
         if index == 0 && cli.startups > 0 {
             let dir = tempfile::tempdir()?;
-            let gateway = start_gateway(width, height, &cli.preset, true, dir.path())?;
+            let gateway = start_gateway(width, height, &cli, true, dir.path())?;
             for run in 0..cli.startups {
                 startups.push(
                     startup(&clip, run)
@@ -673,11 +737,12 @@ async fn main() -> Result<()> {
         }
 
         println!(
-            "{:>4} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>15} {:>10}",
+            "{:>4} {:>7} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>15} {:>10}",
             "N",
             "cores",
             "cores/N",
             "gw/bare",
+            "gw/video",
             "RSS/N",
             "min fps",
             "mean fps",
@@ -692,11 +757,12 @@ async fn main() -> Result<()> {
         while n <= cli.max_streams && n > good_n {
             let step = run_step(&cli, width, height, n, &clip, tps).await?;
             println!(
-                "{:>4} {:>7.2} {:>8.3} {:>9.2} {:>6.1}MB {:>8.1} {:>8.1} {:>6}/{}/{} ms {:>6.2} cores",
+                "{:>4} {:>7.2} {:>8.3} {:>9.2} {:>10.2} {:>6.1}MB {:>8.1} {:>8.1} {:>6}/{}/{} ms {:>6.2} cores",
                 n,
                 step.cores,
                 step.cores_per_stream,
-                step.cores_per_stream / bare,
+                step.cores_per_stream / bare_at(n),
+                step.cores_per_stream / bare_video,
                 step.rss_per_stream_mib,
                 step.min_output_fps,
                 step.mean_output_fps,
@@ -730,7 +796,9 @@ async fn main() -> Result<()> {
         );
         report["sizes"].as_array_mut().expect("an array").push(json!({
             "width": width, "height": height,
-            "bare_cores_per_stream": bare, "bare_limit": bare_limit,
+            "bare_cores_per_stream": bares.iter().map(|(n, c)| json!({"copies": n, "cores_per_copy": c})).collect::<Vec<_>>(),
+            "bare_video_only_cores_per_stream": bare_video,
+            "bare_limit": bare_limit,
             "startup_ms": startups.iter().map(|s| json!({"first_rtp": s.0, "first_playlist": s.1})).collect::<Vec<_>>(),
             "steps": steps.iter().map(|(s, good)| json!({"step": s, "good": good})).collect::<Vec<_>>(),
             "capacity": capacity,

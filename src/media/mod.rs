@@ -887,3 +887,60 @@ fn on_first_buffer(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RTP packet carrying the start of a VP8 inter frame: a frame that cannot be
+    /// decoded without the key frame before it.
+    fn vp8_inter_frame(sequence: u16, timestamp: u32) -> Vec<u8> {
+        let mut packet = vec![0x80, 0x80 | 96];
+        packet.extend(sequence.to_be_bytes());
+        packet.extend(timestamp.to_be_bytes());
+        packet.extend(0x1234_5678u32.to_be_bytes());
+        // Payload descriptor: start of partition 0. Frame tag: bit 0 set, an inter frame.
+        packet.extend([0x10, 0x01]);
+        packet.extend([0u8; 64]);
+        packet
+    }
+
+    #[tokio::test]
+    async fn pushed_packets_reach_the_depayloader_and_its_key_frame_requests_come_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let factory =
+            PipelineFactory::new(&dir, TranscodeConfig::default(), RtpConfig::default()).unwrap();
+        let spec = StreamSpec {
+            name: "input".into(),
+            slot: 0,
+            video: Some(VideoInput {
+                codec: VideoCodec::Vp8,
+                payload_type: 96,
+                clock_rate: 90_000,
+            }),
+            audio: None,
+            outputs: OutputSpec::default(),
+        };
+        let (pipeline, mut events) = factory.start(&spec).unwrap();
+        let input = pipeline.video_input().unwrap();
+        let requested = async {
+            for k in 0..30u16 {
+                assert!(input.push(vp8_inter_frame(k, u32::from(k) * 3000)));
+                tokio::time::sleep(Duration::from_millis(33)).await;
+                while let Ok(event) = events.try_recv() {
+                    if matches!(event, MediaEvent::KeyframeRequested) {
+                        return true;
+                    }
+                }
+            }
+            false
+        };
+        assert!(requested.await, "no key-frame request reached the input");
+        pipeline.finish();
+        pipeline.stop().await;
+        assert!(
+            !input.push(vp8_inter_frame(30, 90_000)),
+            "a stopped pipeline took a packet"
+        );
+    }
+}
