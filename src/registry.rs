@@ -70,6 +70,10 @@ pub struct StreamStats {
     pub encoder_delay_p50_ms: Option<u64>,
     pub encoder_delay_p95_ms: Option<u64>,
     pub encoder_delay_p99_ms: Option<u64>,
+    /// Video packets the receive jitter buffer gave up on: never arrived in time
+    /// (lost), or arrived after their time had passed (late).
+    pub jitter_buffer_lost: u64,
+    pub jitter_buffer_late: u64,
     pub hls_segments: u64,
     pub recording_bytes: u64,
 }

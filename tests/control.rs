@@ -131,6 +131,9 @@ fn the_control_api_adds_rtp_destinations_records_and_stops_streams() {
     let fps = stats["input_fps"].as_f64().unwrap();
     assert!((20.0..40.0).contains(&fps), "{stats}");
     assert!(stats["plis_sent"].as_u64().unwrap() >= 1, "{stats}");
+    // Nothing is lost on loopback.
+    assert_eq!(stats["jitter_buffer_lost"], 0, "{stats}");
+    assert_eq!(stats["jitter_buffer_late"], 0, "{stats}");
 
     // Ending a publication: its publisher is told why.
     let ended = admin(

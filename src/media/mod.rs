@@ -414,6 +414,22 @@ impl StreamPipeline {
         self.audio_input.clone()
     }
 
+    /// The video jitter buffer's counts of packets it declared lost and of packets that
+    /// came after their time and were dropped.
+    pub fn video_jitter_drops(&self) -> (u64, u64) {
+        let stats = self
+            .pipeline
+            .by_name("video_jitter")
+            .map(|j| j.property::<gst::Structure>("stats"));
+        let count = |field: &str| {
+            stats
+                .as_ref()
+                .and_then(|s| s.get::<u64>(field).ok())
+                .unwrap_or(0)
+        };
+        (count("num-lost"), count("num-late"))
+    }
+
     /// H.264 frames out of the encoder so far.
     pub fn frames_out(&self) -> u64 {
         self.frames_out.load(Ordering::Relaxed)

@@ -550,6 +550,8 @@ impl Session {
             encoder_delay_p50_ms: pipeline.delays().percentile(0.50),
             encoder_delay_p95_ms: pipeline.delays().percentile(0.95),
             encoder_delay_p99_ms: pipeline.delays().percentile(0.99),
+            jitter_buffer_lost: pipeline.video_jitter_drops().0,
+            jitter_buffer_late: pipeline.video_jitter_drops().1,
             hls_segments: self.hls.as_ref().map_or(0, |h| h.next_index),
             recording_bytes: self
                 .recording
