@@ -140,7 +140,7 @@ impl Default for TranscodeConfig {
             x264_preset: "veryfast".into(),
             keyframe_interval_s: 2,
             encoder_threads: 1,
-            jitter_buffer_ms: 50,
+            jitter_buffer_ms: 200,
             pipelines_dir: "pipelines".into(),
         }
     }

@@ -77,6 +77,8 @@ const RTP_BASE: u16 = 30000;
 const BARE_IN_PORT: u16 = 28500;
 const BARE_OUT_PORT: u16 = 28510;
 const BITRATE_KBPS: u32 = 1000;
+/// The gateway's default `transcode.jitter_buffer_ms`, in both.
+const JITTER_BUFFER_MS: u32 = 200;
 const FPS: f64 = 30.0;
 /// A step is good when every stream keeps 95% of its frame rate and this delay at p99.
 const MAX_DELAY_P99_MS: u64 = 150;
@@ -148,7 +150,7 @@ fn start_gateway(
              [rtp]\nport_base = {RTP_BASE}\n\
              [hls]\nenabled = {hls}\nlinger_s = 0\n\
              [transcode]\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
-             encoder_threads = {threads}\n\
+             encoder_threads = {threads}\njitter_buffer_ms = {JITTER_BUFFER_MS}\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 128\n",
             root = root.display(),
@@ -480,7 +482,7 @@ fn bare_description(width: u32, height: u32, cli: &Cli, audio: bool, offset: u16
     let audio_caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=97";
     let mut bare = format!(
         "rtpbin name=b \
-         udpsrc port={bare_in} caps={video_caps} ! rtpjitterbuffer latency=50 \
+         udpsrc port={bare_in} caps={video_caps} ! rtpjitterbuffer latency={JITTER_BUFFER_MS} \
          ! rtpvp8depay ! vp8dec ! videoconvert ! videoscale ! videorate \
          ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset={preset} bitrate={BITRATE_KBPS} key-int-max=60 \
@@ -494,7 +496,7 @@ fn bare_description(width: u32, height: u32, cli: &Cli, audio: bool, offset: u16
     );
     if audio {
         bare += &format!(
-            " udpsrc port={in} caps={audio_caps} ! rtpjitterbuffer latency=50 ! rtpopusdepay \
+            " udpsrc port={in} caps={audio_caps} ! rtpjitterbuffer latency={JITTER_BUFFER_MS} ! rtpopusdepay \
              ! rtpopuspay pt=97 ! b.send_rtp_sink_1 \
              b.send_rtp_src_1 ! udpsink host=127.0.0.1 port={out} sync=false async=false \
              b.send_rtcp_src_1 ! udpsink host=127.0.0.1 port={rtcp} sync=false async=false",
