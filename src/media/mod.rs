@@ -265,17 +265,26 @@ impl PipelineFactory {
         let frames_out = Arc::new(AtomicU64::new(0));
         let encoder_delay_ns = Arc::new(AtomicU64::new(0));
         let delays = Arc::new(DelayHistogram::default());
+        let arrivals = Arc::new(Arrivals::default());
+        note_released_pictures(&pipeline, arrivals.clone());
         count_encoded_frames(
             &pipeline,
             frames_out.clone(),
             encoder_delay_ns.clone(),
             delays.clone(),
+            arrivals.clone(),
         );
 
-        let input =
-            |name: &str| MediaInput::link(&pipeline, &pipeline.by_name(name)?, events.clone());
-        let video_input = input("video_in");
-        let audio_input = input("audio_in");
+        let input = |name: &str, arrivals: Option<Arc<Arrivals>>| {
+            MediaInput::link(
+                &pipeline,
+                &pipeline.by_name(name)?,
+                events.clone(),
+                arrivals,
+            )
+        };
+        let video_input = input("video_in", Some(arrivals));
+        let audio_input = input("audio_in", None);
         on_first_buffer(
             &pipeline,
             ("video_parse", "src"),
@@ -592,6 +601,8 @@ struct InputPad {
     pipeline: gst::Pipeline,
     /// Serialises pushes and the end of the stream, as a pad needs.
     lock: std::sync::Mutex<()>,
+    /// The video input notes when each picture arrived.
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 impl MediaInput {
@@ -600,6 +611,7 @@ impl MediaInput {
         pipeline: &gst::Pipeline,
         element: &gst::Element,
         events: mpsc::Sender<MediaEvent>,
+        arrivals: Option<Arc<Arrivals>>,
     ) -> Option<MediaInput> {
         let caps = element.property::<Option<gst::Caps>>("caps")?;
         let query_caps = caps.clone();
@@ -643,6 +655,7 @@ impl MediaInput {
                 pad,
                 pipeline: pipeline.clone(),
                 lock: std::sync::Mutex::new(()),
+                arrivals,
             }),
         })
     }
@@ -654,9 +667,15 @@ impl MediaInput {
     /// Hands one RTP packet to the pipeline, stamped with its arrival time. False once
     /// the pipeline no longer takes packets (it ended or is stopping).
     pub fn push<T: AsRef<[u8]> + Send + 'static>(&self, packet: T) -> bool {
+        let now = self.inner.pipeline.current_running_time();
+        if let (Some(arrivals), Some(now), Some(rtp_timestamp)) =
+            (&self.inner.arrivals, now, rtp_timestamp(packet.as_ref()))
+        {
+            arrivals.arrive(rtp_timestamp, now);
+        }
         let mut buffer = gst::Buffer::from_slice(packet);
         if let Some(buffer) = buffer.get_mut() {
-            buffer.set_pts(self.inner.pipeline.current_running_time());
+            buffer.set_pts(now);
         }
         let _lock = self.lock();
         self.inner.pad.push(buffer).is_ok()
@@ -817,13 +836,101 @@ fn request_segment_keyframes(pipeline: &gst::Pipeline, segment_ns: u64) {
 /// Frames left out of the delay percentiles, at the start of a stream.
 const STEADY_AFTER_FRAMES: u64 = 60;
 
-/// Counts H.264 frames out of the encoder and keeps the last one's delay since it
-/// arrived (its timestamp is its arrival's running time).
+/// Pictures remembered for matching encoded frames to their arrival (a few seconds).
+const ARRIVALS_KEPT: usize = 256;
+
+/// When each video picture arrived, matched by RTP timestamp: the input notes the
+/// arrival of each RTP timestamp's first packet; the jitter buffer's output notes the
+/// timestamp (running time) it gave that picture; an encoded frame's timestamp then
+/// leads back to the RTP timestamp it was made from, and so to its arrival.
+#[derive(Debug, Default)]
+struct Arrivals {
+    /// RTP timestamp and the running time its first packet arrived, oldest first.
+    arrived: std::sync::Mutex<std::collections::VecDeque<(u32, gst::ClockTime)>>,
+    /// Running time the jitter buffer gave a picture, and its RTP timestamp.
+    released: std::sync::Mutex<std::collections::VecDeque<(gst::ClockTime, u32)>>,
+}
+
+impl Arrivals {
+    fn note<T: PartialEq + Copy, U>(
+        list: &std::sync::Mutex<std::collections::VecDeque<(T, U)>>,
+        key: T,
+        value: U,
+    ) {
+        let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+        // A picture's later packets (and retransmissions) keep its first note.
+        if list.iter().rev().take(8).any(|(k, _)| *k == key) {
+            return;
+        }
+        if list.len() == ARRIVALS_KEPT {
+            list.pop_front();
+        }
+        list.push_back((key, value));
+    }
+
+    fn arrive(&self, rtp_timestamp: u32, at: gst::ClockTime) {
+        Self::note(&self.arrived, rtp_timestamp, at);
+    }
+
+    fn release(&self, at: gst::ClockTime, rtp_timestamp: u32) {
+        Self::note(&self.released, at, rtp_timestamp);
+    }
+
+    /// When the picture an encoded frame timestamped `at` was made from arrived: the
+    /// picture the jitter buffer released nearest to `at` (the frame-rate adapter puts
+    /// the nearest picture on each point of its grid).
+    fn arrival_of(&self, at: gst::ClockTime) -> Option<gst::ClockTime> {
+        let rtp_timestamp = {
+            let released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            released
+                .iter()
+                .rev()
+                .take(64)
+                .min_by_key(|(t, _)| t.nseconds().abs_diff(at.nseconds()))?
+                .1
+        };
+        let arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
+        arrived
+            .iter()
+            .rev()
+            .find(|(ts, _)| *ts == rtp_timestamp)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// The RTP timestamp of a packet, if it is one.
+fn rtp_timestamp(packet: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(packet.get(4..8)?.try_into().ok()?))
+}
+
+/// Notes, at the jitter buffer's output, the running time each picture was given.
+fn note_released_pictures(pipeline: &gst::Pipeline, arrivals: Arc<Arrivals>) {
+    let Some(pad) = pipeline
+        .by_name("video_jitter")
+        .and_then(|j| j.static_pad("src"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && let Some(at) = running_time(pad, buffer)
+            && let Ok(map) = buffer.map_readable()
+            && let Some(rtp_timestamp) = rtp_timestamp(&map)
+        {
+            arrivals.release(at, rtp_timestamp);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Counts H.264 frames out of the encoder and keeps each one's delay since the packets
+/// it was made from arrived.
 fn count_encoded_frames(
     pipeline: &gst::Pipeline,
     frames: Arc<AtomicU64>,
     delay_ns: Arc<AtomicU64>,
     delays: Arc<DelayHistogram>,
+    arrivals: Arc<Arrivals>,
 ) {
     let Some(parse) = pipeline.by_name("video_parse") else {
         return;
@@ -834,10 +941,8 @@ fn count_encoded_frames(
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         let count = frames.fetch_add(1, Ordering::Relaxed);
         if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
-            && let (Some(now), Some(arrived)) = (
-                pad.parent_element().and_then(|e| e.current_running_time()),
-                running_time(pad, buffer),
-            )
+            && let Some(now) = pad.parent_element().and_then(|e| e.current_running_time())
+            && let Some(arrived) = running_time(pad, buffer).and_then(|at| arrivals.arrival_of(at))
         {
             let delay = now.saturating_sub(arrived);
             delay_ns.store(delay.nseconds(), Ordering::Relaxed);
@@ -919,6 +1024,30 @@ mod tests {
         packet.extend([0x10, 0x01]);
         packet.extend([0u8; 64]);
         packet
+    }
+
+    #[test]
+    fn an_encoded_frame_is_matched_to_the_arrival_of_the_nearest_released_picture() {
+        let arrivals = Arrivals::default();
+        let ms = gst::ClockTime::from_mseconds;
+        assert_eq!(arrivals.arrival_of(ms(1000)), None);
+        for k in 0..5u32 {
+            let arrived = 1000 + 33 * u64::from(k);
+            arrivals.arrive(k * 3000, ms(arrived));
+            // A picture's second packet, and a retransmission, keep its first arrival.
+            arrivals.arrive(k * 3000, ms(arrived + 5));
+            arrivals.release(ms(arrived + 10), k * 3000);
+        }
+        // The frame-rate grid a little after picture 2's release, then a little before
+        // picture 3's.
+        assert_eq!(arrivals.arrival_of(ms(1066 + 10 + 4)), Some(ms(1066)));
+        assert_eq!(arrivals.arrival_of(ms(1099 + 10 - 4)), Some(ms(1099)));
+        // Only the newest pictures are kept.
+        for k in 5..(5 + ARRIVALS_KEPT as u32) {
+            arrivals.arrive(k * 3000, ms(1000 + 33 * u64::from(k)));
+        }
+        arrivals.release(ms(1076), 2 * 3000);
+        assert_eq!(arrivals.arrival_of(ms(1076)), None);
     }
 
     #[tokio::test]
