@@ -876,10 +876,10 @@ impl Arrivals {
         Self::note(&self.released, at, rtp_timestamp);
     }
 
-    /// When the picture an encoded frame timestamped `at` was made from arrived: the
-    /// picture the jitter buffer released nearest to `at` (the frame-rate adapter puts
-    /// the nearest picture on each point of its grid).
-    fn arrival_of(&self, at: gst::ClockTime) -> Option<gst::ClockTime> {
+    /// The picture an encoded frame timestamped `at` was made from, as its RTP
+    /// timestamp and arrival: the picture the jitter buffer released nearest to `at`
+    /// (the frame-rate adapter puts the nearest picture on each point of its grid).
+    fn arrival_of(&self, at: gst::ClockTime) -> Option<(u32, gst::ClockTime)> {
         let rtp_timestamp = {
             let released = self.released.lock().unwrap_or_else(|e| e.into_inner());
             released
@@ -894,7 +894,7 @@ impl Arrivals {
             .iter()
             .rev()
             .find(|(ts, _)| *ts == rtp_timestamp)
-            .map(|(_, at)| *at)
+            .map(|(_, at)| (rtp_timestamp, *at))
     }
 }
 
@@ -924,7 +924,8 @@ fn note_released_pictures(pipeline: &gst::Pipeline, arrivals: Arc<Arrivals>) {
 }
 
 /// Counts H.264 frames out of the encoder and keeps each one's delay since the packets
-/// it was made from arrived.
+/// it was made from arrived. Copies the frame-rate adapter made of a picture (to fill a
+/// gap) count as frames, but only a picture's first frame counts as its delay.
 fn count_encoded_frames(
     pipeline: &gst::Pipeline,
     frames: Arc<AtomicU64>,
@@ -938,11 +939,15 @@ fn count_encoded_frames(
     let Some(pad) = parse.static_pad("src") else {
         return;
     };
+    // The RTP timestamp of the last frame's picture (u64::MAX before the first).
+    let last_picture = AtomicU64::new(u64::MAX);
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         let count = frames.fetch_add(1, Ordering::Relaxed);
         if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
             && let Some(now) = pad.parent_element().and_then(|e| e.current_running_time())
-            && let Some(arrived) = running_time(pad, buffer).and_then(|at| arrivals.arrival_of(at))
+            && let Some((picture, arrived)) =
+                running_time(pad, buffer).and_then(|at| arrivals.arrival_of(at))
+            && last_picture.swap(u64::from(picture), Ordering::Relaxed) != u64::from(picture)
         {
             let delay = now.saturating_sub(arrived);
             delay_ns.store(delay.nseconds(), Ordering::Relaxed);
@@ -1040,8 +1045,14 @@ mod tests {
         }
         // The frame-rate grid a little after picture 2's release, then a little before
         // picture 3's.
-        assert_eq!(arrivals.arrival_of(ms(1066 + 10 + 4)), Some(ms(1066)));
-        assert_eq!(arrivals.arrival_of(ms(1099 + 10 - 4)), Some(ms(1099)));
+        assert_eq!(
+            arrivals.arrival_of(ms(1066 + 10 + 4)),
+            Some((6000, ms(1066)))
+        );
+        assert_eq!(
+            arrivals.arrival_of(ms(1099 + 10 - 4)),
+            Some((9000, ms(1099)))
+        );
         // Only the newest pictures are kept.
         for k in 5..(5 + ARRIVALS_KEPT as u32) {
             arrivals.arrive(k * 3000, ms(1000 + 33 * u64::from(k)));
