@@ -61,6 +61,9 @@ pub struct StreamStats {
     pub plis_sent: u64,
     pub frames_in: u64,
     pub frames_out: u64,
+    /// Encoded frames made from a newly arrived picture; `frames_out` also counts the
+    /// copies that keep the frame rate through gaps.
+    pub pictures_out: u64,
     pub input_fps: f64,
     pub output_fps: f64,
     pub bitrate_kbps: f64,

@@ -11,7 +11,9 @@
 //! (counting the RTP frames that arrive at its port), and the delay from a frame's
 //! arrival to its H.264 leaving the encoder (p50/p95/p99, jitter buffer included). The
 //! sweep narrows down on the last N where every stream keeps 95% of its input frame
-//! rate and a p99 delay of 150 ms. It also times ICE connected to the first H.264
+//! rate, counted both at its RTP port and as frames made from new pictures (so that
+//! copies filling gaps do not count); the most streams with a p99 delay within 150 ms
+//! is reported beside it. It also times ICE connected to the first H.264
 //! packet and to the first HLS playlist. Prints a table and writes JSON.
 
 #![forbid(unsafe_code)]
@@ -80,7 +82,7 @@ const BITRATE_KBPS: u32 = 1000;
 /// The gateway's default `transcode.jitter_buffer_ms`, in both.
 const JITTER_BUFFER_MS: u32 = 200;
 const FPS: f64 = 30.0;
-/// A step is good when every stream keeps 95% of its frame rate and this delay at p99.
+/// The delay target at p99: the most streams that met it is reported beside capacity.
 const MAX_DELAY_P99_MS: u64 = 150;
 
 // ── Processes ─────────────────────────────────────────────────────────────────
@@ -542,8 +544,12 @@ struct Step {
     cores_per_stream: f64,
     rss_mib: f64,
     rss_per_stream_mib: f64,
+    /// Frames per second at the stream's RTP port (copies that fill gaps included).
     min_output_fps: f64,
     mean_output_fps: f64,
+    /// Encoded frames per second made from newly arrived pictures (the gateway's
+    /// `pictures_out`): the frame rate the rule holds to.
+    min_picture_fps: f64,
     delay_p50_ms: u64,
     delay_p95_ms: u64,
     delay_p99_ms: u64,
@@ -573,6 +579,7 @@ async fn run_step(
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before: Vec<u64> = counters.iter().map(FrameCounter::count).collect();
+    let pictures_before = pictures_out(&api("/api/streams").await?);
     let cpu_before = cpu_seconds(pid, tps)?;
     let own_before = cpu_seconds(std::process::id(), tps)?;
     let start = Instant::now();
@@ -587,6 +594,15 @@ async fn run_step(
         .collect();
     let rss = rss_mib(pid)?;
     let streams = api("/api/streams").await?;
+    let pictures_after = pictures_out(&streams);
+    let min_picture_fps = (0..n)
+        .map(|i| {
+            let name = format!("load{i}");
+            let count =
+                |m: &std::collections::HashMap<String, u64>| m.get(&name).copied().unwrap_or(0);
+            count(&pictures_after).saturating_sub(count(&pictures_before)) as f64 / elapsed
+        })
+        .fold(f64::INFINITY, f64::min);
     if cli.only.is_some() {
         for s in streams.as_array().into_iter().flatten() {
             eprintln!("{} {}", s["name"], s["stats"]);
@@ -609,6 +625,7 @@ async fn run_step(
         rss_per_stream_mib: (rss - idle_rss) / n as f64,
         min_output_fps: fps.iter().cloned().fold(f64::INFINITY, f64::min),
         mean_output_fps: fps.iter().sum::<f64>() / n as f64,
+        min_picture_fps,
         delay_p50_ms: worst("encoder_delay_p50_ms"),
         delay_p95_ms: worst("encoder_delay_p95_ms"),
         delay_p99_ms: worst("encoder_delay_p99_ms"),
@@ -617,6 +634,21 @@ async fn run_step(
     drop(publishers);
     drop(gateway);
     Ok(step)
+}
+
+/// Every stream's `pictures_out`, by name.
+fn pictures_out(streams: &Value) -> std::collections::HashMap<String, u64> {
+    streams
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            Some((
+                s["name"].as_str()?.to_string(),
+                s["stats"]["pictures_out"].as_u64()?,
+            ))
+        })
+        .collect()
 }
 
 /// ICE connected to the first H.264 RTP packet, and to the first HLS playlist, in ms.
@@ -743,7 +775,7 @@ async fn main() -> Result<()> {
         }
 
         println!(
-            "{:>4} {:>7} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>15} {:>10}",
+            "{:>4} {:>7} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>15} {:>10}",
             "N",
             "cores",
             "cores/N",
@@ -752,6 +784,7 @@ async fn main() -> Result<()> {
             "RSS/N",
             "min fps",
             "mean fps",
+            "new fps",
             "delay 50/95/99",
             "generator"
         );
@@ -763,7 +796,7 @@ async fn main() -> Result<()> {
         while n <= cli.max_streams && n > good_n {
             let step = run_step(&cli, width, height, n, &clip, tps).await?;
             println!(
-                "{:>4} {:>7.2} {:>8.3} {:>9.2} {:>10.2} {:>6.1}MB {:>8.1} {:>8.1} {:>6}/{}/{} ms {:>6.2} cores",
+                "{:>4} {:>7.2} {:>8.3} {:>9.2} {:>10.2} {:>6.1}MB {:>8.1} {:>8.1} {:>8.1} {:>6}/{}/{} ms {:>6.2} cores",
                 n,
                 step.cores,
                 step.cores_per_stream,
@@ -772,12 +805,13 @@ async fn main() -> Result<()> {
                 step.rss_per_stream_mib,
                 step.min_output_fps,
                 step.mean_output_fps,
+                step.min_picture_fps,
                 step.delay_p50_ms,
                 step.delay_p95_ms,
                 step.delay_p99_ms,
                 step.generator_cores
             );
-            let good = step.min_output_fps >= 0.95 * FPS && step.delay_p99_ms <= MAX_DELAY_P99_MS;
+            let good = step.min_output_fps >= 0.95 * FPS && step.min_picture_fps >= 0.95 * FPS;
             steps.push((step, good));
             if good {
                 good_n = n;
@@ -790,16 +824,22 @@ async fn main() -> Result<()> {
                 Some(_) => break,
             };
         }
-        let capacity = steps
-            .iter()
-            .filter(|(_, good)| *good)
-            .map(|(s, _)| s.publishers)
-            .max()
-            .unwrap_or(0);
+        let capacity_with = |held: &dyn Fn(&Step) -> bool| {
+            steps
+                .iter()
+                .filter(|(s, good)| *good && held(s))
+                .map(|(s, _)| s.publishers)
+                .max()
+                .unwrap_or(0)
+        };
+        let capacity = capacity_with(&|_| true);
+        let delay_held = capacity_with(&|s| s.delay_p99_ms <= MAX_DELAY_P99_MS);
         println!(
-            "capacity at {width}x{height} (every stream at 95% of {FPS} fps or more, delay p99 at most \
-             {MAX_DELAY_P99_MS} ms): {capacity} publishers ({:.0}% of the bare limit)",
-            100.0 * capacity as f64 / bare_limit
+            "capacity at {width}x{height} (every stream at 95% of {FPS} fps or more, new pictures \
+             and at its port): {capacity} publishers ({:.0}% of the bare limit); \
+             of the steps tried, the most with delay p99 at most {MAX_DELAY_P99_MS} ms: {delay_held} ({:.0}%)",
+            100.0 * capacity as f64 / bare_limit,
+            100.0 * delay_held as f64 / bare_limit,
         );
         report["sizes"].as_array_mut().expect("an array").push(json!({
             "width": width, "height": height,
@@ -808,7 +848,7 @@ async fn main() -> Result<()> {
             "bare_limit": bare_limit,
             "startup_ms": startups.iter().map(|s| json!({"first_rtp": s.0, "first_playlist": s.1})).collect::<Vec<_>>(),
             "steps": steps.iter().map(|(s, good)| json!({"step": s, "good": good})).collect::<Vec<_>>(),
-            "capacity": capacity,
+            "capacity": capacity, "capacity_delay_held": delay_held,
         }));
     }
     if let Some(parent) = cli.json.parent() {

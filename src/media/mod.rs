@@ -263,13 +263,14 @@ impl PipelineFactory {
             );
         }
         let frames_out = Arc::new(AtomicU64::new(0));
+        let pictures_out = Arc::new(AtomicU64::new(0));
         let encoder_delay_ns = Arc::new(AtomicU64::new(0));
         let delays = Arc::new(DelayHistogram::default());
         let arrivals = Arc::new(Arrivals::default());
         note_released_pictures(&pipeline, arrivals.clone());
         count_encoded_frames(
             &pipeline,
-            frames_out.clone(),
+            (frames_out.clone(), pictures_out.clone()),
             encoder_delay_ns.clone(),
             delays.clone(),
             arrivals.clone(),
@@ -333,6 +334,7 @@ impl PipelineFactory {
             failed,
             recording: std::sync::Mutex::new(None),
             frames_out,
+            pictures_out,
             encoder_delay_ns,
             delays,
         };
@@ -366,6 +368,7 @@ pub struct StreamPipeline {
     failed: Arc<FailedOutputs>,
     recording: std::sync::Mutex<Option<RecordingBranch>>,
     frames_out: Arc<AtomicU64>,
+    pictures_out: Arc<AtomicU64>,
     encoder_delay_ns: Arc<AtomicU64>,
     delays: Arc<DelayHistogram>,
 }
@@ -442,6 +445,12 @@ impl StreamPipeline {
     /// H.264 frames out of the encoder so far.
     pub fn frames_out(&self) -> u64 {
         self.frames_out.load(Ordering::Relaxed)
+    }
+
+    /// H.264 frames made from a newly arrived picture so far; `frames_out` also counts
+    /// the copies that fill gaps to keep the frame rate.
+    pub fn pictures_out(&self) -> u64 {
+        self.pictures_out.load(Ordering::Relaxed)
     }
 
     /// How long the last encoded frame took from arrival to leaving the encoder.
@@ -928,7 +937,7 @@ fn note_released_pictures(pipeline: &gst::Pipeline, arrivals: Arc<Arrivals>) {
 /// gap) count as frames, but only a picture's first frame counts as its delay.
 fn count_encoded_frames(
     pipeline: &gst::Pipeline,
-    frames: Arc<AtomicU64>,
+    (frames, pictures): (Arc<AtomicU64>, Arc<AtomicU64>),
     delay_ns: Arc<AtomicU64>,
     delays: Arc<DelayHistogram>,
     arrivals: Arc<Arrivals>,
@@ -949,6 +958,7 @@ fn count_encoded_frames(
                 running_time(pad, buffer).and_then(|at| arrivals.arrival_of(at))
             && last_picture.swap(u64::from(picture), Ordering::Relaxed) != u64::from(picture)
         {
+            pictures.fetch_add(1, Ordering::Relaxed);
             let delay = now.saturating_sub(arrived);
             delay_ns.store(delay.nseconds(), Ordering::Relaxed);
             // The steady state: the first frames wait for the first key frame.

@@ -546,6 +546,7 @@ impl Session {
             plis_sent: self.plis_sent,
             frames_in: self.peer.frames_in(),
             frames_out: pipeline.frames_out(),
+            pictures_out: pipeline.pictures_out(),
             encoder_delay_ms: pipeline.encoder_delay().as_secs_f64() * 1000.0,
             encoder_delay_p50_ms: pipeline.delays().percentile(0.50),
             encoder_delay_p95_ms: pipeline.delays().percentile(0.95),
