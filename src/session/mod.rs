@@ -538,6 +538,7 @@ impl Session {
     /// Samples the stream's statistics and publishes them in the stream object.
     async fn sample_stats(&mut self, pipeline: &StreamPipeline) {
         let totals = self.peer.inbound_totals().await;
+        let (jitter_buffer_lost, jitter_buffer_late) = pipeline.video_jitter_drops();
         let mut stats = StreamStats {
             packets_received: totals.packets,
             bytes_received: totals.bytes,
@@ -551,8 +552,8 @@ impl Session {
             encoder_delay_p50_ms: pipeline.delays().percentile(0.50),
             encoder_delay_p95_ms: pipeline.delays().percentile(0.95),
             encoder_delay_p99_ms: pipeline.delays().percentile(0.99),
-            jitter_buffer_lost: pipeline.video_jitter_drops().0,
-            jitter_buffer_late: pipeline.video_jitter_drops().1,
+            jitter_buffer_lost,
+            jitter_buffer_late,
             hls_segments: self.hls.as_ref().map_or(0, |h| h.next_index),
             recording_bytes: self
                 .recording
