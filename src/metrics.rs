@@ -102,96 +102,67 @@ impl Metrics {
             &self.whip_requests,
         );
 
-        let stream_counter =
-            |registry: &mut Registry, name: &str, help: &str, value: fn(&StreamInfo) -> u64| {
-                let family = Family::<Labels, Counter>::default();
-                for s in streams {
-                    family
-                        .get_or_create(&vec![("stream".into(), s.name.clone())])
-                        .inc_by(value(s));
-                }
-                registry.register(name, help, family);
-            };
-        stream_counter(
-            &mut registry,
-            "stream_bytes_in",
-            "RTP bytes received",
-            |s| s.stats.bytes_received,
-        );
-        stream_counter(
-            &mut registry,
-            "stream_packets_in",
-            "RTP packets received",
-            |s| s.stats.packets_received,
-        );
-        stream_counter(
-            &mut registry,
-            "stream_plis_sent",
-            "Key-frame requests sent",
-            |s| s.stats.plis_sent,
-        );
-        stream_counter(&mut registry, "stream_nacks_sent", "NACKs sent", |s| {
-            s.stats.nacks_sent
-        });
-        stream_counter(
-            &mut registry,
-            "stream_frames_in",
-            "Video frames received",
-            |s| s.stats.frames_in,
-        );
-        stream_counter(
-            &mut registry,
-            "stream_frames_out",
-            "H.264 frames encoded",
-            |s| s.stats.frames_out,
-        );
-        stream_counter(
-            &mut registry,
-            "stream_hls_segments",
-            "HLS segments written",
-            |s| s.stats.hls_segments,
-        );
-
-        let stream_gauge =
-            |registry: &mut Registry, name: &str, help: &str, value: fn(&StreamInfo) -> f64| {
-                let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-                for s in streams {
-                    family
-                        .get_or_create(&vec![("stream".into(), s.name.clone())])
-                        .set(value(s));
-                }
-                registry.register(name, help, family);
-            };
-        stream_gauge(
-            &mut registry,
-            "stream_packets_lost",
-            "RTP packets lost",
-            |s| s.stats.packets_lost as f64,
-        );
-        stream_gauge(
-            &mut registry,
-            "stream_encoder_delay_seconds",
-            "From a frame's arrival to its H.264 leaving the encoder",
-            |s| s.stats.encoder_delay_ms / 1000.0,
-        );
-        stream_gauge(
-            &mut registry,
-            "stream_recording_bytes",
-            "Bytes in the current recording",
-            |s| s.stats.recording_bytes as f64,
-        );
-        stream_gauge(
-            &mut registry,
-            "stream_rtp_destinations",
-            "Extra RTP destinations",
-            |s| s.rtp_destinations.len() as f64,
-        );
-        stream_gauge(
-            &mut registry,
-            "stream_bitrate_bits_per_second",
-            "Received bitrate",
-            |s| s.stats.bitrate_kbps * 1000.0,
-        );
+        type Value<T> = fn(&StreamInfo) -> T;
+        let counters: [(&str, &str, Value<u64>); 7] = [
+            ("stream_bytes_in", "RTP bytes received", |s| {
+                s.stats.bytes_received
+            }),
+            ("stream_packets_in", "RTP packets received", |s| {
+                s.stats.packets_received
+            }),
+            ("stream_plis_sent", "Key-frame requests sent", |s| {
+                s.stats.plis_sent
+            }),
+            ("stream_nacks_sent", "NACKs sent", |s| s.stats.nacks_sent),
+            ("stream_frames_in", "Video frames received", |s| {
+                s.stats.frames_in
+            }),
+            ("stream_frames_out", "H.264 frames encoded", |s| {
+                s.stats.frames_out
+            }),
+            ("stream_hls_segments", "HLS segments written", |s| {
+                s.stats.hls_segments
+            }),
+        ];
+        for (name, help, value) in counters {
+            let family = Family::<Labels, Counter>::default();
+            for s in streams {
+                family
+                    .get_or_create(&vec![("stream".into(), s.name.clone())])
+                    .inc_by(value(s));
+            }
+            registry.register(name, help, family);
+        }
+        let gauges: [(&str, &str, Value<f64>); 5] = [
+            ("stream_packets_lost", "RTP packets lost", |s| {
+                s.stats.packets_lost as f64
+            }),
+            (
+                "stream_encoder_delay_seconds",
+                "From a frame's arrival to its H.264 leaving the encoder",
+                |s| s.stats.encoder_delay_ms / 1000.0,
+            ),
+            (
+                "stream_recording_bytes",
+                "Bytes in the current recording",
+                |s| s.stats.recording_bytes as f64,
+            ),
+            ("stream_rtp_destinations", "Extra RTP destinations", |s| {
+                s.rtp_destinations.len() as f64
+            }),
+            ("stream_bitrate_bits_per_second", "Received bitrate", |s| {
+                s.stats.bitrate_kbps * 1000.0
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+            for s in streams {
+                family
+                    .get_or_create(&vec![("stream".into(), s.name.clone())])
+                    .set(value(s));
+            }
+            registry.register(name, help, family);
+        }
 
         let mut text = String::new();
         encode(&mut text, &registry).expect("writing to a String");
