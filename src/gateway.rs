@@ -1,73 +1,64 @@
-//! The gateway's shared context: configuration, the stream registry, the pipeline
-//! factory, where HLS files go, and the shutdown signal. Created once in `main` and
-//! handed to every task.
+//! The context every session shares: configuration, the stream registry, the pipeline
+//! factory, the HLS store, metrics, the shutdown signal and the task trackers. Created
+//! once in `main`; it holds no session handles (those are `session::Sessions`'s).
 
 use crate::config::Config;
 use crate::media::PipelineFactory;
+use crate::media::output::hls::HlsStore;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How often ended streams are checked for expiry.
+const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
     pub media: PipelineFactory,
     registry: Mutex<Registry>,
-    /// Cancelled when the gateway stops accepting publishers.
+    /// Where HLS files go, and ended streams' lingering outputs.
+    pub hls: HlsStore,
+    pub metrics: Metrics,
+    /// Cancelled when the gateway stops: no new publishers, and every session ends
+    /// (each session's stop token is a child of it).
     pub shutdown: CancellationToken,
     /// Every session task, so that shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Every signalling connection, so that shutdown can let them say goodbye.
     pub connections: TaskTracker,
-    /// Where each stream's HLS directory is made.
-    pub hls_root: PathBuf,
-    pub metrics: Metrics,
-    /// The temporary HLS directory when `hls.dir` is empty, removed at exit.
-    _hls_temp: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
-    /// `hls_temp` is the temporary directory used when `hls.dir` is empty.
-    pub fn new(
-        config: Config,
-        media: PipelineFactory,
-        hls_temp: Option<tempfile::TempDir>,
-    ) -> Arc<Self> {
-        let hls_root = match &hls_temp {
-            Some(temp) => temp.path().to_owned(),
-            None => config.hls.dir.clone(),
-        };
+    pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Arc<Self> {
         Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers)),
             config,
             media,
+            hls,
+            metrics: Metrics::default(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             connections: TaskTracker::new(),
-            hls_root,
-            metrics: Metrics::default(),
-            _hls_temp: hls_temp,
         })
     }
 
-    /// Removes ended streams once their HLS files have lingered long enough.
+    /// Removes ended streams, and their HLS files, once they have lingered long enough.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let gateway = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(REAP_INTERVAL);
             loop {
                 tick.tick().await;
                 let Some(gateway) = gateway.upgrade() else {
                     break;
                 };
                 let expired = gateway.registry().expire(Instant::now());
-                for hls in expired {
-                    tracing::debug!(dir = %hls.dir.display(), "HLS files expired");
-                    hls.remove();
+                for name in expired {
+                    gateway.hls.expire(&name);
                 }
             }
         });
@@ -87,7 +78,6 @@ impl Gateway {
     /// streams to end and their publishers to be told.
     pub async fn stop(&self, grace: Duration) {
         self.shutdown.cancel();
-        self.registry().stop_all();
         self.sessions.close();
         self.connections.close();
         let ended = async {

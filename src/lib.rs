@@ -1,5 +1,6 @@
 //! webrtc-gateway: a browser publishes over WebRTC; players that do not speak WebRTC get
-//! H.264 RTP with an SDP file. See README.md, "Architecture", for the module map.
+//! H.264 RTP with an SDP file, HLS and recordings. See README.md, "Architecture", for the
+//! module map and the rules of which module may import which.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +10,9 @@ pub mod gateway;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod name;
 pub mod registry;
 pub mod session;
 pub mod signalling;
+pub mod stream;
 pub mod tls;

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use webrtc_gateway::config::{Config, ConfigError};
+use webrtc_gateway::media::output::hls::HlsStore;
+use webrtc_gateway::session::Sessions;
 use webrtc_gateway::{gateway, http, media, tls};
 
 #[derive(Parser)]
@@ -86,31 +88,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.rtp.enabled && !config.rtp.sdp_dir.as_os_str().is_empty() {
         writable_dir(&config.rtp.sdp_dir).context("rtp.sdp_dir")?;
     }
-    let hls_temp = if config.hls.enabled && config.hls.dir.as_os_str().is_empty() {
-        Some(
-            tempfile::Builder::new()
-                .prefix("webrtc-gateway-hls-")
-                .tempdir()
-                .context("cannot create a temporary directory for HLS (hls.dir)")?,
-        )
-    } else {
-        if config.hls.enabled {
-            writable_dir(&config.hls.dir).context("hls.dir")?;
-        }
-        None
-    };
+    if config.hls.enabled && !config.hls.dir.as_os_str().is_empty() {
+        writable_dir(&config.hls.dir).context("hls.dir")?;
+    }
+    let hls = HlsStore::new(&config.hls)
+        .context("cannot create a temporary directory for HLS (hls.dir)")?;
     if config.record.enabled {
         writable_dir(&config.record.dir).context("record.dir")?;
     }
     let identity = tls::identity(&config.http).context("HTTPS (http.tls_*)")?;
-    let listen = config.listen_addr();
+    let listen = config.http.listen;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let gateway = gateway::Gateway::new(config, media, hls_temp);
+    let gateway = gateway::Gateway::new(config, media, hls);
     gateway.spawn_reaper();
-    let app = http::router(gateway.clone());
+    let app = http::router(Sessions::new(gateway.clone()));
     let server = async move {
         match identity {
             Some(identity) => {

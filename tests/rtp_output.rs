@@ -236,8 +236,10 @@ fn gstreamer_sdpdemux_plays_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let sdp = dir.path().join("gst.sdp");
     std::fs::write(&sdp, gateway.get("/streams/gst/stream.sdp").text().unwrap()).unwrap();
-    let output = std::process::Command::new("timeout")
-        .args(["-s", "INT", "8", "gst-launch-1.0", "-e", "-v", "filesrc"])
+    // gst-launch runs until it has shown both decoders' caps and 150 frames (5 s at
+    // 30 fps) were rendered, or until a deadline that only a broken stream reaches.
+    let mut child = std::process::Command::new("gst-launch-1.0")
+        .args(["-e", "-v", "filesrc"])
         .arg(format!("location={}", sdp.display()))
         .args(["!", "sdpdemux", "latency=100", "name=d"])
         .args([
@@ -269,27 +271,47 @@ fn gstreamer_sdpdemux_plays_the_stream() {
             "!",
             "fakesink",
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("width=(int)320, height=(int)180"), "{text}");
-    assert!(
-        text.contains("GstOpusDec:opusdec0.GstPad:src: caps = audio/x-raw"),
-        "{text}"
-    );
-    let rendered = text
-        .lines()
-        .filter_map(|l| {
-            l.split("rendered: ")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u32>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0);
-    // 8 s at 30 fps, less the wait for the first key frame.
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (mut text, mut video_caps, mut audio_caps, mut rendered) =
+        (String::new(), false, false, 0u32);
+    while !(video_caps && audio_caps && rendered >= 150) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        video_caps |= line.contains("width=(int)320, height=(int)180");
+        audio_caps |= line.contains("GstOpusDec:opusdec0.GstPad:src: caps = audio/x-raw");
+        if let Some(count) = line
+            .split("rendered: ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next()?.parse::<u32>().ok())
+        {
+            rendered = rendered.max(count);
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(video_caps, "no H.264 caps of 320x180:\n{text}");
+    assert!(audio_caps, "no Opus decoder caps:\n{text}");
     assert!(
         rendered >= 150,
         "GStreamer rendered {rendered} frames:\n{text}"
@@ -369,7 +391,7 @@ fn a_failing_pipeline_ends_that_stream_alone() {
     assert!(
         gateway
             .log()
-            .contains("stream{name=bad}: webrtc_gateway::session: pipeline error"),
+            .contains("stream{name=bad}: webrtc_gateway::session::driver: pipeline error"),
         "{}",
         gateway.log()
     );

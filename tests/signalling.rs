@@ -22,6 +22,8 @@ fn assert_error(message: &Value, code: u16, error: &str, text: &str) {
 fn bad_input_gets_errors_and_the_connection_stays_usable() {
     let gateway = TestGateway::start("[limits]\nmax_message_bytes = 8192");
     let mut ws = Signalling::connect(&gateway);
+    // The same status and token as over WHIP: one table says both.
+    let receiving = BROWSER_OFFER.replace("a=sendonly", "a=recvonly");
     let no_codec = BROWSER_OFFER
         .replace("opus/48000/2", "ISAC/16000")
         .replace("VP8/90000", "VP9/90000")
@@ -74,6 +76,12 @@ fn bad_input_gets_errors_and_the_connection_stays_usable() {
             415,
             "unsupported-codec",
             "the offer has no video (VP8, H.264) or audio (Opus) the gateway accepts",
+        ),
+        (
+            json!({"type": "publish", "stream": "ok", "sdp": receiving}).to_string(),
+            422,
+            "unprocessable-offer",
+            "the offer sends no media (every section is recvonly or inactive)",
         ),
         (
             json!({"type": "candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"})

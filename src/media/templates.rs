@@ -1,12 +1,50 @@
 //! Pipeline templates: the gst-launch descriptions in `pipelines/`, their placeholders,
 //! and the startup check that each parses and has the named elements it promises.
 
-use super::{OutputSpec, PipelineError, RecordFormat, RecordSpec, StreamSpec, VideoCodec};
-use crate::config::{RtpConfig, TranscodeConfig};
+use crate::config::{RecordFormat, RtpConfig, TranscodeConfig};
+use crate::media::error::PipelineError;
+use crate::media::spec::{
+    AudioInput, HlsSpec, OutputSpec, RecordSpec, StreamSpec, VideoCodec, VideoInput,
+};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The element names the code looks up: the templates' interface. Every one is checked
+/// at startup, in the template that must provide it.
+pub mod names {
+    pub const VIDEO_IN: &str = "video_in";
+    pub const VIDEO_JITTER: &str = "video_jitter";
+    pub const VIDEO_DEPAY: &str = "video_depay";
+    pub const VIDEO_PARSE: &str = "video_parse";
+    pub const VIDEO_ENCODED: &str = "video_encoded";
+    pub const AUDIO_IN: &str = "audio_in";
+    pub const AUDIO_DEPAY: &str = "audio_depay";
+    pub const AUDIO_ENCODED: &str = "audio_encoded";
+    pub const AUDIO_AAC: &str = "audio_aac";
+    pub const RTPBIN: &str = "rtpbin";
+    pub const VIDEO_PAY: &str = "video_pay";
+    pub const AUDIO_PAY: &str = "audio_pay";
+    pub const VIDEO_RTP_OUT: &str = "video_rtp_out";
+    pub const VIDEO_RTCP_OUT: &str = "video_rtcp_out";
+    pub const AUDIO_RTP_OUT: &str = "audio_rtp_out";
+    pub const AUDIO_RTCP_OUT: &str = "audio_rtcp_out";
+    pub const HLS_MUX: &str = "hls_mux";
+    pub const HLS_SINK: &str = "hls_sink";
+    pub const HLS_VIDEO_QUEUE: &str = "hls_video_queue";
+    pub const HLS_AUDIO_QUEUE: &str = "hls_audio_queue";
+    pub const RECORD_MUX: &str = "record_mux";
+    pub const RECORD_SINK: &str = "record_sink";
+    pub const RECORD_VIDEO_QUEUE: &str = "record_video_queue";
+    pub const RECORD_AUDIO_QUEUE: &str = "record_audio_queue";
+    /// Elements of a file output are named with its prefix, so that an error is traced
+    /// to the output it belongs to.
+    pub const HLS_PREFIX: &str = "hls_";
+    pub const RECORD_PREFIX: &str = "record_";
+}
+
+use names::*;
 
 /// A template file and the element names other code relies on.
 struct TemplateSpec {
@@ -16,35 +54,55 @@ struct TemplateSpec {
 
 const VIDEO: TemplateSpec = TemplateSpec {
     file: "video.pipeline",
-    names: &["video_in", "video_depay", "video_parse", "video_encoded"],
+    names: &[
+        VIDEO_IN,
+        VIDEO_JITTER,
+        VIDEO_DEPAY,
+        VIDEO_PARSE,
+        VIDEO_ENCODED,
+    ],
 };
 const AUDIO: TemplateSpec = TemplateSpec {
     file: "audio.pipeline",
-    names: &["audio_in", "audio_depay", "audio_encoded"],
+    names: &[AUDIO_IN, AUDIO_DEPAY, AUDIO_ENCODED],
 };
 const AAC: TemplateSpec = TemplateSpec {
     file: "aac.pipeline",
-    names: &["audio_aac"],
+    names: &[AUDIO_AAC],
 };
 const RTP: TemplateSpec = TemplateSpec {
     file: "rtp.pipeline",
-    names: &["rtpbin", "video_pay", "audio_pay"],
+    names: &[
+        RTPBIN,
+        VIDEO_PAY,
+        AUDIO_PAY,
+        VIDEO_RTP_OUT,
+        VIDEO_RTCP_OUT,
+        AUDIO_RTP_OUT,
+        AUDIO_RTCP_OUT,
+    ],
 };
 const HLS: TemplateSpec = TemplateSpec {
     file: "hls.pipeline",
-    names: &["hls_mux", "hls_sink"],
+    names: &[HLS_MUX, HLS_SINK, HLS_VIDEO_QUEUE, HLS_AUDIO_QUEUE],
 };
+const RECORD_NAMES: &[&str] = &[
+    RECORD_MUX,
+    RECORD_SINK,
+    RECORD_VIDEO_QUEUE,
+    RECORD_AUDIO_QUEUE,
+];
 const RECORD_MP4: TemplateSpec = TemplateSpec {
     file: "record_mp4.pipeline",
-    names: &["record_mux", "record_sink"],
+    names: RECORD_NAMES,
 };
 const RECORD_MKV: TemplateSpec = TemplateSpec {
     file: "record_mkv.pipeline",
-    names: &["record_mux", "record_sink"],
+    names: RECORD_NAMES,
 };
 const RECORD_TS: TemplateSpec = TemplateSpec {
     file: "record_ts.pipeline",
-    names: &["record_mux", "record_sink"],
+    names: RECORD_NAMES,
 };
 
 const ALL: [&TemplateSpec; 8] = [
@@ -63,6 +121,32 @@ fn record_template(format: RecordFormat) -> &'static TemplateSpec {
         RecordFormat::Mp4 => &RECORD_MP4,
         RecordFormat::Mkv => &RECORD_MKV,
         RecordFormat::Ts => &RECORD_TS,
+    }
+}
+
+/// The spec used to check the templates at startup: every track and every output.
+fn check_spec(codec: VideoCodec, format: RecordFormat) -> StreamSpec {
+    StreamSpec {
+        name: crate::name::StreamName::new("check").expect("a name"),
+        slot: 0,
+        video: Some(VideoInput {
+            codec,
+            payload_type: 96,
+            clock_rate: 90000,
+        }),
+        audio: Some(AudioInput { payload_type: 111 }),
+        outputs: OutputSpec {
+            rtp: true,
+            hls: Some(HlsSpec {
+                location: "/nonexistent/segment%05d.ts".into(),
+                start_index: 0,
+                segment_ns: 2_000_000_000,
+            }),
+            record: Some(RecordSpec {
+                path: "/nonexistent/check.mp4".into(),
+                format,
+            }),
+        },
     }
 }
 
@@ -121,7 +205,7 @@ impl Templates {
             (VideoCodec::H264, RecordFormat::Mkv),
             (VideoCodec::Vp8, RecordFormat::Ts),
         ] {
-            let spec = StreamSpec::check_spec(codec, format);
+            let spec = check_spec(codec, format);
             let pipeline = self.build(&spec, transcode, rtp)?;
             let record = spec.outputs.record.as_ref().expect("the check records");
             let bin = self.build_record(record, true, true)?;
@@ -177,7 +261,7 @@ impl Templates {
     ) -> Result<String, PipelineError> {
         let mut values: BTreeMap<&str, String> = BTreeMap::new();
         let ports = rtp.port_base + 4 * spec.slot;
-        values.insert("rtp_host", rtp.host.clone());
+        values.insert("rtp_host", rtp.host.to_string());
         values.insert("video_rtp_port", ports.to_string());
         values.insert("video_rtcp_port", (ports + 1).to_string());
         values.insert("audio_rtp_port", (ports + 2).to_string());
@@ -187,7 +271,7 @@ impl Templates {
         values.insert("width", transcode.width.to_string());
         values.insert("height", transcode.height.to_string());
         values.insert("framerate", transcode.framerate.to_string());
-        values.insert("x264_preset", transcode.x264_preset.clone());
+        values.insert("x264_preset", transcode.x264_preset.name().to_string());
         values.insert("encoder_threads", transcode.encoder_threads.to_string());
         values.insert(
             "video_bitrate_kbps",

@@ -1,24 +1,12 @@
-//! What a publisher's SDP offer asks for: which media sections, which codecs. Plain text
-//! reading, no I/O; the WebRTC stack parses the offer fully later.
+//! What a publisher's SDP offer asks for: which media sections, which codecs. The offer
+//! is parsed once, by the WebRTC stack's SDP parser; this reads the plan from it. No I/O.
 
 use crate::media::{AudioInput, VideoCodec, VideoInput};
+use rtc::sdp::{MediaDescription, SessionDescription};
+use std::io::Cursor;
+use webrtc::peer_connection::RTCSessionDescription;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Codec {
-    pub payload_type: u8,
-    pub name: String,
-    pub clock_rate: u32,
-    pub fmtp: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaSection {
-    pub kind: String,
-    pub port: u16,
-    pub direction: String,
-    pub mid: Option<String>,
-    pub codecs: Vec<Codec>,
-}
+pub use rtc::sdp::util::Codec;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
@@ -39,65 +27,25 @@ pub struct OfferPlan {
     pub audio: Option<(AudioInput, Codec)>,
 }
 
-/// Splits SDP text into its media sections.
-pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
-    let mut sections: Vec<MediaSection> = Vec::new();
-    let mut session_direction = "sendrecv".to_string();
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            let mut fields = m.split_whitespace();
-            let kind = fields.next().unwrap_or_default().to_string();
-            let port = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            let _proto = fields.next();
-            let codecs = fields
-                .filter_map(|pt| pt.parse().ok())
-                .map(|payload_type| Codec {
-                    payload_type,
-                    name: String::new(),
-                    clock_rate: 0,
-                    fmtp: String::new(),
-                })
-                .collect();
-            sections.push(MediaSection {
-                kind,
-                port,
-                direction: session_direction.clone(),
-                mid: None,
-                codecs,
-            });
-            continue;
-        }
-        let Some(attribute) = line.strip_prefix("a=") else {
-            continue;
-        };
-        let (name, value) = attribute.split_once(':').unwrap_or((attribute, ""));
-        let Some(section) = sections.last_mut() else {
-            if matches!(name, "sendrecv" | "sendonly" | "recvonly" | "inactive") {
-                session_direction = name.to_string();
-            }
-            continue;
-        };
-        match name {
-            "sendrecv" | "sendonly" | "recvonly" | "inactive" => section.direction = name.into(),
-            "mid" => section.mid = Some(value.to_string()),
-            "rtpmap" | "fmtp" => {
-                let (pt, rest) = value.split_once(' ').unwrap_or((value, ""));
-                let Ok(pt) = pt.parse::<u8>() else { continue };
-                let Some(codec) = section.codecs.iter_mut().find(|c| c.payload_type == pt) else {
-                    continue;
-                };
-                if name == "fmtp" {
-                    codec.fmtp = rest.to_string();
-                } else {
-                    let mut parts = rest.split('/');
-                    codec.name = parts.next().unwrap_or_default().to_string();
-                    codec.clock_rate = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
-                }
-            }
-            _ => {}
-        }
-    }
-    sections
+const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+
+/// A section's direction: its own attribute, or the session's, or `sendrecv`.
+fn direction<'a>(session: &'a SessionDescription, section: &'a MediaDescription) -> &'a str {
+    let own = DIRECTIONS.into_iter().find(|d| section.has_attribute(d));
+    own.or_else(|| DIRECTIONS.into_iter().find(|d| session.has_attribute(d)))
+        .unwrap_or("sendrecv")
+}
+
+/// A section's codecs, in the order its `m=` line prefers them.
+fn codecs(section: &MediaDescription) -> Vec<Codec> {
+    let mut by_type = section.codecs();
+    section
+        .media_name
+        .formats
+        .iter()
+        .filter_map(|format| format.parse::<u8>().ok())
+        .filter_map(|payload_type| by_type.remove(&payload_type))
+        .collect()
 }
 
 /// Checks an offer and picks the codecs the gateway will receive: VP8 (preferred) or
@@ -106,30 +54,42 @@ pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
     if !sdp.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("it does not start with v=0".into()));
     }
-    webrtc::peer_connection::RTCSessionDescription::offer(sdp.to_string())
+    let session = RTCSessionDescription::offer(sdp.to_string())
+        .and_then(|offer| offer.unmarshal())
         .map_err(|e| OfferError::Malformed(e.to_string()))?;
-    let sections = media_sections(sdp);
-    if sections.is_empty() {
+    if session.media_descriptions.is_empty() {
         return Err(OfferError::Malformed("it has no media section".into()));
     }
-    let sending: Vec<&MediaSection> = sections
+    let sending: Vec<&MediaDescription> = session
+        .media_descriptions
         .iter()
-        .filter(|s| s.port != 0 && matches!(s.direction.as_str(), "sendrecv" | "sendonly"))
+        .filter(|s| {
+            s.media_name.port.value != 0
+                && matches!(direction(&session, s), "sendrecv" | "sendonly")
+        })
         .collect();
     for kind in ["audio", "video"] {
-        if sending.iter().filter(|s| s.kind == kind).count() > 1 {
+        if sending
+            .iter()
+            .filter(|s| s.media_name.media == kind)
+            .count()
+            > 1
+        {
             return Err(OfferError::TooManyTracks(kind.into()));
         }
     }
-    let find = |kind: &str| sending.iter().find(|s| s.kind == kind);
-    let video = find("video").and_then(|s| {
-        let vp8 = s
-            .codecs
+    let find = |kind: &str| {
+        sending
+            .iter()
+            .find(|s| s.media_name.media == kind)
+            .map(|s| codecs(s))
+    };
+    let video = find("video").and_then(|codecs| {
+        let vp8 = codecs
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case("VP8") && c.clock_rate == 90000)
             .map(|c| (VideoCodec::Vp8, c));
-        let h264 = s
-            .codecs
+        let h264 = codecs
             .iter()
             .find(|c| {
                 c.name.eq_ignore_ascii_case("H264")
@@ -148,16 +108,16 @@ pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
             )
         })
     });
-    let audio = find("audio").and_then(|s| {
-        s.codecs
-            .iter()
+    let audio = find("audio").and_then(|codecs| {
+        codecs
+            .into_iter()
             .find(|c| c.name.eq_ignore_ascii_case("opus") && c.clock_rate == 48000)
             .map(|c| {
                 (
                     AudioInput {
                         payload_type: c.payload_type,
                     },
-                    c.clone(),
+                    c,
                 )
             })
     });
@@ -171,9 +131,14 @@ pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
     Ok(OfferPlan { video, audio })
 }
 
-/// The `mid` of the first media section, which carries the bundled transport.
+/// The `mid` of the first media section of an SDP (the answer), which carries the
+/// bundled transport.
 pub fn first_mid(sdp: &str) -> Option<String> {
-    media_sections(sdp).into_iter().find_map(|s| s.mid)
+    let session = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes())).ok()?;
+    session
+        .media_descriptions
+        .iter()
+        .find_map(|s| s.attribute("mid").flatten().map(str::to_string))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use super::offer::OfferPlan;
 use crate::config::WebrtcConfig;
-use crate::media::MediaInput;
+use crate::media::{MediaInput, VideoCodec};
 use rtc::interceptor::Registry;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -224,14 +224,8 @@ async fn build(
     plan: &OfferPlan,
     handler: Arc<Handler>,
 ) -> Result<Arc<dyn PeerConnection>, NegotiationError> {
-    let bind_ip: IpAddr = if config.bind_address.is_empty() {
-        IpAddr::from([0, 0, 0, 0])
-    } else {
-        config
-            .bind_address
-            .parse()
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-    };
+    let bind_ip = config.bind_address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let nat_ips: Vec<String> = config.nat_1to1_ips.iter().map(IpAddr::to_string).collect();
     let (min, max) = (config.udp_port_min, config.udp_port_max);
     let ports: Vec<u32> = if min == 0 {
         vec![0]
@@ -254,8 +248,7 @@ async fn build(
                     )
                     .with_include_loopback_candidate(bind_ip.is_loopback());
                 if !config.nat_1to1_ips.is_empty() {
-                    engine = engine
-                        .with_nat_1to1_ips(config.nat_1to1_ips.clone(), RTCIceCandidateType::Host);
+                    engine = engine.with_nat_1to1_ips(nat_ips.clone(), RTCIceCandidateType::Host);
                 }
                 engine.build()
             });
@@ -299,8 +292,8 @@ fn media_engine(plan: &OfferPlan) -> Result<MediaEngine, webrtc::error::Error> {
     let mut engine = MediaEngine::default();
     if let Some((input, codec)) = &plan.video {
         let mime = match input.codec {
-            crate::media::VideoCodec::Vp8 => "video/VP8",
-            crate::media::VideoCodec::H264 => "video/H264",
+            VideoCodec::Vp8 => "video/VP8",
+            VideoCodec::H264 => "video/H264",
         };
         engine.register_codec(
             RTCRtpCodecParameters {

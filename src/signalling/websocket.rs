@@ -2,12 +2,11 @@
 //! stopped, answers, candidates, `live`, `ended` and errors out. Transport-free: the HTTP
 //! layer hands it a stream of incoming texts and a sender for outgoing ones.
 
-use super::may_publish;
-
-use crate::gateway::Gateway;
-use crate::registry::{Outputs, RegistryError, valid_name};
-use crate::session::offer::OfferError;
-use crate::session::{self, EndReason, PublishError, PublishRequest, SessionEvent, SessionHandle};
+use crate::name::StreamName;
+use crate::session::{PublishRequest, SessionEvent, SessionHandle, Sessions};
+use crate::signalling::auth::may_publish;
+use crate::signalling::problem::Problem;
+use crate::stream::{EndReason, Outputs};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -46,7 +45,7 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage {
     Answer {
-        stream: String,
+        stream: StreamName,
         sdp: String,
     },
     Candidate {
@@ -57,11 +56,11 @@ pub enum ServerMessage {
         sdp_mline_index: Option<u16>,
     },
     Live {
-        stream: String,
+        stream: StreamName,
         outputs: Outputs,
     },
     Ended {
-        stream: String,
+        stream: StreamName,
         reason: String,
     },
     Error {
@@ -71,36 +70,18 @@ pub enum ServerMessage {
     },
 }
 
-/// A signalling error: the contract's code, a token and a sentence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignallingError {
-    pub code: u16,
-    pub error: &'static str,
-    pub message: String,
-}
-
-impl SignallingError {
-    fn new(code: u16, error: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            error,
-            message: message.into(),
-        }
-    }
-
-    fn to_message(&self) -> ServerMessage {
-        ServerMessage::Error {
-            code: self.code,
-            error: self.error.into(),
-            message: self.message.clone(),
-        }
+fn error_message(problem: &Problem) -> ServerMessage {
+    ServerMessage::Error {
+        code: problem.status,
+        error: problem.error.into(),
+        message: problem.message.clone(),
     }
 }
 
 /// Parses one client message; every failure is a 400 with a sentence saying why.
-pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, SignallingError> {
+pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, Problem> {
     if text.len() > max_bytes {
-        return Err(SignallingError::new(
+        return Err(Problem::new(
             400,
             "message-too-large",
             format!(
@@ -110,7 +91,7 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, SignallingEr
         ));
     }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        SignallingError::new(
+        Problem::new(
             400,
             "malformed-message",
             format!("message is not JSON: {e}"),
@@ -119,7 +100,7 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, SignallingEr
     match value.get("type") {
         Some(serde_json::Value::String(kind)) => {
             if !["publish", "candidate", "unpublish"].contains(&kind.as_str()) {
-                return Err(SignallingError::new(
+                return Err(Problem::new(
                     400,
                     "unknown-type",
                     format!("unknown message type {kind:?}"),
@@ -127,57 +108,34 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, SignallingEr
             }
         }
         Some(_) => {
-            return Err(SignallingError::new(
+            return Err(Problem::new(
                 400,
                 "malformed-message",
                 "\"type\" must be a string",
             ));
         }
         None if value.is_object() => {
-            return Err(SignallingError::new(
+            return Err(Problem::new(
                 400,
                 "malformed-message",
                 "message has no \"type\"",
             ));
         }
         None => {
-            return Err(SignallingError::new(
+            return Err(Problem::new(
                 400,
                 "malformed-message",
                 "message must be a JSON object",
             ));
         }
     }
-    serde_json::from_value(value).map_err(|e| {
-        SignallingError::new(400, "malformed-message", format!("invalid message: {e}"))
-    })
-}
-
-/// Maps a failed publication to its signalling error.
-pub fn publish_error(stream: &str, error: &PublishError) -> SignallingError {
-    match error {
-        PublishError::Offer(OfferError::NoSupportedCodec) => {
-            SignallingError::new(415, "unsupported-codec", error.to_string())
-        }
-        PublishError::Offer(_) => SignallingError::new(400, "bad-sdp", error.to_string()),
-        PublishError::Registry(RegistryError::InUse) => SignallingError::new(
-            409,
-            "stream-in-use",
-            format!("stream {stream} already has a publisher"),
-        ),
-        PublishError::Registry(RegistryError::Full(_)) => {
-            SignallingError::new(503, "too-many-publishers", error.to_string())
-        }
-        PublishError::ShuttingDown => SignallingError::new(503, "shutting-down", error.to_string()),
-        PublishError::Negotiation(_) => {
-            SignallingError::new(400, "negotiation-failed", error.to_string())
-        }
-    }
+    serde_json::from_value(value)
+        .map_err(|e| Problem::new(400, "malformed-message", format!("invalid message: {e}")))
 }
 
 /// One signalling connection. Ends its stream when the client goes away.
 pub struct Connection {
-    gateway: Arc<Gateway>,
+    sessions: Arc<Sessions>,
     outgoing: mpsc::UnboundedSender<String>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events: mpsc::UnboundedReceiver<SessionEvent>,
@@ -185,10 +143,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(gateway: Arc<Gateway>, outgoing: mpsc::UnboundedSender<String>) -> Self {
+    pub fn new(sessions: Arc<Sessions>, outgoing: mpsc::UnboundedSender<String>) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Self {
-            gateway,
+            sessions,
             outgoing,
             events_tx,
             events,
@@ -202,13 +160,13 @@ impl Connection {
             tokio::select! {
                 message = incoming.next() => match message {
                     Some(Incoming::Text(text)) => self.on_text(&text).await,
-                    Some(Incoming::Binary) => self.send_error(&SignallingError::new(
+                    Some(Incoming::Binary) => self.send_error(&Problem::new(
                         400, "malformed-message", "messages must be JSON text")),
                     None => break,
                 },
                 Some(event) = self.events.recv() => self.on_session_event(event),
                 // At shutdown, the connection closes once its publisher has been told.
-                _ = self.gateway.shutdown.cancelled(), if self.current.is_none() => break,
+                _ = self.sessions.gateway().shutdown.cancelled(), if self.current.is_none() => break,
             }
         }
         if let Some(handle) = self.current.take() {
@@ -217,22 +175,22 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) {
-        let max = self.gateway.config.limits.max_message_bytes as usize;
+        let max = self.sessions.gateway().config.limits.max_message_bytes as usize;
         let result = match parse(text, max) {
             Ok(message) => self.on_message(message).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            tracing::debug!(code = e.code, "signalling error: {}", e.message);
+            tracing::debug!(code = e.status, "signalling error: {}", e.message);
             self.send_error(&e);
         }
     }
 
-    async fn on_message(&mut self, message: ClientMessage) -> Result<(), SignallingError> {
+    async fn on_message(&mut self, message: ClientMessage) -> Result<(), Problem> {
         match message {
             ClientMessage::Publish { stream, sdp, token } => {
                 if let Some(current) = &self.current {
-                    return Err(SignallingError::new(
+                    return Err(Problem::new(
                         409,
                         "already-publishing",
                         format!(
@@ -241,29 +199,21 @@ impl Connection {
                         ),
                     ));
                 }
-                if !valid_name(&stream) {
-                    return Err(SignallingError::new(
-                        400,
-                        "bad-stream-name",
-                        "stream names are 1 to 64 letters, digits, '_' or '-'",
-                    ));
-                }
-                if !may_publish(&self.gateway.config.auth, &stream, token.as_deref()) {
-                    return Err(SignallingError::new(
-                        401,
-                        "unauthorized",
-                        "publishing needs a valid token",
-                    ));
+                let stream = StreamName::new(&stream).map_err(|_| Problem::bad_name())?;
+                let auth = &self.sessions.gateway().config.auth;
+                if !may_publish(auth, &stream, token.as_deref()) {
+                    return Err(Problem::unauthorized("publishing needs a valid token"));
                 }
                 let request = PublishRequest {
                     stream: stream.clone(),
                     offer: sdp,
                     publisher: "websocket",
                 };
-                let (handle, answer) =
-                    session::publish(&self.gateway, request, self.events_tx.clone())
-                        .await
-                        .map_err(|e| publish_error(&stream, &e))?;
+                let (handle, answer) = self
+                    .sessions
+                    .publish(request, self.events_tx.clone())
+                    .await
+                    .map_err(|e| Problem::publish(&stream, &e))?;
                 self.current = Some(handle);
                 self.send(&ServerMessage::Answer {
                     stream,
@@ -278,7 +228,7 @@ impl Connection {
                 username_fragment,
             } => {
                 let Some(current) = &self.current else {
-                    return Err(SignallingError::new(
+                    return Err(Problem::new(
                         400,
                         "not-publishing",
                         "a candidate needs a publication: send publish first",
@@ -300,7 +250,7 @@ impl Connection {
             }
             ClientMessage::Unpublish => {
                 let Some(current) = &self.current else {
-                    return Err(SignallingError::new(
+                    return Err(Problem::new(
                         400,
                         "not-publishing",
                         "this connection publishes nothing",
@@ -338,9 +288,12 @@ impl Connection {
         let _ = self.outgoing.send(text);
     }
 
-    fn send_error(&self, error: &SignallingError) {
-        self.gateway.metrics.signalling_error(error.code);
-        self.send(&error.to_message());
+    fn send_error(&self, error: &Problem) {
+        self.sessions
+            .gateway()
+            .metrics
+            .signalling_error(error.status);
+        self.send(&error_message(error));
     }
 }
 
@@ -386,7 +339,7 @@ mod tests {
         for (text, error, message) in table {
             let e = parse(text, 1024).unwrap_err();
             assert_eq!(
-                (e.code, e.error, e.message.as_str()),
+                (e.status, e.error, e.message.as_str()),
                 (400, *error, *message),
                 "{text}"
             );
@@ -416,14 +369,15 @@ mod tests {
 
     #[test]
     fn server_messages_match_the_contract() {
-        let e = publish_error("cam1", &PublishError::Registry(RegistryError::InUse));
+        let cam1 = StreamName::new("cam1").unwrap();
+        let e = Problem::publish(&cam1, &crate::registry::RegistryError::InUse.into());
         assert_eq!(
-            serde_json::to_value(e.to_message()).unwrap(),
+            serde_json::to_value(error_message(&e)).unwrap(),
             serde_json::json!({"type": "error", "code": 409, "error": "stream-in-use",
                 "message": "stream cam1 already has a publisher"})
         );
         let live = ServerMessage::Live {
-            stream: "cam1".into(),
+            stream: cam1,
             outputs: Outputs {
                 sdp: Some("/streams/cam1/stream.sdp".into()),
                 hls: None,

@@ -3,12 +3,13 @@
 //! Transport-free: the HTTP layer passes the headers and body it got and turns the
 //! results into responses.
 
-use super::{bearer, may_publish};
 use crate::config::WebrtcConfig;
-use crate::gateway::Gateway;
-use crate::registry::{RegistryError, valid_name};
-use crate::session::offer::{OfferError, media_sections};
-use crate::session::{self, EndReason, PublishError, PublishRequest, SessionEvent, SessionHandle};
+use crate::name::StreamName;
+use crate::session::offer::first_mid;
+use crate::session::{PublishError, PublishRequest, SessionEvent, SessionHandle, Sessions};
+use crate::signalling::auth::{bearer, may_publish};
+use crate::signalling::problem::Problem;
+use crate::stream::EndReason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -24,8 +25,6 @@ pub enum WhipError {
     UnsupportedMediaType { expected: &'static str, got: String },
     #[error("publishing needs a valid bearer token")]
     Unauthorized,
-    #[error("stream names are 1 to 64 letters, digits, '_' or '-'")]
-    BadName,
     #[error("{0}")]
     Publish(#[from] PublishError),
     #[error("no WHIP session {0}")]
@@ -37,42 +36,18 @@ pub enum WhipError {
 }
 
 impl WhipError {
-    pub fn status(&self) -> u16 {
+    /// The status and token of this refusal, from the one table.
+    pub fn problem(&self, stream: &StreamName) -> Problem {
+        let message = self.to_string();
         match self {
-            WhipError::UnsupportedMediaType { .. } => 415,
-            WhipError::Unauthorized => 401,
-            WhipError::BadName => 400,
-            WhipError::NotFound(_) => 404,
-            WhipError::PreconditionFailed => 412,
-            WhipError::IceRestart => 422,
-            WhipError::Publish(e) => match e {
-                PublishError::Offer(OfferError::Malformed(_)) => 400,
-                PublishError::Offer(OfferError::NoSupportedCodec) => 415,
-                PublishError::Offer(_) => 422,
-                PublishError::Registry(RegistryError::InUse) => 409,
-                PublishError::Registry(RegistryError::Full(_)) | PublishError::ShuttingDown => 503,
-                PublishError::Negotiation(_) => 400,
-            },
-        }
-    }
-
-    pub fn token(&self) -> &'static str {
-        match self {
-            WhipError::UnsupportedMediaType { .. } => "unsupported-media-type",
-            WhipError::Unauthorized => "unauthorized",
-            WhipError::BadName => "bad-stream-name",
-            WhipError::NotFound(_) => "no-such-session",
-            WhipError::PreconditionFailed => "precondition-failed",
-            WhipError::IceRestart => "ice-restart-unsupported",
-            WhipError::Publish(e) => match e {
-                PublishError::Offer(OfferError::Malformed(_)) => "bad-sdp",
-                PublishError::Offer(OfferError::NoSupportedCodec) => "unsupported-codec",
-                PublishError::Offer(_) => "unprocessable-offer",
-                PublishError::Registry(RegistryError::InUse) => "stream-in-use",
-                PublishError::Registry(RegistryError::Full(_)) => "too-many-publishers",
-                PublishError::ShuttingDown => "shutting-down",
-                PublishError::Negotiation(_) => "negotiation-failed",
-            },
+            WhipError::UnsupportedMediaType { .. } => {
+                Problem::new(415, "unsupported-media-type", message)
+            }
+            WhipError::Unauthorized => Problem::unauthorized(message),
+            WhipError::NotFound(_) => Problem::new(404, "no-such-session", message),
+            WhipError::PreconditionFailed => Problem::new(412, "precondition-failed", message),
+            WhipError::IceRestart => Problem::new(422, "ice-restart-unsupported", message),
+            WhipError::Publish(e) => Problem::publish(stream, e),
         }
     }
 }
@@ -86,7 +61,7 @@ pub struct Created {
 }
 
 struct WhipSession {
-    stream: String,
+    stream: StreamName,
     handle: SessionHandle,
     etag: String,
     ice_ufrag: Option<String>,
@@ -95,8 +70,9 @@ struct WhipSession {
 
 /// The WHIP sessions, by their unguessable ids.
 pub struct Whip {
-    gateway: Arc<Gateway>,
-    sessions: Mutex<HashMap<String, WhipSession>>,
+    sessions: Arc<Sessions>,
+    /// The WHIP sessions by id.
+    by_id: Mutex<HashMap<String, WhipSession>>,
 }
 
 fn media_type(content_type: Option<&str>) -> String {
@@ -109,26 +85,21 @@ fn media_type(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
 impl Whip {
-    pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
+    pub fn new(sessions: Arc<Sessions>) -> Arc<Self> {
         Arc::new(Self {
-            gateway,
-            sessions: Mutex::new(HashMap::new()),
+            sessions,
+            by_id: Mutex::new(HashMap::new()),
         })
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, WhipSession>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    fn whip_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, WhipSession>> {
+        self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn authorize(&self, stream: &str, authorization: Option<&str>) -> Result<(), WhipError> {
-        if may_publish(&self.gateway.config.auth, stream, bearer(authorization)) {
+    fn authorize(&self, stream: &StreamName, authorization: Option<&str>) -> Result<(), WhipError> {
+        let auth = &self.sessions.gateway().config.auth;
+        if may_publish(auth, stream, bearer(authorization)) {
             Ok(())
         } else {
             Err(WhipError::Unauthorized)
@@ -138,14 +109,11 @@ impl Whip {
     /// `POST /whip/{stream}`.
     pub async fn create(
         self: &Arc<Self>,
-        stream: &str,
+        stream: &StreamName,
         content_type: Option<&str>,
         authorization: Option<&str>,
         offer: String,
     ) -> Result<Created, WhipError> {
-        if !valid_name(stream) {
-            return Err(WhipError::BadName);
-        }
         self.authorize(stream, authorization)?;
         let got = media_type(content_type);
         if got != SDP {
@@ -153,22 +121,22 @@ impl Whip {
         }
         let ice_ufrag = attribute(&offer, "ice-ufrag");
         let request = PublishRequest {
-            stream: stream.to_string(),
+            stream: stream.clone(),
             offer,
             publisher: "whip",
         };
         let (events, mut received) = mpsc::unbounded_channel();
-        let (handle, answer) = session::publish(&self.gateway, request, events).await?;
-        let id = random_hex(16);
-        let etag = format!("\"{}\"", random_hex(8));
-        self.sessions().insert(
+        let (handle, answer) = self.sessions.publish(request, events).await?;
+        let id = format!("{:032x}", rand::random::<u128>());
+        let etag = format!("\"{:016x}\"", rand::random::<u64>());
+        self.whip_sessions().insert(
             id.clone(),
             WhipSession {
-                stream: stream.to_string(),
+                stream: stream.clone(),
                 handle,
                 etag: etag.clone(),
                 ice_ufrag,
-                mid: media_sections(&answer).into_iter().find_map(|s| s.mid),
+                mid: first_mid(&answer),
             },
         );
         // The session URL goes away with the session.
@@ -180,7 +148,7 @@ impl Whip {
                     break;
                 }
             }
-            whip.sessions().remove(&session_id);
+            whip.whip_sessions().remove(&session_id);
         });
         Ok(Created {
             location: format!("/whip/{stream}/{id}"),
@@ -192,7 +160,7 @@ impl Whip {
     /// `PATCH` on a session URL: trickled candidates. An ICE restart is refused.
     pub async fn patch(
         &self,
-        stream: &str,
+        stream: &StreamName,
         id: &str,
         content_type: Option<&str>,
         if_match: Option<&str>,
@@ -201,10 +169,10 @@ impl Whip {
     ) -> Result<(), WhipError> {
         self.authorize(stream, authorization)?;
         let (handle, mid) = {
-            let sessions = self.sessions();
+            let sessions = self.whip_sessions();
             let session = sessions
                 .get(id)
-                .filter(|s| s.stream == stream)
+                .filter(|s| s.stream == *stream)
                 .ok_or_else(|| WhipError::NotFound(id.to_string()))?;
             if let Some(tag) = if_match
                 && tag.trim() != "*"
@@ -246,15 +214,15 @@ impl Whip {
     /// `DELETE` on a session URL: the publication ends.
     pub async fn delete(
         &self,
-        stream: &str,
+        stream: &StreamName,
         id: &str,
         authorization: Option<&str>,
     ) -> Result<(), WhipError> {
         self.authorize(stream, authorization)?;
         let session = {
-            let mut sessions = self.sessions();
+            let mut sessions = self.whip_sessions();
             match sessions.get(id) {
-                Some(s) if s.stream == stream => sessions.remove(id),
+                Some(s) if s.stream == *stream => sessions.remove(id),
                 _ => None,
             }
         };

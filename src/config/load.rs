@@ -1,215 +1,9 @@
-//! The gateway's configuration: typed `gateway.toml` sections, their defaults, and
-//! validation that names the offending key. Plain data, handed down explicitly.
+//! Reading `gateway.toml`: unknown keys, each section's types, then every value's range,
+//! each problem on one line naming its key.
 
-use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use super::sections::Config;
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
-
-/// Everything a user can set in `gateway.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub http: HttpConfig,
-    pub rtp: RtpConfig,
-    pub hls: HlsConfig,
-    pub record: RecordConfig,
-    pub transcode: TranscodeConfig,
-    pub webrtc: WebrtcConfig,
-    pub limits: LimitsConfig,
-    pub auth: AuthConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address of the HTTP server.
-    pub listen: String,
-    /// Directory holding the pages.
-    pub www_dir: PathBuf,
-    /// hls.js, installed from the npm registry at setup, served at `/hls.js`.
-    pub hls_js: PathBuf,
-    /// PEM certificate (chain) for HTTPS; with `tls_key`, the server speaks HTTPS.
-    pub tls_cert: PathBuf,
-    /// PEM private key for HTTPS.
-    pub tls_key: PathBuf,
-    /// Make a self-signed certificate for this machine's names and addresses at startup.
-    pub tls_self_signed: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:8080".into(),
-            www_dir: "www".into(),
-            hls_js: "node_modules/hls.js/dist/hls.min.js".into(),
-            tls_cert: PathBuf::new(),
-            tls_key: PathBuf::new(),
-            tls_self_signed: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RtpConfig {
-    pub enabled: bool,
-    pub host: String,
-    pub port_base: u32,
-    pub sdp_dir: PathBuf,
-    /// Time to live of multicast packets.
-    pub multicast_ttl: u32,
-}
-
-impl Default for RtpConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            host: "127.0.0.1".into(),
-            port_base: 5004,
-            sdp_dir: PathBuf::new(),
-            multicast_ttl: 16,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HlsConfig {
-    pub enabled: bool,
-    pub dir: PathBuf,
-    pub segment_duration_s: u32,
-    pub playlist_length: u32,
-    /// How long an ended stream's playlist stays served (and continuable), seconds.
-    pub linger_s: u32,
-}
-
-impl Default for HlsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            dir: PathBuf::new(),
-            segment_duration_s: 2,
-            playlist_length: 6,
-            linger_s: 30,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RecordConfig {
-    pub enabled: bool,
-    pub dir: PathBuf,
-    pub format: String,
-}
-
-impl Default for RecordConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            dir: "recordings".into(),
-            format: "mp4".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TranscodeConfig {
-    pub width: u32,
-    pub height: u32,
-    pub framerate: u32,
-    pub video_bitrate_kbps: u32,
-    pub x264_preset: String,
-    pub keyframe_interval_s: u32,
-    /// Threads of each stream's H.264 encoder; 0 lets x264 use one per core.
-    pub encoder_threads: u32,
-    /// How long the receive jitter buffers wait for late or retransmitted packets.
-    pub jitter_buffer_ms: u32,
-    /// Directory of the pipeline templates.
-    pub pipelines_dir: PathBuf,
-}
-
-impl Default for TranscodeConfig {
-    fn default() -> Self {
-        Self {
-            width: 1280,
-            height: 720,
-            framerate: 30,
-            video_bitrate_kbps: 2500,
-            x264_preset: "veryfast".into(),
-            keyframe_interval_s: 2,
-            encoder_threads: 1,
-            jitter_buffer_ms: 200,
-            pipelines_dir: "pipelines".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebrtcConfig {
-    pub ice_servers: Vec<String>,
-    /// Username for TURN servers in `ice_servers`.
-    pub ice_username: String,
-    /// Credential for TURN servers in `ice_servers`.
-    pub ice_credential: String,
-    pub nat_1to1_ips: Vec<String>,
-    pub udp_port_min: u32,
-    pub udp_port_max: u32,
-    /// Local address the ICE agent binds; `0.0.0.0` means every non-loopback interface.
-    pub bind_address: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    pub max_publishers: u32,
-    /// Largest signalling message accepted, in bytes.
-    pub max_message_bytes: u32,
-    /// Extra RTP destinations the control API may add to one stream.
-    pub max_rtp_destinations: u32,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_publishers: 16,
-            max_message_bytes: 64 * 1024,
-            max_rtp_destinations: 4,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// When set, publishing (WebSocket or WHIP) needs this token, or the stream's own.
-    pub publish_token: String,
-    /// When set, SDP files, playlists, segments and recordings need this token.
-    pub read_token: String,
-    /// When set, the control API needs this token.
-    pub admin_token: String,
-    /// Tokens that let publishers publish one stream each.
-    pub streams: Vec<StreamTokenConfig>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamTokenConfig {
-    pub name: String,
-    pub token: String,
-}
-
-pub const X264_PRESETS: [&str; 6] = [
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-];
-pub const RECORD_FORMATS: [&str; 3] = ["mp4", "mkv", "ts"];
 
 /// A configuration that could not be loaded: every problem found, one line each.
 #[derive(Debug, thiserror::Error)]
@@ -239,9 +33,10 @@ impl Config {
         }
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text. Each section is read on its own, so that one
+    /// section's type error does not hide another's problems.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let value: toml::Table = toml::from_str(text).map_err(|e| {
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| {
             ConfigError::Invalid(vec![format!("syntax: {}", one_line(e.message()))])
         })?;
         let mut problems = Vec::new();
@@ -250,31 +45,46 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-                // The TOML deserializer ends its messages with the key, which is said first.
-                let message = one_line(&e.inner().to_string());
-                let message = message
-                    .rsplit_once(" in `")
-                    .map_or(message.as_str(), |(head, _)| head);
-                ConfigError::Invalid(vec![format!("{}: {message}", e.path())])
-            })?;
-        config.validate().map_err(ConfigError::Invalid)?;
-        Ok(config)
+        let mut config = Config::default();
+        let mut failed = Vec::new();
+        macro_rules! read {
+            ($($field:ident),*) => {$(
+                let name = stringify!($field);
+                if let Some(given) = value.remove(name) {
+                    match read_section(name, given) {
+                        Ok(parsed) => config.$field = parsed,
+                        Err(problem) => {
+                            problems.push(problem);
+                            failed.push(name);
+                        }
+                    }
+                }
+            )*};
+        }
+        read!(http, rtp, hls, record, transcode, webrtc, limits, auth);
+        if let Err(invalid) = config.validate() {
+            // A failed section holds defaults: its values were not checked.
+            problems.extend(
+                invalid
+                    .into_iter()
+                    .filter(|p| !failed.iter().any(|f| p.starts_with(&format!("{f}.")))),
+            );
+        }
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        // In the file's section order, as one reads it.
+        problems.sort_by_key(|p| {
+            SECTIONS
+                .iter()
+                .position(|s| p.starts_with(&format!("{s}.")))
+        });
+        Err(ConfigError::Invalid(problems))
     }
 
     /// Checks every value's range and form; returns one message per problem.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Problems::default();
-        if self.http.listen.parse::<SocketAddr>().is_err() {
-            p.push(
-                "http.listen",
-                format!(
-                    "must be an address such as \"0.0.0.0:8080\", got {:?}",
-                    self.http.listen
-                ),
-            );
-        }
         let (cert, key) = (&self.http.tls_cert, &self.http.tls_key);
         if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
             p.push(
@@ -286,12 +96,6 @@ impl Config {
             p.push(
                 "http.tls_self_signed",
                 "must be false when http.tls_cert is set".into(),
-            );
-        }
-        if self.rtp.host.parse::<IpAddr>().is_err() {
-            p.push(
-                "rtp.host",
-                format!("must be an IP address, got {:?}", self.rtp.host),
             );
         }
         p.range("rtp.port_base", self.rtp.port_base, 1024, 65532);
@@ -309,15 +113,6 @@ impl Config {
         p.range("hls.segment_duration_s", self.hls.segment_duration_s, 1, 10);
         p.range("hls.playlist_length", self.hls.playlist_length, 1, 100);
         p.range("hls.linger_s", self.hls.linger_s, 0, 3600);
-        if !RECORD_FORMATS.contains(&self.record.format.as_str()) {
-            p.push(
-                "record.format",
-                format!(
-                    "must be one of \"mp4\", \"mkv\", \"ts\", got {:?}",
-                    self.record.format
-                ),
-            );
-        }
         p.range("transcode.width", self.transcode.width, 16, 3840);
         p.range("transcode.height", self.transcode.height, 16, 2160);
         for (key, value) in [
@@ -335,16 +130,6 @@ impl Config {
             100,
             100_000,
         );
-        if !X264_PRESETS.contains(&self.transcode.x264_preset.as_str()) {
-            p.push(
-                "transcode.x264_preset",
-                format!(
-                    "must be one of {}, got {:?}",
-                    X264_PRESETS.join(", "),
-                    self.transcode.x264_preset
-                ),
-            );
-        }
         p.range(
             "transcode.keyframe_interval_s",
             self.transcode.keyframe_interval_s,
@@ -385,25 +170,6 @@ impl Config {
                 );
             }
         }
-        for (i, ip) in self.webrtc.nat_1to1_ips.iter().enumerate() {
-            if ip.parse::<IpAddr>().is_err() {
-                p.push(
-                    &format!("webrtc.nat_1to1_ips[{i}]"),
-                    format!("must be an IP address, got {ip:?}"),
-                );
-            }
-        }
-        if !self.webrtc.bind_address.is_empty()
-            && self.webrtc.bind_address.parse::<IpAddr>().is_err()
-        {
-            p.push(
-                "webrtc.bind_address",
-                format!(
-                    "must be an IP address or empty, got {:?}",
-                    self.webrtc.bind_address
-                ),
-            );
-        }
         let (min, max) = (self.webrtc.udp_port_min, self.webrtc.udp_port_max);
         p.range("webrtc.udp_port_min", min, 0, 65535);
         p.range("webrtc.udp_port_max", max, 0, 65535);
@@ -434,12 +200,6 @@ impl Config {
             64,
         );
         for (i, stream) in self.auth.streams.iter().enumerate() {
-            if !crate::registry::valid_name(&stream.name) {
-                p.push(
-                    &format!("auth.streams[{i}].name"),
-                    format!("must be a stream name, got {:?}", stream.name),
-                );
-            }
             if stream.token.is_empty() {
                 p.push(
                     &format!("auth.streams[{i}].token"),
@@ -454,14 +214,33 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("configuration serializes")
     }
+}
 
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.http.listen.parse().expect("validated")
-    }
+/// The sections, in the order `gateway.toml` has them.
+const SECTIONS: [&str; 8] = [
+    "http",
+    "rtp",
+    "hls",
+    "record",
+    "transcode",
+    "webrtc",
+    "limits",
+    "auth",
+];
 
-    pub fn rtp_host(&self) -> IpAddr {
-        self.rtp.host.parse().expect("validated")
-    }
+/// One section of the file, or its first problem, named by its key.
+fn read_section<T: DeserializeOwned>(section: &str, given: toml::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(given).map_err(|e| {
+        // The TOML deserializer ends its messages with the key, which is said first.
+        let message = one_line(&e.inner().to_string());
+        let message = message
+            .rsplit_once(" in `")
+            .map_or(message.as_str(), |(head, _)| head);
+        match e.path().to_string().as_str() {
+            "." => format!("{section}: {message}"),
+            path => format!("{section}.{path}: {message}"),
+        }
+    })
 }
 
 #[derive(Default)]
@@ -504,6 +283,7 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{RecordFormat, X264Preset};
 
     fn problems(text: &str) -> Vec<String> {
         match Config::parse(text) {
@@ -517,14 +297,14 @@ mod tests {
     fn empty_file_gives_contract_defaults() {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.http.listen, "0.0.0.0:8080");
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.rtp.port_base, 5004);
         assert_eq!(c.hls.segment_duration_s, 2);
         assert_eq!(c.hls.playlist_length, 6);
         assert!(!c.record.enabled);
-        assert_eq!(c.record.format, "mp4");
+        assert_eq!(c.record.format, RecordFormat::Mp4);
         assert_eq!((c.transcode.width, c.transcode.height), (1280, 720));
-        assert_eq!(c.transcode.x264_preset, "veryfast");
+        assert_eq!(c.transcode.x264_preset, X264Preset::Veryfast);
         assert_eq!(c.limits.max_publishers, 16);
     }
 
@@ -591,6 +371,28 @@ mod tests {
                     "http.listen: must be an address such as \"0.0.0.0:8080\", got \"8080\"",
                     "hls.playlist_length: must be between 1 and 100, got 0",
                 ],
+            ),
+            (
+                "[transcode]\nx264_preset = \"slow\"\n[hls]\nsegment_duration_s = 1",
+                &[
+                    "transcode.x264_preset: must be one of ultrafast, superfast, veryfast, faster, fast, medium, got \"slow\"",
+                ],
+            ),
+            (
+                "[webrtc]\nbind_address = \"here\"\nnat_1to1_ips = [\"x\"]",
+                &["webrtc.bind_address: must be an IP address or empty, got \"here\""],
+            ),
+            (
+                "[webrtc]\nnat_1to1_ips = [\"1.2.3.4\", \"x\"]",
+                &["webrtc.nat_1to1_ips: must be IP addresses, got \"x\""],
+            ),
+            (
+                "[[auth.streams]]\nname = \"../x\"\ntoken = \"t\"",
+                &["auth.streams[0].name: stream names are 1 to 64 letters, digits, '_' or '-'"],
+            ),
+            (
+                "http = 5",
+                &["http: invalid type: integer `5`, expected struct HttpConfig"],
             ),
         ];
         for (text, want) in table {

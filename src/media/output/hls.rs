@@ -1,10 +1,25 @@
-//! HLS playlists (RFC 8216): the sliding media playlist and the multivariant playlist,
-//! written by the gateway from the segments GStreamer's splitmuxsink closes. The
-//! [`Playlist`] is plain data; [`HlsOutput`] puts it on disk.
+//! The HLS output (RFC 8216): the sliding media playlist and the multivariant playlist,
+//! written by the gateway from the segments GStreamer's multifilesink closes, and the
+//! stream's directory. The [`Playlist`] is plain data; [`HlsOutput`] puts it on disk and
+//! attaches to the pipeline (segment key units, the first segment's start); [`HlsStore`]
+//! keeps an ended stream's output lingering for `hls.linger_s`, so that a publisher who
+//! comes back continues it, and deletes it when its time is up.
 
-use std::collections::VecDeque;
+use crate::config::{HlsConfig, TranscodeConfig};
+use crate::media::event::MediaEvent;
+use crate::media::pipeline::StreamPipeline;
+use crate::media::probe::{on_first_buffer, running_time};
+use crate::media::spec::{FileOutput, HlsSpec};
+use crate::media::templates::names;
+use crate::name::StreamName;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_video as gst_video;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 pub const MULTIVARIANT: &str = "index.m3u8";
 pub const MEDIA: &str = "stream.m3u8";
@@ -114,6 +129,30 @@ pub struct Variant {
     pub audio: bool,
 }
 
+impl Variant {
+    /// The variant a stream's encoders make.
+    pub fn of(
+        transcode: &TranscodeConfig,
+        video: bool,
+        audio: bool,
+        codec: Option<String>,
+    ) -> Self {
+        let kbps = if video {
+            transcode.video_bitrate_kbps
+        } else {
+            0
+        } + if audio { 128 } else { 0 };
+        Variant {
+            // The encoders' rates plus a tenth for MPEG-TS overhead.
+            bandwidth: kbps as u64 * 1100,
+            resolution: video.then_some((transcode.width, transcode.height)),
+            framerate: video.then_some(transcode.framerate),
+            video_codec: codec,
+            audio,
+        }
+    }
+}
+
 /// The multivariant playlist text, pointing to the media playlist.
 pub fn render_multivariant(variant: &Variant) -> String {
     let mut codecs: Vec<&str> = Vec::new();
@@ -136,24 +175,6 @@ pub fn render_multivariant(variant: &Variant) -> String {
     )
 }
 
-/// `avc1.PPCCLL` (profile, constraint flags, level) from the first SPS in an H.264
-/// byte stream.
-pub fn avc1_codec(byte_stream: &[u8]) -> Option<String> {
-    let mut i = 0;
-    while i + 3 < byte_stream.len() {
-        if byte_stream[i..i + 3] == [0, 0, 1] {
-            let nal = &byte_stream[i + 3..];
-            if nal.len() >= 4 && nal[0] & 0x1f == 7 {
-                return Some(format!("avc1.{:02x}{:02x}{:02x}", nal[1], nal[2], nal[3]));
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    None
-}
-
 /// A stream's HLS files: its directory, segment naming, and playlist. Outlives a
 /// publisher by `hls.linger_s`, so that one who comes back continues it.
 #[derive(Debug)]
@@ -170,13 +191,13 @@ pub struct HlsOutput {
 
 impl HlsOutput {
     /// Creates the stream's directory.
-    pub fn create(
+    fn create(
         root: &Path,
-        stream: &str,
+        stream: &StreamName,
         target_duration: u32,
         window: usize,
     ) -> std::io::Result<Self> {
-        let dir = root.join(stream);
+        let dir = root.join(stream.as_str());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -196,7 +217,7 @@ impl HlsOutput {
     }
 
     /// A publisher comes back: continue after a discontinuity.
-    pub fn resume(&mut self) -> std::io::Result<()> {
+    fn resume(&mut self) -> std::io::Result<()> {
         self.playlist.resume();
         self.segment_start_ns = None;
         self.write_media()
@@ -205,6 +226,41 @@ impl HlsOutput {
     /// The splitmuxsink location pattern for the next pipeline.
     pub fn location_pattern(&self) -> PathBuf {
         self.dir.join(format!("{}%05d.ts", self.prefix))
+    }
+
+    /// What the pipeline's HLS branch is built with.
+    pub fn spec(&self, segment_duration_s: u32) -> HlsSpec {
+        HlsSpec {
+            location: self.location_pattern(),
+            start_index: self.next_index,
+            segment_ns: segment_duration_s as u64 * 1_000_000_000,
+        }
+    }
+
+    /// Segments closed so far, over every publisher of this output.
+    pub fn segments(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Attaches to the pipeline: a failed HLS output is cut off, the first data's running
+    /// time is reported, and with video the encoder is asked for a key unit every segment.
+    pub fn attach(&self, pipeline: &StreamPipeline, spec: &HlsSpec) {
+        for queue in [names::HLS_VIDEO_QUEUE, names::HLS_AUDIO_QUEUE] {
+            pipeline.drop_when_failed(pipeline.gst().upcast_ref(), queue, FileOutput::Hls);
+        }
+        on_first_buffer(
+            pipeline.gst(),
+            (names::HLS_SINK, "sink"),
+            pipeline.events(),
+            |pad, buffer| {
+                Some(MediaEvent::SegmentsStarted {
+                    running_time_ns: running_time(pad, buffer)?.nseconds(),
+                })
+            },
+        );
+        if pipeline.tracks().0 {
+            request_segment_key_units(pipeline.gst(), spec.segment_ns);
+        }
     }
 
     /// The first data arrived: the first segment starts at this running time.
@@ -230,17 +286,25 @@ impl HlsOutput {
         self.write_media()
     }
 
-    pub fn write_variant(&mut self, variant: &Variant) -> std::io::Result<()> {
+    /// Writes the multivariant playlist, once.
+    pub fn write_variant(&mut self, variant: &Variant) {
         if self.variant_written {
-            return Ok(());
+            return;
         }
         self.variant_written = true;
-        write_atomically(&self.dir.join(MULTIVARIANT), &render_multivariant(variant))
+        if let Err(e) =
+            write_atomically(&self.dir.join(MULTIVARIANT), &render_multivariant(variant))
+        {
+            tracing::warn!("cannot write the HLS multivariant playlist: {e}");
+        }
     }
 
-    pub fn end(&mut self) -> std::io::Result<()> {
+    /// Closes the playlist with ENDLIST.
+    pub fn end(&mut self) {
         self.playlist.end();
-        self.write_media()
+        if let Err(e) = self.write_media() {
+            tracing::warn!("cannot end the HLS playlist: {e}");
+        }
     }
 
     fn write_media(&self) -> std::io::Result<()> {
@@ -248,9 +312,127 @@ impl HlsOutput {
     }
 
     /// Removes the stream's files.
-    pub fn remove(self) {
+    fn remove(self) {
+        tracing::debug!(dir = %self.dir.display(), "HLS files expired");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Where the streams' HLS directories are made, and the outputs of ended streams while
+/// they linger. Opening, lingering and expiring happen under one lock, so that expiring
+/// an ended stream never deletes the files of a publisher who just took its name.
+#[derive(Debug)]
+pub struct HlsStore {
+    root: PathBuf,
+    target_duration: u32,
+    window: usize,
+    lingering: Mutex<HashMap<StreamName, HlsOutput>>,
+    /// The temporary directory used when `hls.dir` is empty, removed at exit.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl HlsStore {
+    /// Outputs under `config.dir`, or under a temporary directory when it is empty.
+    pub fn new(config: &HlsConfig) -> std::io::Result<Self> {
+        let temp = if config.dir.as_os_str().is_empty() {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("webrtc-gateway-hls-")
+                    .tempdir()?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            root: temp
+                .as_ref()
+                .map_or_else(|| config.dir.clone(), |t| t.path().to_owned()),
+            target_duration: config.segment_duration_s,
+            window: config.playlist_length as usize,
+            lingering: Mutex::new(HashMap::new()),
+            _temp: temp,
+        })
+    }
+
+    fn lingering(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, HlsOutput>> {
+        self.lingering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stream's output: the lingering one of its previous publisher, continued after
+    /// a discontinuity, or a new one.
+    pub fn open(&self, name: &StreamName) -> std::io::Result<HlsOutput> {
+        let mut lingering = self.lingering();
+        match lingering.remove(name) {
+            Some(mut output) => output.resume().map(|()| output),
+            None => HlsOutput::create(&self.root, name, self.target_duration, self.window),
+        }
+    }
+
+    /// An ended stream's output stays until [`HlsStore::expire`].
+    pub fn linger(&self, name: &StreamName, output: HlsOutput) {
+        self.lingering().insert(name.clone(), output);
+    }
+
+    pub fn is_lingering(&self, name: &StreamName) -> bool {
+        self.lingering().contains_key(name)
+    }
+
+    /// Deletes an ended stream's files, unless a publisher has taken them over.
+    pub fn expire(&self, name: &StreamName) {
+        let mut lingering = self.lingering();
+        if let Some(output) = lingering.remove(name) {
+            output.remove();
+        }
+    }
+}
+
+/// Asks the encoder for a key frame every `segment_ns` of running time, as HLS needs:
+/// the encoder's key-unit event then starts a new segment file. Each request is sent
+/// when the previous key unit passes, for the running time one segment later. The probe
+/// keeps its own two atomics and touches nothing else.
+fn request_segment_key_units(pipeline: &gst::Pipeline, segment_ns: u64) {
+    let Some(pad) = pipeline
+        .by_name(names::HLS_SINK)
+        .and_then(|s| s.static_pad("sink"))
+    else {
+        return;
+    };
+    let segment = gst::ClockTime::from_nseconds(segment_ns);
+    let requested = AtomicBool::new(false);
+    // multifilesink starts a file only on a key unit whose count differs from the last.
+    let count = AtomicU32::new(0);
+    let kinds = gst::PadProbeType::BUFFER
+        | gst::PadProbeType::BUFFER_LIST
+        | gst::PadProbeType::EVENT_DOWNSTREAM;
+    pad.add_probe(kinds, move |pad, info| {
+        let first = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => Some(buffer.as_ref()),
+            Some(gst::PadProbeData::BufferList(list)) => list.get(0),
+            _ => None,
+        };
+        let next = match (&info.data, first) {
+            (_, Some(buffer)) if !requested.load(Ordering::Relaxed) => {
+                Some(running_time(pad, buffer).unwrap_or_default() + segment)
+            }
+            (Some(gst::PadProbeData::Event(event)), _) => {
+                gst_video::DownstreamForceKeyUnitEvent::parse(event)
+                    .ok()
+                    .and_then(|unit| unit.running_time)
+                    .map(|running_time| running_time + segment)
+            }
+            _ => None,
+        };
+        if let Some(next) = next {
+            requested.store(true, Ordering::Relaxed);
+            let request = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .running_time(next)
+                .all_headers(true)
+                .count(count.fetch_add(1, Ordering::Relaxed) + 1)
+                .build();
+            pad.push_event(request);
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Writes a file so that readers see either the old or the new text, never a part.
@@ -307,6 +489,31 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_output_lingers_until_expired_or_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = HlsConfig {
+            dir: dir.path().to_owned(),
+            ..HlsConfig::default()
+        };
+        let store = HlsStore::new(&config).unwrap();
+        let name = StreamName::new("a").unwrap();
+        let mut output = store.open(&name).unwrap();
+        output.end();
+        let files = output.dir.clone();
+        store.linger(&name, output);
+        assert!(store.is_lingering(&name));
+        // A returning publisher continues it; expiring it then deletes nothing.
+        let again = store.open(&name).unwrap();
+        assert_eq!(again.dir, files);
+        store.expire(&name);
+        assert!(files.exists());
+        store.linger(&name, again);
+        store.expire(&name);
+        assert!(!files.exists());
+        assert!(!store.is_lingering(&name));
+    }
+
+    #[test]
     fn multivariant() {
         let text = render_multivariant(&Variant {
             bandwidth: 2_900_000,
@@ -321,14 +528,5 @@ mod tests {
              #EXT-X-STREAM-INF:BANDWIDTH=2900000,RESOLUTION=1280x720,FRAME-RATE=30.000,\
              CODECS=\"avc1.42c01f,mp4a.40.2\"\nstream.m3u8\n"
         );
-    }
-
-    #[test]
-    fn codec_from_sps() {
-        let stream = [
-            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 1, 0x68,
-        ];
-        assert_eq!(avc1_codec(&stream).as_deref(), Some("avc1.42c01f"));
-        assert_eq!(avc1_codec(&[0, 0, 1, 0x65, 1, 2, 3]), None);
     }
 }

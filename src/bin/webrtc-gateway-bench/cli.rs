@@ -1,0 +1,48 @@
+//! The command line and the fixed settings of every run.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "webrtc-gateway-bench", version, about)]
+pub struct Cli {
+    /// Output sizes to sweep, `WxH` separated by commas.
+    #[arg(long, default_value = "640x360,1280x720")]
+    pub sizes: String,
+    /// The most publishers a sweep tries.
+    #[arg(long, default_value_t = 64)]
+    pub max_streams: usize,
+    /// Seconds of steady load each step measures.
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// Publications whose start-up is timed.
+    #[arg(long, default_value_t = 5)]
+    pub startups: usize,
+    #[arg(long, default_value = "ultrafast")]
+    pub preset: String,
+    /// x264 threads per stream, in the gateway (`transcode.encoder_threads`) and in the
+    /// bare pipeline; 0 lets x264 choose.
+    #[arg(long, default_value_t = 1)]
+    pub encoder_threads: u32,
+    /// Run only this many publishers at the first size (no sweep, no baseline).
+    #[arg(long)]
+    pub only: Option<usize>,
+    /// Keep HLS on during the sweep (AAC encoding and MPEG-TS segments cost more; the
+    /// bare pipeline makes neither).
+    #[arg(long)]
+    pub hls: bool,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/bench.json")]
+    pub json: PathBuf,
+}
+
+pub const HTTP_PORT: u16 = 18480;
+pub const RTP_BASE: u16 = 30000;
+pub const BARE_IN_PORT: u16 = 28500;
+pub const BARE_OUT_PORT: u16 = 28510;
+pub const BITRATE_KBPS: u32 = 1000;
+/// The gateway's default `transcode.jitter_buffer_ms`, in both.
+pub const JITTER_BUFFER_MS: u32 = 200;
+pub const FPS: f64 = 30.0;
+/// The delay target at p99: the most streams that met it is reported beside capacity.
+pub const MAX_DELAY_P99_MS: u64 = 150;

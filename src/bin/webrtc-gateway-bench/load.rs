@@ -1,0 +1,270 @@
+//! The load generator: a clip encoded once, synthetic WebRTC publishers that send it,
+//! and the counters of H.264 frames arriving at each stream's RTP port.
+
+use crate::cli::*;
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rtc::interceptor::Registry;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use serde_json::{Value, json};
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc_gateway::client::{Encoder, SampleTrack};
+
+// ── The clip, encoded once ───────────────────────────────────────────────────
+
+pub struct Clip {
+    pub video: Vec<(Bytes, Duration)>,
+    pub audio: Vec<(Bytes, Duration)>,
+}
+
+pub fn encode(description: &str) -> Result<Vec<(Bytes, Duration)>> {
+    let encoder = Encoder::new(description)?;
+    Ok(std::iter::from_fn(|| encoder.next_frame()).collect())
+}
+
+/// Ten seconds of VP8 (a key frame every two seconds) and Opus.
+pub fn clip(width: u32, height: u32) -> Result<Clip> {
+    Ok(Clip {
+        video: encode(&format!(
+            "videotestsrc num-buffers=300 pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
+             ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=800000 error-resilient=partitions \
+             ! appsink name=sink sync=false"
+        ))?,
+        audio: encode(
+            "audiotestsrc num-buffers=500 samplesperbuffer=960 wave=sine freq=440 \
+             ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 ! appsink name=sink sync=false",
+        )?,
+    })
+}
+
+// ── Synthetic publishers ──────────────────────────────────────────────────────
+
+pub struct Handler(mpsc::UnboundedSender<Option<RTCPeerConnectionState>>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.send(None);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(Some(state));
+    }
+}
+
+/// A running synthetic publisher; dropping it stops it.
+pub struct Publisher {
+    pub connected_at: Instant,
+    pub stop: Arc<AtomicBool>,
+    pub _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in &self._tasks {
+            task.abort();
+        }
+    }
+}
+
+pub fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
+    let (mime, clock_rate, channels, pt) = match kind {
+        RtpCodecKind::Audio => ("audio/opus", 48000, 2, 111),
+        _ => ("video/VP8", 90000, 0, 96),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
+    let mut media_engine = MediaEngine::default();
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media_engine.register_codec(codec(kind), kind)?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .build(),
+            )
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler(events_tx)))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await?,
+    );
+    let mut tracks = Vec::new();
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        tracks.push(SampleTrack::add(pc.as_ref(), "bench", kind, &codec(kind)).await?);
+    }
+    pc.set_local_description(pc.create_offer(None).await?)
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(event) = events.recv().await {
+            if event.is_none() {
+                break;
+            }
+        }
+    })
+    .await;
+    let offer = pc.local_description().await.context("no offer")?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{HTTP_PORT}/ws")).await?;
+    let (mut sink, mut incoming) = socket.split();
+    let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
+    sink.send(Message::Text(publish.to_string().into())).await?;
+    loop {
+        let Some(Ok(Message::Text(text))) = incoming.next().await else {
+            bail!("the gateway closed the signalling socket");
+        };
+        let value: Value = serde_json::from_str(&text)?;
+        match value["type"].as_str() {
+            Some("answer") => {
+                let sdp = value["sdp"].as_str().unwrap_or_default().to_string();
+                pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                    .await?;
+                break;
+            }
+            Some("error") => bail!("{value}"),
+            _ => {}
+        }
+    }
+    let connected_at = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(event) = events.recv().await {
+            if event == Some(RTCPeerConnectionState::Connected) {
+                return Some(Instant::now());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("ICE did not connect")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    // The socket stays open for as long as the publication lasts.
+    tasks.push(tokio::spawn(async move {
+        let _sink = sink;
+        while incoming.next().await.is_some() {}
+    }));
+    for track in tracks {
+        let frames = if track.kind == RtpCodecKind::Video {
+            clip.video.clone()
+        } else {
+            clip.audio.clone()
+        };
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let period = frames.first().map_or(Duration::from_millis(20), |f| f.1);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            for (data, duration) in frames.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tick.tick().await;
+                if track.write(data.clone(), *duration).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let closer = pc.clone();
+    let stop_watch = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        while !stop_watch.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = closer.close().await;
+    }));
+    Ok(Publisher {
+        connected_at,
+        stop,
+        _tasks: tasks,
+    })
+}
+
+// ── Output frame counting ─────────────────────────────────────────────────────
+
+/// Counts H.264 frames (RTP packets with the marker bit) arriving at a port.
+pub struct FrameCounter {
+    pub frames: Arc<AtomicU64>,
+    pub first: Arc<std::sync::Mutex<Option<Instant>>>,
+    pub stop: Arc<AtomicBool>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FrameCounter {
+    pub fn listen(port: u16) -> Result<FrameCounter> {
+        let socket = UdpSocket::bind(("127.0.0.1", port))
+            .with_context(|| format!("cannot receive on UDP port {port}"))?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let frames = Arc::new(AtomicU64::new(0));
+        let first = Arc::new(std::sync::Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, fi, s) = (frames.clone(), first.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    fi.lock().unwrap().get_or_insert_with(Instant::now);
+                    if n > 1 && buf[1] & 0x80 != 0 {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(FrameCounter {
+            frames,
+            first,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    pub fn first_packet(&self) -> Option<Instant> {
+        *self.first.lock().unwrap()
+    }
+}
+
+impl Drop for FrameCounter {
+    /// Frees the port before returning.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One step of the sweep (N publishers, measured), start-up timing, percentiles.
+
+use crate::cli::*;
+use crate::load::*;
+use crate::system::*;
+use anyhow::{Result, bail};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub publishers: usize,
+    pub cores: f64,
+    pub cores_per_stream: f64,
+    pub rss_mib: f64,
+    pub rss_per_stream_mib: f64,
+    /// Frames per second at the stream's RTP port (copies that fill gaps included).
+    pub min_output_fps: f64,
+    pub mean_output_fps: f64,
+    /// Encoded frames per second made from newly arrived pictures (the gateway's
+    /// `pictures_out`): the frame rate the rule holds to.
+    pub min_picture_fps: f64,
+    pub delay_p50_ms: u64,
+    pub delay_p95_ms: u64,
+    pub delay_p99_ms: u64,
+    /// CPU of this process, the load generator, on the same machine.
+    pub generator_cores: f64,
+}
+
+pub async fn run_step(
+    cli: &Cli,
+    width: u32,
+    height: u32,
+    n: usize,
+    clip: &Arc<Clip>,
+    tps: f64,
+) -> Result<Step> {
+    let dir = tempfile::tempdir()?;
+    let gateway = start_gateway(width, height, cli, cli.hls, dir.path())?;
+    let pid = gateway.0.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_mib(pid)?;
+    let counters: Vec<FrameCounter> = (0..n)
+        .map(|k| FrameCounter::listen(RTP_BASE + 4 * k as u16))
+        .collect::<Result<_>>()?;
+    let mut publishers = Vec::new();
+    for i in 0..n {
+        publishers.push(publish(&format!("load{i}"), clip.clone()).await?);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before: Vec<u64> = counters.iter().map(FrameCounter::count).collect();
+    let pictures_before = pictures_out(&api("/api/streams").await?);
+    let cpu_before = cpu_seconds(pid, tps)?;
+    let own_before = cpu_seconds(std::process::id(), tps)?;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cores = (cpu_seconds(pid, tps)? - cpu_before) / elapsed;
+    let generator_cores = (cpu_seconds(std::process::id(), tps)? - own_before) / elapsed;
+    let fps: Vec<f64> = counters
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| (c.count() - b) as f64 / elapsed)
+        .collect();
+    let rss = rss_mib(pid)?;
+    let streams = api("/api/streams").await?;
+    let pictures_after = pictures_out(&streams);
+    let min_picture_fps = (0..n)
+        .map(|i| {
+            let name = format!("load{i}");
+            let count =
+                |m: &std::collections::HashMap<String, u64>| m.get(&name).copied().unwrap_or(0);
+            count(&pictures_after).saturating_sub(count(&pictures_before)) as f64 / elapsed
+        })
+        .fold(f64::INFINITY, f64::min);
+    if cli.only.is_some() {
+        for s in streams.as_array().into_iter().flatten() {
+            eprintln!("{} {}", s["name"], s["stats"]);
+        }
+    }
+    let worst = |key: &str| {
+        streams
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["stats"][key].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    let step = Step {
+        publishers: n,
+        cores,
+        cores_per_stream: cores / n as f64,
+        rss_mib: rss,
+        rss_per_stream_mib: (rss - idle_rss) / n as f64,
+        min_output_fps: fps.iter().cloned().fold(f64::INFINITY, f64::min),
+        mean_output_fps: fps.iter().sum::<f64>() / n as f64,
+        min_picture_fps,
+        delay_p50_ms: worst("encoder_delay_p50_ms"),
+        delay_p95_ms: worst("encoder_delay_p95_ms"),
+        delay_p99_ms: worst("encoder_delay_p99_ms"),
+        generator_cores,
+    };
+    drop(publishers);
+    drop(gateway);
+    Ok(step)
+}
+
+/// Every stream's `pictures_out`, by name.
+pub fn pictures_out(streams: &Value) -> std::collections::HashMap<String, u64> {
+    streams
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            Some((
+                s["name"].as_str()?.to_string(),
+                s["stats"]["pictures_out"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+/// ICE connected to the first H.264 RTP packet, and to the first HLS playlist, in ms.
+pub async fn startup(clip: &Arc<Clip>, run: usize) -> Result<(f64, f64)> {
+    let counter = FrameCounter::listen(RTP_BASE)?;
+    let name = format!("startup{run}");
+    let publisher = publish(&name, clip.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first_rtp = loop {
+        if let Some(at) = counter.first_packet() {
+            break at;
+        }
+        if Instant::now() > deadline {
+            bail!("no RTP arrived");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let playlist = loop {
+        let text = api(&format!("/streams/{name}/stream.m3u8")).await;
+        if let Ok(Value::String(text)) = text
+            && text.contains("#EXTINF")
+        {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            bail!("no HLS playlist");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ms = |at: Instant| {
+        at.saturating_duration_since(publisher.connected_at)
+            .as_secs_f64()
+            * 1000.0
+    };
+    let result = (ms(first_rtp), ms(playlist));
+    drop(publisher);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(result)
+}
+
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}

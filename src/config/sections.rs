@@ -1,0 +1,214 @@
+//! The sections of `gateway.toml` and their defaults, in one place.
+
+use super::values::{
+    RecordFormat, X264Preset, empty_when_none, ip_address, ip_addresses, optional_ip_address,
+    socket_address,
+};
+use crate::name::StreamName;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Everything a user can set in `gateway.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub rtp: RtpConfig,
+    pub hls: HlsConfig,
+    pub record: RecordConfig,
+    pub transcode: TranscodeConfig,
+    pub webrtc: WebrtcConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP server.
+    #[serde(deserialize_with = "socket_address")]
+    pub listen: SocketAddr,
+    /// Directory holding the pages.
+    pub www_dir: PathBuf,
+    /// hls.js, installed from the npm registry at setup, served at `/hls.js`.
+    pub hls_js: PathBuf,
+    /// PEM certificate (chain) for HTTPS; with `tls_key`, the server speaks HTTPS.
+    pub tls_cert: PathBuf,
+    /// PEM private key for HTTPS.
+    pub tls_key: PathBuf,
+    /// Make a self-signed certificate for this machine's names and addresses at startup.
+    pub tls_self_signed: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
+            www_dir: "www".into(),
+            hls_js: "node_modules/hls.js/dist/hls.min.js".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_self_signed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "ip_address")]
+    pub host: IpAddr,
+    pub port_base: u32,
+    pub sdp_dir: PathBuf,
+    /// Time to live of multicast packets.
+    pub multicast_ttl: u32,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_base: 5004,
+            sdp_dir: PathBuf::new(),
+            multicast_ttl: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub segment_duration_s: u32,
+    pub playlist_length: u32,
+    /// How long an ended stream's playlist stays served (and continuable), seconds.
+    pub linger_s: u32,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::new(),
+            segment_duration_s: 2,
+            playlist_length: 6,
+            linger_s: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub format: RecordFormat,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "recordings".into(),
+            format: RecordFormat::Mp4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscodeConfig {
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub video_bitrate_kbps: u32,
+    pub x264_preset: X264Preset,
+    pub keyframe_interval_s: u32,
+    /// Threads of each stream's H.264 encoder; 0 lets x264 use one per core.
+    pub encoder_threads: u32,
+    /// How long the receive jitter buffers wait for late or retransmitted packets.
+    pub jitter_buffer_ms: u32,
+    /// Directory of the pipeline templates.
+    pub pipelines_dir: PathBuf,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            video_bitrate_kbps: 2500,
+            x264_preset: X264Preset::Veryfast,
+            keyframe_interval_s: 2,
+            encoder_threads: 1,
+            jitter_buffer_ms: 200,
+            pipelines_dir: "pipelines".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    pub ice_servers: Vec<String>,
+    /// Username for TURN servers in `ice_servers`.
+    pub ice_username: String,
+    /// Credential for TURN servers in `ice_servers`.
+    pub ice_credential: String,
+    #[serde(deserialize_with = "ip_addresses")]
+    pub nat_1to1_ips: Vec<IpAddr>,
+    pub udp_port_min: u32,
+    pub udp_port_max: u32,
+    /// Local address the ICE agent binds; `0.0.0.0` (or empty: none) means every
+    /// non-loopback interface.
+    #[serde(
+        deserialize_with = "optional_ip_address",
+        serialize_with = "empty_when_none"
+    )]
+    pub bind_address: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_publishers: u32,
+    /// Largest signalling message accepted, in bytes.
+    pub max_message_bytes: u32,
+    /// Extra RTP destinations the control API may add to one stream.
+    pub max_rtp_destinations: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_publishers: 16,
+            max_message_bytes: 64 * 1024,
+            max_rtp_destinations: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When set, publishing (WebSocket or WHIP) needs this token, or the stream's own.
+    pub publish_token: String,
+    /// When set, SDP files, playlists, segments and recordings need this token.
+    pub read_token: String,
+    /// When set, the control API needs this token.
+    pub admin_token: String,
+    /// Tokens that let publishers publish one stream each.
+    pub streams: Vec<StreamTokenConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTokenConfig {
+    pub name: StreamName,
+    pub token: String,
+}

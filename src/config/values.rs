@@ -1,0 +1,146 @@
+//! Values that are parsed from their text once, as the file is read: the recording
+//! format, the x264 preset, and addresses, each with the message its key gets when the
+//! text is not one.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::net::{IpAddr, SocketAddr};
+
+/// Container of recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// Fragmented MP4, finalised at a clean stop.
+    Mp4,
+    /// Streamable Matroska.
+    Mkv,
+    /// MPEG-TS.
+    Ts,
+}
+
+impl RecordFormat {
+    pub const ALL: [RecordFormat; 3] = [Self::Mp4, Self::Mkv, Self::Ts];
+
+    /// The file extension, which is also the name in `gateway.toml`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Mp4 => "mp4",
+            Self::Mkv => "mkv",
+            Self::Ts => "ts",
+        }
+    }
+}
+
+impl std::str::FromStr for RecordFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.extension() == text)
+            .ok_or_else(|| format!("must be one of \"mp4\", \"mkv\", \"ts\", got {text:?}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// x264's speed presets the gateway offers, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum X264Preset {
+    Ultrafast,
+    Superfast,
+    Veryfast,
+    Faster,
+    Fast,
+    Medium,
+}
+
+impl X264Preset {
+    pub const ALL: [X264Preset; 6] = [
+        Self::Ultrafast,
+        Self::Superfast,
+        Self::Veryfast,
+        Self::Faster,
+        Self::Fast,
+        Self::Medium,
+    ];
+
+    /// The name x264enc's `speed-preset` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ultrafast => "ultrafast",
+            Self::Superfast => "superfast",
+            Self::Veryfast => "veryfast",
+            Self::Faster => "faster",
+            Self::Fast => "fast",
+            Self::Medium => "medium",
+        }
+    }
+}
+
+impl std::str::FromStr for X264Preset {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+                format!("must be one of {}, got {text:?}", names.join(", "))
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for X264Preset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+pub fn socket_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        D::Error::custom(format!(
+            "must be an address such as \"0.0.0.0:8080\", got {text:?}"
+        ))
+    })
+}
+
+pub fn ip_address<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map_err(|_| D::Error::custom(format!("must be an IP address, got {text:?}")))
+}
+
+pub fn ip_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            text.parse()
+                .map_err(|_| D::Error::custom(format!("must be IP addresses, got {text:?}")))
+        })
+        .collect()
+}
+
+pub fn optional_ip_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("must be an IP address or empty, got {text:?}")))
+}
+
+pub fn empty_when_none<S: Serializer>(value: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(ip) => s.collect_str(ip),
+        None => s.serialize_str(""),
+    }
+}

@@ -1,0 +1,66 @@
+//! The read token (SDP files, playlists, segments, recordings: `?token=` or a bearer
+//! header) and the admin token (the control API: a bearer header).
+
+use super::error::ApiError;
+use crate::gateway::Gateway;
+use crate::signalling::auth::{bearer, token_matches};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+pub fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+}
+
+/// With `auth.read_token` set, media (SDP, HLS, recordings) needs it, as `?token=` or
+/// a bearer header.
+pub async fn require_read_token(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let configured = &gateway.config.auth.read_token;
+    if configured.is_empty() || request.method() == Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let presented = query_token(request.uri().query())
+        .or_else(|| bearer(header(request.headers(), header::AUTHORIZATION)));
+    if token_matches(configured, presented) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this needs the read token, as ?token= or a bearer header",
+        )
+        .into_response()
+    }
+}
+
+/// With `auth.admin_token` set, the control API needs it as a bearer header.
+pub async fn require_admin_token(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let configured = &gateway.config.auth.admin_token;
+    let presented = bearer(header(request.headers(), header::AUTHORIZATION));
+    if configured.is_empty() || token_matches(configured, presented) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the control API needs the admin token as a bearer header",
+        )
+        .into_response()
+    }
+}
+
+pub fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

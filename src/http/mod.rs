@@ -1,0 +1,23 @@
+//! The HTTP server (axum), split by concern:
+//!
+//! - `router`: the routes, their layers, and the state they share (`state`);
+//! - `error`: API errors as JSON `{"error", "message"}`, statuses from
+//!   `signalling::problem`;
+//! - `auth`: the read and admin tokens;
+//! - `media_files`: SDP files, HLS playlists and segments, recordings, hls.js;
+//! - `control`: the stream API, the control API and the metrics;
+//! - `whip`: WHIP ingest over HTTP; `websocket`: the `/ws` socket adapter.
+//!
+//! Handlers only translate between HTTP and `signalling` or `session`; nothing imports
+//! this module.
+
+mod auth;
+mod control;
+mod error;
+mod media_files;
+mod router;
+mod state;
+mod websocket;
+mod whip;
+
+pub use router::router;

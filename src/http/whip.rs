@@ -1,0 +1,125 @@
+//! WHIP over HTTP: the handlers pass the headers and body to `signalling::whip` and turn
+//! its answers into responses; ICE servers are advertised as `Link` headers.
+
+use super::auth::header;
+use super::error::{ApiError, stream_name};
+use super::state::AppState;
+use crate::gateway::Gateway;
+use crate::signalling::whip::{self, Whip};
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+fn body_text(body: &Bytes) -> Result<String, ApiError> {
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-sdp",
+            "the body is not UTF-8 text",
+        )
+    })
+}
+
+fn with_ice_servers(gateway: &Gateway, headers: &mut HeaderMap) {
+    for link in whip::ice_server_links(&gateway.config.webrtc) {
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.append(header::LINK, value);
+        }
+    }
+}
+
+/// Counts every WHIP answer by status.
+pub async fn count(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    gateway.metrics.whip_request(response.status().as_u16());
+    response
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = stream_name(&name)?;
+    let offer = body_text(&body)?;
+    let created = state
+        .whip
+        .create(
+            &name,
+            header(&headers, header::CONTENT_TYPE),
+            header(&headers, header::AUTHORIZATION),
+            offer,
+        )
+        .await
+        .map_err(|e| ApiError(e.problem(&name)))?;
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, whip::SDP.to_string()),
+            (header::LOCATION, created.location),
+            (header::ETAG, created.etag),
+        ],
+        created.answer,
+    )
+        .into_response();
+    with_ice_servers(&state.gateway, response.headers_mut());
+    Ok(response)
+}
+
+pub async fn patch(
+    State(whip): State<Arc<Whip>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = stream_name(&name)?;
+    let fragment = body_text(&body)?;
+    whip.patch(
+        &name,
+        &id,
+        header(&headers, header::CONTENT_TYPE),
+        header(&headers, header::IF_MATCH),
+        header(&headers, header::AUTHORIZATION),
+        &fragment,
+    )
+    .await
+    .map_err(|e| ApiError(e.problem(&name)))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn delete(
+    State(whip): State<Arc<Whip>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = stream_name(&name)?;
+    whip.delete(&name, &id, header(&headers, header::AUTHORIZATION))
+        .await
+        .map_err(|e| ApiError(e.problem(&name)))?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// CORS preflight and ICE server discovery; needs no token.
+pub async fn options(State(gateway): State<Arc<Gateway>>) -> Response {
+    let mut response = (
+        StatusCode::NO_CONTENT,
+        [
+            (header::HeaderName::from_static("accept-post"), whip::SDP),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "POST, PATCH, DELETE, OPTIONS",
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Authorization, Content-Type, If-Match",
+            ),
+        ],
+    )
+        .into_response();
+    with_ice_servers(&gateway, response.headers_mut());
+    response
+}

@@ -1,0 +1,297 @@
+//! The recording output: a file per recording in `record.dir`, named
+//! `<stream>-<UTC start>.<ext>`; the branch that writes it, attached to a running
+//! pipeline and cut off again (its file finished by the end of the stream); which file
+//! names are ours, and the listing of a recording directory.
+
+use crate::config::RecordFormat;
+use crate::media::error::PipelineError;
+use crate::media::pipeline::StreamPipeline;
+use crate::media::spec::{FileOutput, RecordSpec};
+use crate::media::templates::names;
+use crate::name::StreamName;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// One recording: its file, and while it is written, its branch in the pipeline.
+#[derive(Debug)]
+pub struct Recording {
+    file: String,
+    path: PathBuf,
+    format: RecordFormat,
+    branch: Option<Branch>,
+}
+
+/// A recording bin in a running pipeline, and the tee pads that feed it.
+#[derive(Debug)]
+struct Branch {
+    bin: gst::Bin,
+    links: Vec<(gst::Pad, gst::Pad)>,
+}
+
+impl Recording {
+    /// Creates a new, empty recording file of `stream` in `dir`.
+    pub fn create(dir: &Path, stream: &StreamName, format: RecordFormat) -> Result<Self, String> {
+        let path = new_path(dir, stream, SystemTime::now(), format.extension());
+        std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&path)
+            })
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        tracing::info!(file = %path.display(), "recording");
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            file,
+            path,
+            format,
+            branch: None,
+        })
+    }
+
+    /// The file's name in `record.dir`.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// What the pipeline is built with.
+    pub fn spec(&self) -> RecordSpec {
+        RecordSpec {
+            path: self.path.clone(),
+            format: self.format,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.branch.is_some()
+    }
+
+    /// Adds the recording branch, fed by the encoder's H.264 and the AAC encoder.
+    pub fn attach(&mut self, pipeline: &StreamPipeline) -> Result<(), PipelineError> {
+        if self.branch.is_some() {
+            return Err(PipelineError::Start("already recording".into()));
+        }
+        let start = |e: &dyn std::fmt::Display| PipelineError::Start(e.to_string());
+        let (video, audio) = pipeline.tracks();
+        let audio = audio && pipeline.element(names::AUDIO_AAC).is_some();
+        let bin = pipeline.build_record(&self.spec(), video, audio)?;
+        bin.set_property("name", "record_bin");
+        pipeline.gst().add(&bin).map_err(|e| start(&e))?;
+        pipeline.clear_failed(FileOutput::Recording);
+        let mut links = Vec::new();
+        for (tee, queue) in [
+            (names::VIDEO_ENCODED, names::RECORD_VIDEO_QUEUE),
+            (names::AUDIO_AAC, names::RECORD_AUDIO_QUEUE),
+        ] {
+            let (Some(tee), Some(queue)) = (pipeline.element(tee), bin.by_name(queue)) else {
+                continue;
+            };
+            pipeline.drop_when_failed(&bin, queue.name().as_str(), FileOutput::Recording);
+            let target = queue.static_pad("sink").expect("a queue has a sink pad");
+            let bin_pad = gst::GhostPad::builder_with_target(&target)
+                .map_err(|e| start(&e))?
+                .name(queue.name().as_str())
+                .build();
+            bin.add_pad(&bin_pad).map_err(|e| start(&e))?;
+            let bin_pad = bin_pad.upcast::<gst::Pad>();
+            let tee_pad = tee
+                .request_pad_simple("src_%u")
+                .ok_or_else(|| PipelineError::Start("the tee gives no pad".into()))?;
+            tee_pad
+                .link(&bin_pad)
+                .map_err(|e| PipelineError::Start(format!("cannot link the recording: {e:?}")))?;
+            links.push((tee_pad, bin_pad));
+        }
+        bin.sync_state_with_parent().map_err(|e| start(&e))?;
+        self.branch = Some(Branch { bin, links });
+        Ok(())
+    }
+
+    /// Cuts the branch off and ends its file; the pipeline reports
+    /// [`crate::media::MediaEvent::OutputFinished`] once the file is complete, and then
+    /// [`Recording::detach`] takes the branch out. False when it was not attached.
+    pub fn stop(&self) -> bool {
+        let Some(branch) = &self.branch else {
+            return false;
+        };
+        for (tee_pad, bin_pad) in &branch.links {
+            let _ = tee_pad.unlink(bin_pad);
+            if let Some(tee) = tee_pad.parent_element() {
+                tee.release_request_pad(tee_pad);
+            }
+            bin_pad.send_event(gst::event::Eos::new());
+        }
+        true
+    }
+
+    /// Takes a stopped branch out of the pipeline; the file stays.
+    pub fn detach(mut self, pipeline: &StreamPipeline) -> String {
+        if let Some(branch) = self.branch.take() {
+            let _ = branch.bin.set_state(gst::State::Null);
+            let _ = pipeline.gst().remove(&branch.bin);
+        }
+        self.file
+    }
+
+    /// A recording that could not start: its empty file goes away.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+const EXTENSIONS: [&str; 3] = ["mp4", "mkv", "ts"];
+
+/// `20261121T101500Z` for a time.
+pub fn compact_utc(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// A free path for a new recording of `stream` started at `started`.
+fn new_path(dir: &Path, stream: &StreamName, started: SystemTime, extension: &str) -> PathBuf {
+    let stamp = compact_utc(started);
+    let mut path = dir.join(format!("{stream}-{stamp}.{extension}"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stream}-{stamp}-{n}.{extension}"));
+        n += 1;
+    }
+    path
+}
+
+/// A recording's stream and start (RFC 3339) from its file name, if the name is one of ours.
+pub fn parse_name(file: &str) -> Option<(String, String)> {
+    let (stem, extension) = file.rsplit_once('.')?;
+    if !EXTENSIONS.contains(&extension) {
+        return None;
+    }
+    // `<stream>-<stamp>` or `<stream>-<stamp>-<n>`.
+    let stem = match stem.rsplit_once('-') {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => stem,
+    };
+    let (stream, stamp) = stem.rsplit_once('-')?;
+    if StreamName::new(stream).is_err() || !is_stamp(stamp) {
+        return None;
+    }
+    let b = stamp.as_bytes();
+    let s = |r: std::ops::Range<usize>| std::str::from_utf8(&b[r]).unwrap_or_default();
+    let started = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        s(0..4),
+        s(4..6),
+        s(6..8),
+        s(9..11),
+        s(11..13),
+        s(13..15)
+    );
+    Some((stream.to_string(), started))
+}
+
+fn is_stamp(stamp: &str) -> bool {
+    let b = stamp.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// A recording as `GET /recordings` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordingFile {
+    pub file: String,
+    pub stream: String,
+    pub started_at: String,
+    pub bytes: u64,
+    pub finished: bool,
+}
+
+/// The recordings in `dir`, newest first; `is_active` tells which are being written.
+pub fn list(dir: &Path, is_active: impl Fn(&str) -> bool) -> Vec<RecordingFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<RecordingFile> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            let (stream, started_at) = parse_name(&file)?;
+            let metadata = entry.metadata().ok().filter(|m| m.is_file())?;
+            Some(RecordingFile {
+                finished: !is_active(&file),
+                file,
+                stream,
+                started_at,
+                bytes: metadata.len(),
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.file.cmp(&b.file)));
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn names_round_trip() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_256_100);
+        assert_eq!(compact_utc(t), "20261121T101500Z");
+        let dir = tempfile::tempdir().unwrap();
+        let stream = StreamName::new("cam-1").unwrap();
+        let path = new_path(dir.path(), &stream, t, "mp4");
+        assert_eq!(path.file_name().unwrap(), "cam-1-20261121T101500Z.mp4");
+        std::fs::write(&path, b"x").unwrap();
+        let second = new_path(dir.path(), &stream, t, "mp4");
+        assert_eq!(second.file_name().unwrap(), "cam-1-20261121T101500Z-2.mp4");
+        for name in ["cam-1-20261121T101500Z.mp4", "cam-1-20261121T101500Z-2.mp4"] {
+            assert_eq!(
+                parse_name(name),
+                Some(("cam-1".into(), "2026-11-21T10:15:00Z".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_names_are_not_recordings() {
+        for name in [
+            "../etc/passwd",
+            "cam1.mp4",
+            "cam1-2026.mp4",
+            "cam1-20261121T101500Z.exe",
+            "a/b-20261121T101500Z.mp4",
+            "-20261121T101500Z.mp4",
+            "cam1-20261121X101500Z.mp4",
+        ] {
+            assert_eq!(parse_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn listing_marks_the_active_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a-20261121T101500Z.mkv"), b"1234").unwrap();
+        std::fs::write(dir.path().join("b-20261121T101600Z.ts"), b"12").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        let list = list(dir.path(), |f| f.starts_with("b-"));
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].file, "b-20261121T101600Z.ts");
+        assert!(!list[0].finished);
+        assert_eq!((list[1].bytes, list[1].finished), (4, true));
+    }
+}

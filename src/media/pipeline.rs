@@ -1,0 +1,387 @@
+//! One running stream pipeline and the factory that builds it. The factory parses the
+//! checked templates for a stream's tracks and outputs; the pipeline is then fed RTP
+//! through its [`MediaInput`]s and reports on its bus. The outputs (`output::rtp`, `hls`,
+//! `record`) attach themselves to it before it plays. A file output that fails is cut
+//! off (its queues drop) and the stream goes on.
+
+use crate::config::{RtpConfig, TranscodeConfig};
+use crate::media::error::PipelineError;
+use crate::media::event::MediaEvent;
+use crate::media::h264::avc1_codec;
+use crate::media::input::MediaInput;
+use crate::media::measure::Measurements;
+use crate::media::probe::on_first_buffer;
+use crate::media::spec::{FileOutput, RecordSpec, StreamSpec};
+use crate::media::templates::{Templates, names};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc;
+
+/// Events a pipeline may hold before its owner reads them.
+const EVENTS_QUEUED: usize = 256;
+
+/// Builds stream pipelines from checked templates and the transcoding settings.
+#[derive(Debug, Clone)]
+pub struct PipelineFactory {
+    templates: Templates,
+    transcode: TranscodeConfig,
+    rtp: RtpConfig,
+}
+
+impl PipelineFactory {
+    /// Loads and checks the templates in `dir`; fails naming the file, element or package.
+    pub fn new(
+        dir: &std::path::Path,
+        transcode: TranscodeConfig,
+        rtp: RtpConfig,
+    ) -> Result<Self, PipelineError> {
+        gst::init().map_err(|e| PipelineError::Start(e.to_string()))?;
+        let templates = Templates::load(dir, &transcode, &rtp)?;
+        Ok(Self {
+            templates,
+            transcode,
+            rtp,
+        })
+    }
+
+    /// Builds one stream's pipeline, ready for its outputs to attach and then to play.
+    pub fn build(
+        &self,
+        spec: &StreamSpec,
+    ) -> Result<(StreamPipeline, mpsc::Receiver<MediaEvent>), PipelineError> {
+        let pipeline = self.templates.build(spec, &self.transcode, &self.rtp)?;
+        // Sinks' end-of-stream messages reach the bus, so each file output's end is seen.
+        pipeline.set_property("message-forward", true);
+        let (events, receiver) = mpsc::channel(EVENTS_QUEUED);
+        let failed = Arc::new(FailedOutputs::default());
+        watch_bus(&pipeline, events.clone(), failed.clone());
+        let measurements = Measurements::attach(&pipeline);
+        let input = |name: &str, measurements: Option<Arc<Measurements>>| {
+            MediaInput::link(
+                &pipeline,
+                &pipeline.by_name(name)?,
+                events.clone(),
+                measurements,
+            )
+        };
+        let video_input = input(names::VIDEO_IN, Some(measurements.clone()));
+        let audio_input = input(names::AUDIO_IN, None);
+        on_first_buffer(
+            &pipeline,
+            (names::VIDEO_PARSE, "src"),
+            events.clone(),
+            |_, buffer| {
+                let map = buffer.map_readable().ok()?;
+                Some(MediaEvent::VideoEncoded {
+                    codec: avc1_codec(&map),
+                })
+            },
+        );
+        on_first_buffer(
+            &pipeline,
+            (names::AUDIO_DEPAY, "src"),
+            events.clone(),
+            |_, _| Some(MediaEvent::AudioFlowing),
+        );
+        let stream = StreamPipeline {
+            pipeline,
+            events,
+            video_input,
+            audio_input,
+            templates: self.templates.clone(),
+            tracks: (spec.video.is_some(), spec.audio.is_some()),
+            failed,
+            measurements,
+        };
+        Ok((stream, receiver))
+    }
+}
+
+/// One stream pipeline. Stopping it (or dropping it) ends its outputs.
+#[derive(Debug)]
+pub struct StreamPipeline {
+    pipeline: gst::Pipeline,
+    events: mpsc::Sender<MediaEvent>,
+    video_input: Option<MediaInput>,
+    audio_input: Option<MediaInput>,
+    templates: Templates,
+    /// Whether the stream has video, audio.
+    tracks: (bool, bool),
+    failed: Arc<FailedOutputs>,
+    measurements: Arc<Measurements>,
+}
+
+impl StreamPipeline {
+    /// Starts the pipeline, once its outputs are attached.
+    pub fn play(&self) -> Result<(), PipelineError> {
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map(|_| ())
+            .map_err(|e| PipelineError::Start(e.to_string()))
+    }
+
+    pub fn video_input(&self) -> Option<MediaInput> {
+        self.video_input.clone()
+    }
+
+    pub fn audio_input(&self) -> Option<MediaInput> {
+        self.audio_input.clone()
+    }
+
+    /// Frame counts and delays of the video path.
+    pub fn measurements(&self) -> &Measurements {
+        &self.measurements
+    }
+
+    /// The video jitter buffer's counts of packets it declared lost and of packets that
+    /// came after their time and were dropped.
+    pub fn video_jitter_drops(&self) -> (u64, u64) {
+        let stats = self
+            .pipeline
+            .by_name(names::VIDEO_JITTER)
+            .map(|j| j.property::<gst::Structure>("stats"));
+        let count = |field: &str| {
+            stats
+                .as_ref()
+                .and_then(|s| s.get::<u64>(field).ok())
+                .unwrap_or(0)
+        };
+        (count("num-lost"), count("num-late"))
+    }
+
+    /// Ends the inputs: the end of the stream flows to every output, which finishes its
+    /// files and reports [`MediaEvent::OutputFinished`].
+    pub fn finish(&self) {
+        for input in [&self.video_input, &self.audio_input].into_iter().flatten() {
+            input.finish();
+        }
+    }
+
+    /// Tears the pipeline down; its outputs stop at once.
+    pub async fn stop(self) {
+        let pipeline = self.pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
+    }
+
+    /// The GStreamer pipeline, for the outputs to attach to.
+    pub(in crate::media) fn gst(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+
+    pub(in crate::media) fn element(&self, name: &str) -> Option<gst::Element> {
+        self.pipeline.by_name(name)
+    }
+
+    /// Where the outputs' probes report.
+    pub(in crate::media) fn events(&self) -> mpsc::Sender<MediaEvent> {
+        self.events.clone()
+    }
+
+    /// Whether the stream has video, audio.
+    pub(in crate::media) fn tracks(&self) -> (bool, bool) {
+        self.tracks
+    }
+
+    /// A recording bin for `record`, from its template; the caller gives it pads.
+    pub(in crate::media) fn build_record(
+        &self,
+        record: &RecordSpec,
+        video: bool,
+        audio: bool,
+    ) -> Result<gst::Bin, PipelineError> {
+        self.templates.build_record(record, video, audio)
+    }
+
+    /// From now on, what reaches `queue` (in `bin`) is dropped once `output` has failed.
+    pub(in crate::media) fn drop_when_failed(
+        &self,
+        bin: &gst::Bin,
+        queue: &str,
+        output: FileOutput,
+    ) {
+        let Some(pad) = bin.by_name(queue).and_then(|q| q.static_pad("sink")) else {
+            return;
+        };
+        let failed = self.failed.clone();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if failed.flag(output).load(Ordering::Relaxed) {
+                    gst::PadProbeReturn::Drop
+                } else {
+                    gst::PadProbeReturn::Ok
+                }
+            },
+        );
+    }
+
+    /// A new file for `output` starts: it has not failed.
+    pub(in crate::media) fn clear_failed(&self, output: FileOutput) {
+        self.failed.flag(output).store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StreamPipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The file output an element belongs to, from its name or its parents' names.
+fn file_output_of(object: &gst::Object) -> Option<FileOutput> {
+    let mut current = Some(object.clone());
+    while let Some(o) = current {
+        let name = o.name();
+        if name.starts_with(names::HLS_PREFIX) {
+            return Some(FileOutput::Hls);
+        }
+        if name.starts_with(names::RECORD_PREFIX) {
+            return Some(FileOutput::Recording);
+        }
+        current = o.parent();
+    }
+    None
+}
+
+/// File outputs that have failed, shared by the bus handler and the drop probes.
+#[derive(Debug, Default)]
+struct FailedOutputs {
+    hls: AtomicBool,
+    recording: AtomicBool,
+}
+
+impl FailedOutputs {
+    fn flag(&self, output: FileOutput) -> &AtomicBool {
+        match output {
+            FileOutput::Hls => &self.hls,
+            FileOutput::Recording => &self.recording,
+        }
+    }
+}
+
+/// Forwards errors, segments and file outputs' ends to the owner. An error in a file
+/// output marks it failed (before the failure can flow upstream), so its queues drop
+/// from then on and the stream goes on.
+fn watch_bus(
+    pipeline: &gst::Pipeline,
+    events: mpsc::Sender<MediaEvent>,
+    failed: Arc<FailedOutputs>,
+) {
+    let Some(bus) = pipeline.bus() else { return };
+    bus.set_sync_handler(move |_, message| {
+        match message.view() {
+            gst::MessageView::Error(error) => {
+                let text = error.error().message().to_string();
+                let output = error.src().and_then(file_output_of);
+                let event = match output {
+                    Some(output) => {
+                        failed.flag(output).store(true, Ordering::SeqCst);
+                        MediaEvent::OutputFailed {
+                            output,
+                            message: text,
+                        }
+                    }
+                    None => MediaEvent::Error {
+                        element: error
+                            .src()
+                            .map(|s| s.name().to_string())
+                            .unwrap_or_default(),
+                        message: text,
+                    },
+                };
+                let _ = events.try_send(event);
+            }
+            gst::MessageView::Element(element) => {
+                let Some(s) = element.structure() else {
+                    return gst::BusSyncReply::Drop;
+                };
+                let event = match s.name().as_str() {
+                    "GstMultiFileSink" => segment_closed(s),
+                    "GstBinForwarded" => s
+                        .get::<gst::Message>("message")
+                        .ok()
+                        .filter(|m| m.type_() == gst::MessageType::Eos)
+                        .and_then(|m| m.src().and_then(file_output_of))
+                        .map(MediaEvent::OutputFinished),
+                    _ => None,
+                };
+                if let Some(event) = event {
+                    let _ = events.try_send(event);
+                }
+            }
+            _ => {}
+        }
+        gst::BusSyncReply::Drop
+    });
+}
+
+/// The segment a `GstMultiFileSink` message reports closed; its running time is where
+/// the file ends (the next one's start, or the last buffer at the end of the stream).
+fn segment_closed(s: &gst::StructureRef) -> Option<MediaEvent> {
+    Some(MediaEvent::SegmentClosed {
+        location: s.get::<String>("filename").ok()?.into(),
+        end_ns: s.get::<u64>("running-time").ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::spec::{OutputSpec, VideoCodec, VideoInput};
+    use std::time::Duration;
+
+    /// An RTP packet carrying the start of a VP8 inter frame: a frame that cannot be
+    /// decoded without the key frame before it.
+    fn vp8_inter_frame(sequence: u16, timestamp: u32) -> Vec<u8> {
+        let mut packet = vec![0x80, 0x80 | 96];
+        packet.extend(sequence.to_be_bytes());
+        packet.extend(timestamp.to_be_bytes());
+        packet.extend(0x1234_5678u32.to_be_bytes());
+        // Payload descriptor: start of partition 0. Frame tag: bit 0 set, an inter frame.
+        packet.extend([0x10, 0x01]);
+        packet.extend([0u8; 64]);
+        packet
+    }
+
+    #[tokio::test]
+    async fn pushed_packets_reach_the_depayloader_and_its_key_frame_requests_come_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let factory =
+            PipelineFactory::new(&dir, TranscodeConfig::default(), RtpConfig::default()).unwrap();
+        let spec = StreamSpec {
+            name: crate::name::StreamName::new("input").unwrap(),
+            slot: 0,
+            video: Some(VideoInput {
+                codec: VideoCodec::Vp8,
+                payload_type: 96,
+                clock_rate: 90_000,
+            }),
+            audio: None,
+            outputs: OutputSpec::default(),
+        };
+        let (pipeline, mut events) = factory.build(&spec).unwrap();
+        pipeline.play().unwrap();
+        let input = pipeline.video_input().unwrap();
+        let requested = async {
+            for k in 0..30u16 {
+                assert!(input.push(vp8_inter_frame(k, u32::from(k) * 3000)));
+                tokio::time::sleep(Duration::from_millis(33)).await;
+                while let Ok(event) = events.try_recv() {
+                    if matches!(event, MediaEvent::KeyframeRequested) {
+                        return true;
+                    }
+                }
+            }
+            false
+        };
+        assert!(requested.await, "no key-frame request reached the input");
+        pipeline.finish();
+        pipeline.stop().await;
+        assert!(
+            !input.push(vp8_inter_frame(30, 90_000)),
+            "a stopped pipeline took a packet"
+        );
+    }
+}

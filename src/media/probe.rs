@@ -1,0 +1,48 @@
+//! Small pad-probe tools the pipeline and the outputs share: the running time of a buffer,
+//! and a one-shot report of the first buffer that passes a pad. A probe only reads the
+//! buffer and `try_send`s an event; it takes no lock.
+
+use crate::media::event::MediaEvent;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use tokio::sync::mpsc;
+
+/// The running time of a buffer arriving at `pad`.
+pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    pad.sticky_event::<gst::event::Segment>(0)?
+        .segment()
+        .downcast_ref::<gst::format::Time>()?
+        .to_running_time(buffer.pts())
+}
+
+/// Reports the first buffer passing an element's pad for which `event` gives an event,
+/// then removes itself.
+pub fn on_first_buffer(
+    pipeline: &gst::Pipeline,
+    (element, pad): (&str, &str),
+    events: mpsc::Sender<MediaEvent>,
+    event: impl Fn(&gst::Pad, &gst::BufferRef) -> Option<MediaEvent> + Send + Sync + 'static,
+) {
+    let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad(pad)) else {
+        return;
+    };
+    // Payloaders push lists of packets; the first packet stands for the list.
+    let kinds = gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST;
+    pad.add_probe(kinds, move |pad, info| {
+        let buffer = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => Some(buffer.as_ref()),
+            Some(gst::PadProbeData::BufferList(list)) => list.get(0),
+            _ => None,
+        };
+        let Some(buffer) = buffer else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match event(pad, buffer) {
+            Some(event) => {
+                let _ = events.try_send(event);
+                gst::PadProbeReturn::Remove
+            }
+            None => gst::PadProbeReturn::Ok,
+        }
+    });
+}

@@ -1,0 +1,677 @@
+//! The session task: one publisher's peer connection and its stream's pipeline, driven
+//! by `select!` over the command inbox, peer events, media events, a statistics tick and
+//! the stop token. It asks the outputs (`media::output`) to do their work and keeps the
+//! registry's view of the stream up to date; it ends with the reason and the HLS output,
+//! which lingers.
+
+use crate::gateway::Gateway;
+use crate::media::output::hls::{HlsOutput, Variant};
+use crate::media::output::record::Recording;
+use crate::media::output::rtp::RtpOutput;
+use crate::media::{FileOutput, MediaEvent, OutputSpec, StreamPipeline, StreamSpec};
+use crate::name::StreamName;
+use crate::session::handle::{Reply, SessionCommand, SessionEvent};
+use crate::session::offer::OfferPlan;
+use crate::session::peer::{Peer, PeerEvent};
+use crate::stream::{AudioInfo, EndReason, Outputs, StreamState, StreamStats, VideoInfo};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+/// How long a publisher may take to connect before it is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Fewest milliseconds between two key-frame requests to the publisher.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the file outputs may take to finish their files at the end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the statistics are sampled.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) struct Session {
+    gateway: Arc<Gateway>,
+    name: StreamName,
+    spec: StreamSpec,
+    plan: OfferPlan,
+    peer: Peer,
+    peer_events: mpsc::Receiver<PeerEvent>,
+    commands: mpsc::Receiver<SessionCommand>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    stop: CancellationToken,
+    answer_mid: Option<String>,
+    rtp: Option<RtpOutput>,
+    /// The stream's HLS files, when HLS is on; handed back when the session ends.
+    hls: Option<HlsOutput>,
+    recording: Option<Recording>,
+    /// Who asked for the recording to stop, answered once its file is complete.
+    stop_recording_reply: Option<Reply<String>>,
+    plis_sent: u64,
+    /// The previous statistics sample, for rates.
+    last_sample: Option<(Instant, StreamStats)>,
+}
+
+/// What the running session has seen so far.
+#[derive(Default)]
+struct Progress {
+    connected_at: Option<Instant>,
+    live: bool,
+    tracks_open: usize,
+    last_keyframe_request: Option<Instant>,
+    /// File outputs still to finish their files.
+    pending_outputs: Vec<FileOutput>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        gateway: Arc<Gateway>,
+        name: StreamName,
+        slot: u32,
+        plan: OfferPlan,
+        (peer, peer_events): (Peer, mpsc::Receiver<PeerEvent>),
+        commands: mpsc::Receiver<SessionCommand>,
+        events: mpsc::UnboundedSender<SessionEvent>,
+        answer_mid: Option<String>,
+    ) -> Self {
+        Self {
+            spec: StreamSpec {
+                name: name.clone(),
+                slot,
+                video: plan.video.as_ref().map(|(v, _)| v.clone()),
+                audio: plan.audio.as_ref().map(|(a, _)| a.clone()),
+                outputs: OutputSpec::default(),
+            },
+            // Shutdown ends every session.
+            stop: gateway.shutdown.child_token(),
+            gateway,
+            name,
+            plan,
+            peer,
+            peer_events,
+            commands,
+            events,
+            answer_mid,
+            rtp: None,
+            hls: None,
+            recording: None,
+            stop_recording_reply: None,
+            plis_sent: 0,
+            last_sample: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> (EndReason, Option<HlsOutput>) {
+        self.spec.outputs = self.open_outputs();
+        let pipeline = match self.start_pipeline().await {
+            Ok(pipeline) => pipeline,
+            Err(reason) => {
+                self.peer.close().await;
+                return (reason, self.end_hls());
+            }
+        };
+        self.publish_info();
+        let mut progress = Progress::default();
+        if self.hls.is_some() {
+            progress.pending_outputs.push(FileOutput::Hls);
+            if self.spec.video.is_none() {
+                self.write_variant(None);
+            }
+        }
+        if self.recording.as_ref().is_some_and(Recording::is_attached) {
+            progress.pending_outputs.push(FileOutput::Recording);
+        }
+        let (pipeline, mut media_events) = pipeline;
+        let reason = self
+            .drive(&pipeline, &mut media_events, &mut progress)
+            .await;
+        self.drain(&pipeline, &mut media_events, &mut progress)
+            .await;
+        pipeline.stop().await;
+        self.peer.close().await;
+        if let Some(rtp) = &mut self.rtp {
+            rtp.finish();
+        }
+        (reason, self.end_hls())
+    }
+
+    /// Opens the outputs the configuration asks for: RTP, HLS (continuing a lingering
+    /// playlist) and the recording; says what the pipeline must feed.
+    fn open_outputs(&mut self) -> OutputSpec {
+        let gateway = self.gateway.clone();
+        let config = &gateway.config;
+        let (video, audio) = (self.spec.video.is_some(), self.spec.audio.is_some());
+        let mut outputs = OutputSpec {
+            rtp: config.rtp.enabled,
+            ..OutputSpec::default()
+        };
+        if config.rtp.enabled {
+            self.rtp = Some(RtpOutput::new(
+                &self.name,
+                self.spec.slot,
+                &config.rtp,
+                video,
+                audio,
+            ));
+        }
+        if config.hls.enabled {
+            match gateway.hls.open(&self.name) {
+                Ok(hls) => {
+                    outputs.hls = Some(hls.spec(config.hls.segment_duration_s));
+                    let dir = hls.dir.clone();
+                    gateway
+                        .registry()
+                        .update(&self.name, |entry| entry.hls_dir = Some(dir));
+                    self.hls = Some(hls);
+                }
+                Err(e) => {
+                    self.output_failed(FileOutput::Hls, &format!("cannot write HLS files: {e}"))
+                }
+            }
+        }
+        if config.record.enabled {
+            match Recording::create(&config.record.dir, &self.name, config.record.format) {
+                Ok(recording) => {
+                    outputs.record = Some(recording.spec());
+                    self.recording = Some(recording);
+                }
+                Err(message) => self.output_failed(FileOutput::Recording, &message),
+            }
+        }
+        outputs
+    }
+
+    /// Builds the pipeline, attaches the outputs and plays it.
+    async fn start_pipeline(
+        &mut self,
+    ) -> Result<(StreamPipeline, mpsc::Receiver<MediaEvent>), EndReason> {
+        let factory = self.gateway.media.clone();
+        let spec = self.spec.clone();
+        let built = tokio::task::spawn_blocking(move || factory.build(&spec))
+            .await
+            .map_err(|_| EndReason::InternalError)?;
+        let (pipeline, media_events) = built.map_err(|e| {
+            tracing::error!("pipeline did not start: {e}");
+            EndReason::PipelineError(e.to_string())
+        })?;
+        if let Some(rtp) = &self.rtp {
+            rtp.attach(&pipeline);
+        }
+        if let (Some(hls), Some(spec)) = (&self.hls, &self.spec.outputs.hls) {
+            hls.attach(&pipeline, spec);
+        }
+        if let Some(recording) = &mut self.recording
+            && let Err(e) = recording.attach(&pipeline)
+        {
+            let message = format!("cannot start the recording: {e}");
+            self.output_failed(FileOutput::Recording, &message);
+        }
+        let played = tokio::task::spawn_blocking(move || pipeline.play().map(|()| pipeline))
+            .await
+            .map_err(|_| EndReason::InternalError)?;
+        let pipeline = played.map_err(|e| {
+            tracing::error!("pipeline did not start: {e}");
+            EndReason::PipelineError(e.to_string())
+        })?;
+        Ok((pipeline, media_events))
+    }
+
+    async fn drive(
+        &mut self,
+        pipeline: &StreamPipeline,
+        media_events: &mut mpsc::Receiver<MediaEvent>,
+        progress: &mut Progress,
+    ) -> EndReason {
+        let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(connect_deadline);
+        let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    return if self.gateway.shutdown.is_cancelled() {
+                        EndReason::Shutdown
+                    } else {
+                        EndReason::Stopped
+                    };
+                }
+                _ = &mut connect_deadline, if progress.connected_at.is_none() => {
+                    return EndReason::ConnectTimeout;
+                }
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return EndReason::PublisherGone };
+                    if let Some(reason) = self.on_command(command, pipeline, progress).await {
+                        return reason;
+                    }
+                }
+                _ = stats_tick.tick() => self.sample_stats(pipeline).await,
+                event = self.peer_events.recv() => {
+                    let Some(event) = event else { return EndReason::PublisherGone };
+                    if let Some(reason) = self.on_peer_event(event, pipeline, progress).await {
+                        return reason;
+                    }
+                }
+                event = media_events.recv() => {
+                    let Some(event) = event else { continue };
+                    tracing::trace!(?event, "media event");
+                    if let Some(reason) = self.on_media_event(event, pipeline, progress).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        command: SessionCommand,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Option<EndReason> {
+        match command {
+            SessionCommand::AddCandidate(candidate) => self.peer.add_candidate(candidate).await,
+            SessionCommand::Stop(reason) => return Some(reason),
+            SessionCommand::StartRecording(reply) => {
+                let _ = reply.send(self.start_recording(pipeline, progress));
+            }
+            SessionCommand::StopRecording(reply) => {
+                let stopping = self.stop_recording_reply.is_none()
+                    && self.recording.as_ref().is_some_and(Recording::stop);
+                if stopping {
+                    tracing::info!("stopping the recording");
+                    self.stop_recording_reply = Some(reply);
+                } else {
+                    let _ = reply.send(Err("the stream is not being recorded".into()));
+                }
+            }
+            SessionCommand::AddRtpDestination {
+                host,
+                video_port,
+                audio_port,
+                reply,
+            } => {
+                let _ =
+                    reply.send(self.add_rtp_destination(pipeline, host, video_port, audio_port));
+            }
+            SessionCommand::RemoveRtpDestination { id, reply } => {
+                let result = match &mut self.rtp {
+                    Some(rtp) => rtp.remove_destination(pipeline, &id),
+                    None => Err(format!("no RTP destination {id}")),
+                };
+                if result.is_ok() {
+                    self.publish_destinations();
+                }
+                let _ = reply.send(result);
+            }
+        }
+        None
+    }
+
+    fn start_recording(
+        &mut self,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Result<String, String> {
+        if self.recording.as_ref().is_some_and(Recording::is_attached) {
+            return Err("the stream is already being recorded".into());
+        }
+        let config = &self.gateway.config.record;
+        let mut recording = Recording::create(&config.dir, &self.name, config.format)?;
+        if let Err(e) = recording.attach(pipeline) {
+            recording.discard();
+            return Err(e.to_string());
+        }
+        progress.pending_outputs.push(FileOutput::Recording);
+        let file = recording.file().to_string();
+        self.recording = Some(recording);
+        let shown = file.clone();
+        self.gateway.registry().update(&self.name, |entry| {
+            entry.info.outputs.recording = Some(shown);
+            entry.info.recording_error = None;
+        });
+        Ok(file)
+    }
+
+    /// A recording stopped from the control API is complete: take its branch out.
+    fn recording_finished(&mut self, pipeline: &StreamPipeline) {
+        let Some(reply) = self.stop_recording_reply.take() else {
+            return;
+        };
+        let Some(recording) = self.recording.take() else {
+            return;
+        };
+        let file = recording.detach(pipeline);
+        tracing::info!(%file, "recording stopped");
+        self.gateway
+            .registry()
+            .update(&self.name, |entry| entry.info.outputs.recording = None);
+        let _ = reply.send(Ok(file));
+    }
+
+    fn add_rtp_destination(
+        &mut self,
+        pipeline: &StreamPipeline,
+        host: IpAddr,
+        video_port: u16,
+        audio_port: u16,
+    ) -> Result<crate::stream::RtpDestination, String> {
+        let limit = self.gateway.config.limits.max_rtp_destinations;
+        let Some(rtp) = &mut self.rtp else {
+            return Err("RTP output is disabled (rtp.enabled = false)".into());
+        };
+        let destination = rtp.add_destination(pipeline, (host, video_port, audio_port), limit)?;
+        self.publish_destinations();
+        Ok(destination)
+    }
+
+    fn publish_destinations(&self) {
+        let destinations = self
+            .rtp
+            .as_ref()
+            .map(|rtp| rtp.destinations().to_vec())
+            .unwrap_or_default();
+        self.gateway.registry().update(&self.name, |entry| {
+            entry.info.rtp_destinations = destinations
+        });
+    }
+
+    /// Samples the stream's statistics and publishes them in the stream object.
+    async fn sample_stats(&mut self, pipeline: &StreamPipeline) {
+        let totals = self.peer.inbound_totals().await;
+        let (jitter_buffer_lost, jitter_buffer_late) = pipeline.video_jitter_drops();
+        let measured = pipeline.measurements();
+        let mut stats = StreamStats {
+            packets_received: totals.packets,
+            bytes_received: totals.bytes,
+            packets_lost: totals.lost,
+            nacks_sent: totals.nacks,
+            plis_sent: self.plis_sent,
+            frames_in: self.peer.frames_in(),
+            frames_out: measured.frames_out(),
+            pictures_out: measured.pictures_out(),
+            encoder_delay_ms: measured.encoder_delay().as_secs_f64() * 1000.0,
+            encoder_delay_p50_ms: measured.delays().percentile(0.50),
+            encoder_delay_p95_ms: measured.delays().percentile(0.95),
+            encoder_delay_p99_ms: measured.delays().percentile(0.99),
+            jitter_buffer_lost,
+            jitter_buffer_late,
+            hls_segments: self.hls.as_ref().map_or(0, HlsOutput::segments),
+            recording_bytes: self.recording.as_ref().map_or(0, Recording::bytes),
+            ..StreamStats::default()
+        };
+        let now = Instant::now();
+        if let Some((at, previous)) = &self.last_sample {
+            let seconds = now.duration_since(*at).as_secs_f64().max(0.001);
+            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
+            stats.input_fps = rate(stats.frames_in, previous.frames_in);
+            stats.output_fps = rate(stats.frames_out, previous.frames_out);
+            stats.bitrate_kbps = rate(stats.bytes_received, previous.bytes_received) * 8.0 / 1000.0;
+        }
+        self.last_sample = Some((now, stats.clone()));
+        self.gateway
+            .registry()
+            .update(&self.name, |entry| entry.info.stats = stats);
+    }
+
+    /// Ends the inputs and waits (at most 2 s) for the file outputs to finish their files.
+    async fn drain(
+        &mut self,
+        pipeline: &StreamPipeline,
+        media_events: &mut mpsc::Receiver<MediaEvent>,
+        progress: &mut Progress,
+    ) {
+        if progress.pending_outputs.is_empty() {
+            return;
+        }
+        pipeline.finish();
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while !progress.pending_outputs.is_empty() {
+            match tokio::time::timeout_at(deadline, media_events.recv()).await {
+                Ok(Some(event)) => {
+                    let _ = self.on_media_event(event, pipeline, progress).await;
+                }
+                _ => {
+                    tracing::warn!(pending = ?progress.pending_outputs, "outputs did not finish within 2 s");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Closes the playlist with ENDLIST and hands the HLS output back.
+    fn end_hls(&mut self) -> Option<HlsOutput> {
+        let mut hls = self.hls.take()?;
+        hls.end();
+        Some(hls)
+    }
+
+    fn output_failed(&self, output: FileOutput, message: &str) {
+        tracing::error!(?output, "{message}; the stream goes on without it");
+        let message = message.to_string();
+        self.gateway
+            .registry()
+            .update(&self.name, |entry| match output {
+                FileOutput::Hls => entry.info.hls_error = Some(message),
+                FileOutput::Recording => entry.info.recording_error = Some(message),
+            });
+    }
+
+    fn write_variant(&mut self, video_codec: Option<String>) {
+        let variant = Variant::of(
+            &self.gateway.config.transcode,
+            self.spec.video.is_some(),
+            self.spec.audio.is_some(),
+            video_codec,
+        );
+        if let Some(hls) = &mut self.hls {
+            hls.write_variant(&variant);
+        }
+    }
+
+    async fn on_peer_event(
+        &mut self,
+        event: PeerEvent,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Option<EndReason> {
+        match event {
+            PeerEvent::Candidate(mut candidate) => {
+                if candidate.sdp_mid.as_deref().is_none_or(str::is_empty) {
+                    candidate.sdp_mid = self.answer_mid.clone();
+                    candidate.sdp_mline_index = Some(0);
+                }
+                let _ = self.events.send(SessionEvent::Candidate(candidate));
+            }
+            PeerEvent::ConnectionState(state) => {
+                tracing::debug!(%state, "peer connection state");
+                match state {
+                    RTCPeerConnectionState::Connected if progress.connected_at.is_none() => {
+                        tracing::info!("publisher connected");
+                        progress.connected_at = Some(Instant::now());
+                    }
+                    RTCPeerConnectionState::Failed => return Some(EndReason::IceFailed),
+                    RTCPeerConnectionState::Closed => return Some(EndReason::PublisherGone),
+                    _ => {}
+                }
+            }
+            PeerEvent::Track(track) => {
+                let input = if track.is_video {
+                    pipeline.video_input()
+                } else {
+                    pipeline.audio_input()
+                };
+                let Some(input) = input else {
+                    tracing::warn!("ignoring a track the offer did not announce");
+                    return None;
+                };
+                progress.tracks_open += 1;
+                let is_video = track.is_video;
+                self.peer.receive(track, input);
+                if is_video {
+                    self.request_keyframe(progress).await;
+                }
+            }
+            PeerEvent::TrackEnded => {
+                progress.tracks_open = progress.tracks_open.saturating_sub(1);
+                if progress.tracks_open == 0 {
+                    return Some(EndReason::PublisherGone);
+                }
+            }
+        }
+        None
+    }
+
+    async fn request_keyframe(&mut self, progress: &mut Progress) {
+        self.peer.request_keyframe().await;
+        self.plis_sent += 1;
+        progress.last_keyframe_request = Some(Instant::now());
+    }
+
+    async fn on_media_event(
+        &mut self,
+        event: MediaEvent,
+        pipeline: &StreamPipeline,
+        progress: &mut Progress,
+    ) -> Option<EndReason> {
+        match event {
+            MediaEvent::KeyframeRequested => {
+                let due = progress
+                    .last_keyframe_request
+                    .is_none_or(|at| at.elapsed() >= KEYFRAME_REQUEST_INTERVAL);
+                if due {
+                    tracing::debug!("asking the publisher for a key frame");
+                    self.request_keyframe(progress).await;
+                }
+            }
+            // With RTP on, `live` waits for the RTP output, so that the SDP file is
+            // served as soon as a publisher hears `live`.
+            MediaEvent::VideoEncoded { codec } => {
+                self.write_variant(codec);
+                if self.rtp.is_none() {
+                    self.went_live(progress);
+                }
+            }
+            MediaEvent::AudioFlowing => {
+                if self.spec.video.is_none() && self.rtp.is_none() {
+                    self.went_live(progress);
+                }
+            }
+            MediaEvent::VideoRtpReady {
+                profile_level_id,
+                sprop_parameter_sets,
+            } => {
+                if let Some(at) = progress.connected_at {
+                    tracing::info!(
+                        ms = at.elapsed().as_millis() as u64,
+                        "first H.264 RTP packet out after ICE connected"
+                    );
+                }
+                let sdp = self
+                    .rtp
+                    .as_mut()
+                    .and_then(|rtp| rtp.video_ready(profile_level_id, sprop_parameter_sets));
+                self.sdp_ready(sdp);
+                self.went_live(progress);
+            }
+            MediaEvent::AudioRtpReady => {
+                let sdp = self.rtp.as_mut().and_then(RtpOutput::audio_ready);
+                if sdp.is_some() {
+                    self.sdp_ready(sdp);
+                    self.went_live(progress);
+                }
+            }
+            MediaEvent::Error { element, message } => {
+                tracing::error!(%element, "pipeline error: {message}");
+                return Some(EndReason::PipelineError(format!("{element}: {message}")));
+            }
+            MediaEvent::SegmentsStarted { running_time_ns } => {
+                if let Some(hls) = &mut self.hls {
+                    hls.segments_started(running_time_ns);
+                }
+            }
+            MediaEvent::SegmentClosed { location, end_ns } => {
+                if let Some(hls) = &mut self.hls
+                    && let Err(e) = hls.segment_closed(&location, end_ns)
+                {
+                    tracing::warn!("cannot write the HLS playlist: {e}");
+                }
+            }
+            MediaEvent::OutputFailed { output, message } => {
+                progress.pending_outputs.retain(|o| *o != output);
+                self.output_failed(output, &message);
+            }
+            MediaEvent::OutputFinished(output) => {
+                tracing::debug!(?output, "output finished");
+                progress.pending_outputs.retain(|o| *o != output);
+                if output == FileOutput::Recording {
+                    self.recording_finished(pipeline);
+                }
+            }
+        }
+        None
+    }
+
+    /// Publishes the SDP file in the stream object.
+    fn sdp_ready(&self, sdp: Option<String>) {
+        if let Some(text) = sdp {
+            self.gateway
+                .registry()
+                .update(&self.name, |entry| entry.sdp = Some(text));
+        }
+    }
+
+    fn went_live(&mut self, progress: &mut Progress) {
+        if progress.live {
+            return;
+        }
+        progress.live = true;
+        tracing::info!("stream is live");
+        let mut outputs = Outputs::default();
+        self.gateway.registry().update(&self.name, |entry| {
+            entry.info.state = StreamState::Live;
+            outputs = entry.info.outputs.clone();
+        });
+        let _ = self.events.send(SessionEvent::Live {
+            stream: self.name.clone(),
+            outputs,
+        });
+    }
+
+    /// Fills the stream object with what the outputs will be.
+    fn publish_info(&self) {
+        let transcode = &self.gateway.config.transcode;
+        let name = &self.name;
+        let video = self.plan.video.as_ref().map(|(input, _)| VideoInfo {
+            codec: "H264".into(),
+            width: transcode.width,
+            height: transcode.height,
+            fps: transcode.framerate,
+            input_codec: input.codec.name().into(),
+        });
+        let audio = self.plan.audio.as_ref().map(|_| AudioInfo {
+            codec: "opus".into(),
+            sample_rate: 48000,
+            channels: 2,
+        });
+        let sdp = self
+            .rtp
+            .is_some()
+            .then(|| format!("/streams/{name}/stream.sdp"));
+        let hls = self
+            .hls
+            .as_ref()
+            .map(|_| format!("/streams/{name}/index.m3u8"));
+        let recording = self
+            .recording
+            .as_ref()
+            .filter(|r| r.is_attached())
+            .map(|r| r.file().to_string());
+        self.gateway.registry().update(name, |entry| {
+            entry.info.video = video;
+            entry.info.audio = audio;
+            entry.info.outputs.sdp = sdp;
+            entry.info.outputs.hls = hls;
+            entry.info.outputs.recording = recording;
+        });
+    }
+}
