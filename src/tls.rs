@@ -2,6 +2,8 @@
 //! names and addresses, so that phones on the LAN may use their camera.
 
 use crate::config::HttpConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +41,9 @@ pub fn identity(config: &HttpConfig) -> Result<Option<Identity>, TlsError> {
     };
     let cert_pem = read(&config.tls_cert)?;
     let key_pem = read(&config.tls_key)?;
-    let der = pem_der(&cert_pem).unwrap_or_default();
+    let der = CertificateDer::from_pem_slice(&cert_pem)
+        .map(|cert| cert.to_vec())
+        .unwrap_or_default();
     Ok(Some(Identity {
         fingerprint: fingerprint(&der),
         cert_pem,
@@ -75,18 +79,6 @@ fn self_signed(names: &[String]) -> Result<Identity, TlsError> {
     })
 }
 
-fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let text = std::str::from_utf8(pem).ok()?;
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
-}
-
 fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()
@@ -105,7 +97,7 @@ mod tests {
         assert!(names.contains(&"localhost".to_string()));
         assert!(names.contains(&"127.0.0.1".to_string()));
         let identity = self_signed(&names).unwrap();
-        let der = pem_der(&identity.cert_pem).unwrap();
+        let der = CertificateDer::from_pem_slice(&identity.cert_pem).unwrap();
         assert_eq!(fingerprint(&der), identity.fingerprint);
         assert_eq!(identity.fingerprint.len(), 32 * 3 - 1);
     }
