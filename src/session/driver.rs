@@ -201,11 +201,15 @@ impl Session {
         if let (Some(hls), Some(spec)) = (&self.hls, &self.spec.outputs.hls) {
             hls.attach(&pipeline, spec);
         }
-        if let Some(recording) = &mut self.recording
-            && let Err(e) = recording.attach(&pipeline)
-        {
-            let message = format!("cannot start the recording: {e}");
-            self.output_failed(FileOutput::Recording, &message);
+        if let Some(mut recording) = self.recording.take() {
+            match recording.attach(&pipeline) {
+                Ok(()) => self.recording = Some(recording),
+                Err(e) => {
+                    recording.discard();
+                    let message = format!("cannot start the recording: {e}");
+                    self.output_failed(FileOutput::Recording, &message);
+                }
+            }
         }
         let played = tokio::task::spawn_blocking(move || pipeline.play().map(|()| pipeline))
             .await
