@@ -3,11 +3,13 @@
 
 use super::error::ApiError;
 use crate::gateway::Gateway;
-use crate::signalling::auth::{bearer, token_matches};
+use crate::signalling::auth::token_matches;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use headers::authorization::Bearer;
+use headers::{Authorization, HeaderMapExt};
 use std::sync::Arc;
 
 pub fn query_token(query: Option<&str>) -> Option<&str> {
@@ -27,8 +29,8 @@ pub async fn require_read_token(
     if configured.is_empty() || request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
-    let presented = query_token(request.uri().query())
-        .or_else(|| bearer(header(request.headers(), header::AUTHORIZATION)));
+    let bearer = bearer(request.headers());
+    let presented = query_token(request.uri().query()).or(bearer.as_deref());
     if token_matches(configured, presented) {
         next.run(request).await
     } else {
@@ -48,8 +50,8 @@ pub async fn require_admin_token(
     next: Next,
 ) -> Response {
     let configured = &gateway.config.auth.admin_token;
-    let presented = bearer(header(request.headers(), header::AUTHORIZATION));
-    if configured.is_empty() || token_matches(configured, presented) {
+    let presented = bearer(request.headers());
+    if configured.is_empty() || token_matches(configured, presented.as_deref()) {
         next.run(request).await
     } else {
         ApiError::new(
@@ -63,4 +65,30 @@ pub async fn require_admin_token(
 
 pub fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .typed_get::<Authorization<Bearer>>()
+        .map(|auth| auth.token().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_tokens() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            bearer(&headers)
+        };
+        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("Basic abc"), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
 }

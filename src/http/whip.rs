@@ -1,7 +1,7 @@
 //! WHIP over HTTP: the handlers pass the headers and body to `signalling::whip` and turn
 //! its answers into responses; ICE servers are advertised as `Link` headers.
 
-use super::auth::header;
+use super::auth::{bearer, header};
 use super::error::{ApiError, stream_name};
 use super::state::AppState;
 use crate::gateway::Gateway;
@@ -51,7 +51,7 @@ pub async fn create(
         .create(
             &name,
             header(&headers, header::CONTENT_TYPE),
-            header(&headers, header::AUTHORIZATION),
+            bearer(&headers).as_deref(),
             offer,
         )
         .await
@@ -83,7 +83,7 @@ pub async fn patch(
         &id,
         header(&headers, header::CONTENT_TYPE),
         header(&headers, header::IF_MATCH),
-        header(&headers, header::AUTHORIZATION),
+        bearer(&headers).as_deref(),
         &fragment,
     )
     .await
@@ -97,7 +97,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = stream_name(&name)?;
-    whip.delete(&name, &id, header(&headers, header::AUTHORIZATION))
+    whip.delete(&name, &id, bearer(&headers).as_deref())
         .await
         .map_err(|e| ApiError(e.problem(&name)))?;
     Ok(StatusCode::OK.into_response())

@@ -26,15 +26,6 @@ pub fn may_publish(auth: &AuthConfig, stream: &StreamName, token: Option<&str>) 
     global || own.iter().any(|t| token_matches(t, token))
 }
 
-/// The token of an `Authorization: Bearer` header value.
-pub fn bearer(authorization: Option<&str>) -> Option<&str> {
-    let value = authorization?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,10 +36,6 @@ mod tests {
         assert!(token_matches("s3cret", Some("s3cret")));
         assert!(!token_matches("s3cret", Some("s3cre")));
         assert!(!token_matches("s3cret", None));
-        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer(Some("Basic abc")), None);
-        assert_eq!(bearer(None), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::config::WebrtcConfig;
 use crate::name::StreamName;
 use crate::session::offer::first_mid;
 use crate::session::{PublishError, PublishRequest, SessionEvent, SessionHandle, Sessions};
-use crate::signalling::auth::{bearer, may_publish};
+use crate::signalling::auth::may_publish;
 use crate::signalling::problem::Problem;
 use crate::stream::EndReason;
 use std::collections::HashMap;
@@ -97,9 +97,10 @@ impl Whip {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn authorize(&self, stream: &StreamName, authorization: Option<&str>) -> Result<(), WhipError> {
+    /// `token` is the request's bearer token.
+    fn authorize(&self, stream: &StreamName, token: Option<&str>) -> Result<(), WhipError> {
         let auth = &self.sessions.gateway().config.auth;
-        if may_publish(auth, stream, bearer(authorization)) {
+        if may_publish(auth, stream, token) {
             Ok(())
         } else {
             Err(WhipError::Unauthorized)
@@ -111,10 +112,10 @@ impl Whip {
         self: &Arc<Self>,
         stream: &StreamName,
         content_type: Option<&str>,
-        authorization: Option<&str>,
+        token: Option<&str>,
         offer: String,
     ) -> Result<Created, WhipError> {
-        self.authorize(stream, authorization)?;
+        self.authorize(stream, token)?;
         let got = media_type(content_type);
         if got != SDP {
             return Err(WhipError::UnsupportedMediaType { expected: SDP, got });
@@ -164,10 +165,10 @@ impl Whip {
         id: &str,
         content_type: Option<&str>,
         if_match: Option<&str>,
-        authorization: Option<&str>,
+        token: Option<&str>,
         fragment: &str,
     ) -> Result<(), WhipError> {
-        self.authorize(stream, authorization)?;
+        self.authorize(stream, token)?;
         let (handle, mid) = {
             let sessions = self.whip_sessions();
             let session = sessions
@@ -216,9 +217,9 @@ impl Whip {
         &self,
         stream: &StreamName,
         id: &str,
-        authorization: Option<&str>,
+        token: Option<&str>,
     ) -> Result<(), WhipError> {
-        self.authorize(stream, authorization)?;
+        self.authorize(stream, token)?;
         let session = {
             let mut sessions = self.whip_sessions();
             match sessions.get(id) {
