@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use webrtc_gateway::config::{Config, ConfigError};
 use webrtc_gateway::media::output::hls::HlsStore;
 use webrtc_gateway::session::Sessions;
@@ -105,41 +107,39 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let gateway = gateway::Gateway::new(config, media, hls);
     gateway.spawn_reaper();
     let app = http::router(Sessions::new(gateway.clone()));
-    let server = async move {
-        match identity {
-            Some(identity) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-                    identity.cert_pem,
-                    identity.key_pem,
-                )
-                .await
-                .context("the HTTPS certificate or key is not usable")?;
-                tracing::info!(
-                    fingerprint = %identity.fingerprint,
-                    "listening on https://{local} (certificate SHA-256 fingerprint)"
-                );
-                axum_server::from_tcp_rustls(listener, tls)?
-                    .serve(app.into_make_service())
-                    .await
-                    .context("HTTPS server failed")
-            }
-            None => {
-                tracing::info!("listening on http://{local}");
-                axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
-                    .await
-                    .context("HTTP server failed")
-            }
+    let tls = match &identity {
+        Some(identity) => {
+            let config = tls::server_config(identity).context("HTTPS (http.tls_*)")?;
+            tracing::info!(
+                fingerprint = %identity.fingerprint,
+                "listening on https://{local} (certificate SHA-256 fingerprint)"
+            );
+            Some(Arc::new(config))
+        }
+        None => {
+            tracing::info!("listening on http://{local}");
+            None
         }
     };
-    tokio::select! {
-        result = server => result?,
-        signal = shutdown_signal() => {
-            tracing::info!("{signal}: ending every stream");
-            gateway.stop(Duration::from_secs(4)).await;
-            tracing::info!("stopped");
-        }
-    }
+    let limits = http::ConnectionLimits {
+        max_connections: gateway.config.limits.max_connections as usize,
+        request_timeout: Duration::from_secs(gateway.config.http.request_timeout_s as u64),
+    };
+    let stop_serving = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        tokio::net::TcpListener::from_std(listener)?,
+        app,
+        tls,
+        limits,
+        gateway.clone(),
+        stop_serving.clone(),
+    ));
+    let signal = shutdown_signal().await;
+    tracing::info!("{signal}: ending every stream");
+    gateway.stop(Duration::from_secs(4)).await;
+    stop_serving.cancel();
+    let _ = server.await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +42,9 @@ pub struct Metrics {
     publications_ended: Family<ReasonLabel, Counter>,
     signalling_errors: Family<CodeLabel, Counter>,
     whip_requests: Family<StatusLabel, Counter>,
+    connections_open: Gauge,
+    connections_refused: Counter,
+    candidates_ignored: Counter,
     /// The streams as the last scrape saw them.
     streams: Arc<Mutex<Vec<StreamInfo>>>,
 }
@@ -73,6 +76,24 @@ impl Default for Metrics {
             "WHIP requests answered, by status",
             whip_requests.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP and WebSocket connections open now",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once past limits.max_connections",
+            connections_refused.clone(),
+        );
+        let candidates_ignored = Counter::default();
+        registry.register(
+            "candidates_ignored",
+            "Remote ICE candidates ignored past limits.max_remote_candidates",
+            candidates_ignored.clone(),
+        );
         let streams = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(StreamSeries(streams.clone())));
         Self {
@@ -81,6 +102,9 @@ impl Default for Metrics {
             publications_ended,
             signalling_errors,
             whip_requests,
+            connections_open,
+            connections_refused,
+            candidates_ignored,
             streams,
         }
     }
@@ -111,12 +135,36 @@ impl Metrics {
             .inc();
     }
 
+    /// A connection opened; it counts as open until the guard is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections_open.inc();
+        OpenConnection(self.connections_open.clone())
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    pub fn candidates_ignored(&self, count: u64) {
+        self.candidates_ignored.inc_by(count);
+    }
+
     /// The metrics text for a scrape, with `streams` as the registry lists them now.
     pub fn render(&self, streams: Vec<StreamInfo>) -> String {
         *self.streams.lock().unwrap_or_else(|e| e.into_inner()) = streams;
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String");
         text
+    }
+}
+
+/// An open connection, counted in `connections_open` while it lives.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

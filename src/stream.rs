@@ -65,6 +65,8 @@ pub struct StreamStats {
     pub jitter_buffer_late: u64,
     pub hls_segments: u64,
     pub recording_bytes: u64,
+    /// Remote ICE candidates ignored past `limits.max_remote_candidates`.
+    pub candidates_ignored: u64,
 }
 
 /// An extra RTP destination added through the control API.
@@ -111,6 +113,12 @@ pub enum EndReason {
     IceFailed,
     #[error("connect-timeout")]
     ConnectTimeout,
+    /// Connected, but no RTP for `webrtc.media_timeout_s`.
+    #[error("no-media")]
+    NoMedia,
+    /// The publisher's pictures are larger than `limits.max_input_*`.
+    #[error("input-too-large")]
+    InputTooLarge,
     #[error("shutdown")]
     Shutdown,
     #[error("stopped-by-operator")]
@@ -129,6 +137,8 @@ impl EndReason {
             EndReason::PublisherGone => "publisher-gone",
             EndReason::IceFailed => "ice-failed",
             EndReason::ConnectTimeout => "connect-timeout",
+            EndReason::NoMedia => "no-media",
+            EndReason::InputTooLarge => "input-too-large",
             EndReason::Shutdown => "shutdown",
             EndReason::Stopped => "stopped-by-operator",
             EndReason::PipelineError(_) => "pipeline-error",

@@ -2,8 +2,8 @@
 //! names and addresses, so that phones on the LAN may use their camera.
 
 use crate::config::HttpConfig;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,8 @@ pub enum TlsError {
     },
     #[error("cannot make a self-signed certificate: {0}")]
     SelfSigned(String),
+    #[error("the certificate or key is not usable: {0}")]
+    Unusable(String),
 }
 
 /// A certificate and its key, PEM.
@@ -49,6 +51,24 @@ pub fn identity(config: &HttpConfig) -> Result<Option<Identity>, TlsError> {
         cert_pem,
         key_pem,
     }))
+}
+
+/// The server's TLS configuration for `identity`: HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsError> {
+    let unusable = |e: &dyn std::fmt::Display| TlsError::Unusable(e.to_string());
+    let certs = CertificateDer::pem_slice_iter(&identity.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unusable(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(&identity.key_pem).map_err(|e| unusable(&e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unusable(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| unusable(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// This machine's names and addresses: localhost, its host name, its interfaces.

@@ -61,7 +61,9 @@ impl Config {
                 }
             )*};
         }
-        read!(http, rtp, hls, record, transcode, webrtc, limits, auth);
+        read!(
+            http, rtp, hls, record, transcode, webrtc, signalling, limits, auth
+        );
         if let Err(invalid) = config.validate() {
             // A failed section holds defaults: its values were not checked.
             problems.extend(
@@ -85,6 +87,48 @@ impl Config {
     /// Checks every value's range and form; returns one message per problem.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Problems::default();
+        p.range(
+            "http.request_timeout_s",
+            self.http.request_timeout_s,
+            1,
+            3600,
+        );
+        p.range(
+            "signalling.publish_timeout_s",
+            self.signalling.publish_timeout_s,
+            1,
+            3600,
+        );
+        p.range(
+            "webrtc.media_timeout_s",
+            self.webrtc.media_timeout_s,
+            1,
+            3600,
+        );
+        p.range(
+            "limits.max_connections",
+            self.limits.max_connections,
+            16,
+            1_000_000,
+        );
+        p.range(
+            "limits.max_remote_candidates",
+            self.limits.max_remote_candidates,
+            1,
+            1000,
+        );
+        p.range(
+            "limits.max_input_width",
+            self.limits.max_input_width,
+            16,
+            16384,
+        );
+        p.range(
+            "limits.max_input_height",
+            self.limits.max_input_height,
+            16,
+            16384,
+        );
         let (cert, key) = (&self.http.tls_cert, &self.http.tls_key);
         if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
             p.push(
@@ -217,13 +261,14 @@ impl Config {
 }
 
 /// The sections, in the order `gateway.toml` has them.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "http",
     "rtp",
     "hls",
     "record",
     "transcode",
     "webrtc",
+    "signalling",
     "limits",
     "auth",
 ];

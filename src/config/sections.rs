@@ -19,6 +19,7 @@ pub struct Config {
     pub record: RecordConfig,
     pub transcode: TranscodeConfig,
     pub webrtc: WebrtcConfig,
+    pub signalling: SignallingConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
 }
@@ -39,6 +40,9 @@ pub struct HttpConfig {
     pub tls_key: PathBuf,
     /// Make a self-signed certificate for this machine's names and addresses at startup.
     pub tls_self_signed: bool,
+    /// A client must send a request's headers (and a TLS client its handshake) and its
+    /// body within this many seconds.
+    pub request_timeout_s: u32,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +54,7 @@ impl Default for HttpConfig {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             tls_self_signed: false,
+            request_timeout_s: 10,
         }
     }
 }
@@ -152,7 +157,7 @@ impl Default for TranscodeConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebrtcConfig {
     pub ice_servers: Vec<String>,
@@ -171,6 +176,38 @@ pub struct WebrtcConfig {
         serialize_with = "empty_when_none"
     )]
     pub bind_address: Option<IpAddr>,
+    /// A connected publisher that sends no RTP for this many seconds is ended (`no-media`).
+    pub media_timeout_s: u32,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            ice_username: String::new(),
+            ice_credential: String::new(),
+            nat_1to1_ips: Vec::new(),
+            udp_port_min: 0,
+            udp_port_max: 0,
+            bind_address: None,
+            media_timeout_s: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignallingConfig {
+    /// A WebSocket that has not sent `publish` within this many seconds is closed.
+    pub publish_timeout_s: u32,
+}
+
+impl Default for SignallingConfig {
+    fn default() -> Self {
+        Self {
+            publish_timeout_s: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +218,14 @@ pub struct LimitsConfig {
     pub max_message_bytes: u32,
     /// Extra RTP destinations the control API may add to one stream.
     pub max_rtp_destinations: u32,
+    /// Open HTTP and WebSocket connections; more are refused at once.
+    pub max_connections: u32,
+    /// Remote ICE candidates taken per publisher, offer and trickle together.
+    pub max_remote_candidates: u32,
+    /// A publisher whose pictures are larger is ended (`input-too-large`) before any
+    /// frame that size is decoded.
+    pub max_input_width: u32,
+    pub max_input_height: u32,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +234,10 @@ impl Default for LimitsConfig {
             max_publishers: 16,
             max_message_bytes: 64 * 1024,
             max_rtp_destinations: 4,
+            max_connections: 4096,
+            max_remote_candidates: 50,
+            max_input_width: 3840,
+            max_input_height: 2160,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `auth`: the read and admin tokens;
 //! - `media_files`: SDP files, HLS playlists and segments, recordings, hls.js;
 //! - `control`: the stream API, the control API and the metrics;
-//! - `whip`: WHIP ingest over HTTP; `websocket`: the `/ws` socket adapter.
+//! - `whip`: WHIP ingest over HTTP; `websocket`: the `/ws` socket adapter;
+//! - `serve`: the accept loop, bounded in connections and time, HTTP and HTTPS.
 //!
 //! Handlers only translate between HTTP and `signalling` or `session`; nothing imports
 //! this module.
@@ -16,8 +17,10 @@ mod control;
 mod error;
 mod media_files;
 mod router;
+mod serve;
 mod state;
 mod websocket;
 mod whip;
 
 pub use router::router;
+pub use serve::{ConnectionLimits, serve};

@@ -1,20 +1,26 @@
 //! The routes and their layers: pages from `www/`, health, signalling, the APIs, the
 //! media files (behind the read token, with CORS) and WHIP (with its CORS headers).
 
+use super::error::ApiError;
 use super::state::AppState;
 use super::{auth, control, media_files, websocket, whip};
+use crate::gateway::Gateway;
 use crate::session::Sessions;
 use crate::signalling::whip::Whip;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use std::sync::Arc;
-use tower::ServiceBuilder;
+use std::time::Duration;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Largest WHIP request body (an SDP offer or fragment).
 const WHIP_BODY_LIMIT: usize = 256 * 1024;
@@ -26,13 +32,7 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         sessions,
         gateway: gateway.clone(),
     };
-    // Pages are revalidated on every load, so that an upgrade is seen at once.
-    let www = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        ))
-        .service(ServeDir::new(&gateway.config.http.www_dir));
+    let body_timeout = Duration::from_secs(gateway.config.http.request_timeout_s as u64);
     // Players on other origins (hls.js pages) fetch the media.
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -98,6 +98,24 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         .merge(control)
         .merge(media)
         .merge(whip)
-        .fallback_service(www)
+        .fallback(pages)
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
+}
+
+/// The pages in `www/`, revalidated on every load so that an upgrade is seen at once.
+/// A path that names no file is a 404, whatever the file system says of it (a NUL byte,
+/// a name too long).
+async fn pages(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let pages = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+        .service(ServeDir::new(&gateway.config.http.www_dir));
+    match pages.oneshot(request).await {
+        Ok(response) if !response.status().is_server_error() => response.map(Body::new),
+        _ => ApiError::no_file(&path).into_response(),
+    }
 }
