@@ -2,25 +2,44 @@
 //! and writes its output back.
 
 use crate::session::Sessions;
-use crate::signalling::websocket::{Connection, Incoming};
+use crate::signalling::websocket::{Connection, Incoming, Violation};
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// How long the last messages and the close frame may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 pub async fn upgrade(State(sessions): State<Arc<Sessions>>, upgrade: WebSocketUpgrade) -> Response {
     let gateway = sessions.gateway();
     // The transport accepts somewhat more than the limit, so that an oversized message
-    // gets a signalling error instead of a dropped connection.
-    let limit = gateway.config.limits.max_message_bytes as usize;
+    // gets a signalling error instead of a dropped connection; past that, it closes the
+    // socket with 1009 without reading the rest.
+    let limit = (gateway.config.limits.max_message_bytes as usize).saturating_mul(4);
     upgrade
-        .max_message_size(limit.saturating_mul(4))
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let connections = sessions.gateway().connections.clone();
             connections.track_future(serve_socket(sessions, socket))
         })
+}
+
+/// What the transport's error says of the client.
+fn incoming_error(error: axum::Error) -> Incoming {
+    match error.into_inner().downcast::<tungstenite::Error>() {
+        Ok(error) => match *error {
+            tungstenite::Error::Capacity(_) => Incoming::Violation(Violation::TooBig),
+            tungstenite::Error::Utf8(_) => Incoming::Violation(Violation::Utf8),
+            tungstenite::Error::Protocol(_) => Incoming::Violation(Violation::Protocol),
+            _ => Incoming::Closed,
+        },
+        Err(_) => Incoming::Closed,
+    }
 }
 
 async fn serve_socket(sessions: Arc<Sessions>, socket: WebSocket) {
@@ -29,26 +48,31 @@ async fn serve_socket(sessions: Arc<Sessions>, socket: WebSocket) {
     let writer = tokio::spawn(async move {
         while let Some(text) = to_send.recv().await {
             if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
+                return None;
             }
         }
-        let _ = sink.close().await;
+        Some(sink)
     });
-    let incoming = stream
-        .take_while(|m| std::future::ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_)))))
-        .filter_map(|m| {
-            std::future::ready(match m {
-                Ok(Message::Text(text)) => Some(Incoming::Text(text.to_string())),
-                Ok(Message::Binary(_)) => Some(Incoming::Binary),
-                _ => None,
-            })
-        });
-    Connection::new(sessions, outgoing).run(incoming).await;
-    // The connection is gone, and with it the sender: the writer sends what is left.
-    if tokio::time::timeout(std::time::Duration::from_secs(1), writer)
-        .await
-        .is_err()
-    {
-        tracing::debug!("a signalling socket did not take its last messages");
+    let incoming = stream.filter_map(|m| {
+        std::future::ready(match m {
+            Ok(Message::Text(text)) => Some(Incoming::Text(text.to_string())),
+            Ok(Message::Binary(_)) => Some(Incoming::Binary),
+            Ok(Message::Close(_)) => Some(Incoming::Closed),
+            Ok(Message::Ping(_) | Message::Pong(_)) => None,
+            Err(e) => Some(incoming_error(e)),
+        })
+    });
+    let close = Connection::new(sessions, outgoing).run(incoming).await;
+    // The connection is gone, and with it the sender: the writer sends what is left,
+    // then the close frame says why.
+    match tokio::time::timeout(CLOSE_WAIT, writer).await {
+        Ok(Ok(Some(mut sink))) => {
+            let frame = CloseFrame {
+                code: close.code,
+                reason: close.reason.into(),
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+        }
+        _ => tracing::debug!("a signalling socket did not take its last messages"),
     }
 }

@@ -10,6 +10,7 @@ use crate::stream::{EndReason, Outputs};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCIceCandidateInit;
 
@@ -18,7 +19,40 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 pub enum Incoming {
     Text(String),
     Binary,
+    /// The client closed the socket, or it broke.
+    Closed,
+    /// A frame the protocol forbids; the connection must close.
+    Violation(Violation),
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A protocol error (a reserved opcode, a bad frame).
+    Protocol,
+    /// Text that is not UTF-8.
+    Utf8,
+    /// A message or frame too big to read.
+    TooBig,
+}
+
+/// How the gateway closes the socket: a WebSocket status code and a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Close {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How long a connection waits for its stream's `ended` before it closes.
+const ENDED_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -140,6 +174,10 @@ pub struct Connection {
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events: mpsc::UnboundedReceiver<SessionEvent>,
     current: Option<SessionHandle>,
+    /// The client asked the current stream to end; its `ended` is on the way.
+    ending: bool,
+    /// A publication has started on this connection: no publish timeout any more.
+    published: bool,
 }
 
 impl Connection {
@@ -151,27 +189,63 @@ impl Connection {
             events_tx,
             events,
             current: None,
+            ending: false,
+            published: false,
         }
     }
 
-    pub async fn run(mut self, incoming: impl Stream<Item = Incoming>) {
+    /// Serves the connection until it closes; answers how to close the socket. Its
+    /// stream, if any, has ended and its publisher been told by then.
+    pub async fn run(mut self, incoming: impl Stream<Item = Incoming>) -> Close {
         tokio::pin!(incoming);
-        loop {
+        let gateway = self.sessions.gateway().clone();
+        let timeout_s = gateway.config.signalling.publish_timeout_s;
+        let publish_deadline = tokio::time::sleep(Duration::from_secs(timeout_s as u64));
+        tokio::pin!(publish_deadline);
+        let close = loop {
             tokio::select! {
                 message = incoming.next() => match message {
                     Some(Incoming::Text(text)) => self.on_text(&text).await,
                     Some(Incoming::Binary) => self.send_error(&Problem::new(
                         400, "malformed-message", "messages must be JSON text")),
-                    None => break,
+                    Some(Incoming::Violation(Violation::Protocol)) => {
+                        break Close::new(1002, "protocol error");
+                    }
+                    Some(Incoming::Violation(Violation::Utf8)) => {
+                        break Close::new(1007, "a text message is not UTF-8");
+                    }
+                    Some(Incoming::Violation(Violation::TooBig)) => {
+                        break Close::new(1009, "message too big");
+                    }
+                    Some(Incoming::Closed) | None => break Close::new(1000, "closed by the client"),
                 },
                 Some(event) = self.events.recv() => self.on_session_event(event),
+                _ = &mut publish_deadline, if !self.published => {
+                    break Close::new(1008, format!("no publish within {timeout_s} s"));
+                }
                 // At shutdown, the connection closes once its publisher has been told.
-                _ = self.sessions.gateway().shutdown.cancelled(), if self.current.is_none() => break,
+                _ = gateway.shutdown.cancelled(), if self.current.is_none() => {
+                    break Close::new(1001, "the gateway is shutting down");
+                }
+            }
+        };
+        if let Some(handle) = &self.current {
+            handle.stop(EndReason::PublisherGone).await;
+            self.wait_ended().await;
+        }
+        close
+    }
+
+    /// Waits (a while) for the current stream's `ended`, relaying its other events.
+    async fn wait_ended(&mut self) {
+        let deadline = tokio::time::Instant::now() + ENDED_WAIT;
+        while self.current.is_some() {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => self.on_session_event(event),
+                _ => break,
             }
         }
-        if let Some(handle) = self.current.take() {
-            handle.stop(EndReason::PublisherGone).await;
-        }
+        self.current = None;
     }
 
     async fn on_text(&mut self, text: &str) {
@@ -189,6 +263,10 @@ impl Connection {
     async fn on_message(&mut self, message: ClientMessage) -> Result<(), Problem> {
         match message {
             ClientMessage::Publish { stream, sdp, token } => {
+                // A publish right after an unpublish waits for the first stream's end.
+                if self.ending {
+                    self.wait_ended().await;
+                }
                 if let Some(current) = &self.current {
                     return Err(Problem::new(
                         409,
@@ -215,6 +293,7 @@ impl Connection {
                     .await
                     .map_err(|e| Problem::publish(&stream, &e))?;
                 self.current = Some(handle);
+                self.published = true;
                 self.send(&ServerMessage::Answer {
                     stream,
                     sdp: answer,
@@ -257,6 +336,7 @@ impl Connection {
                     ));
                 };
                 current.stop(EndReason::Unpublished).await;
+                self.ending = true;
                 Ok(())
             }
         }
@@ -273,6 +353,7 @@ impl Connection {
             SessionEvent::Ended { stream, reason } => {
                 if self.current.as_ref().is_some_and(|c| c.stream == stream) {
                     self.current = None;
+                    self.ending = false;
                 }
                 ServerMessage::Ended {
                     stream,
