@@ -13,7 +13,7 @@ use crate::name::StreamName;
 use crate::session::handle::{Reply, SessionCommand, SessionEvent};
 use crate::session::offer::OfferPlan;
 use crate::session::peer::{Peer, PeerEvent};
-use crate::stream::{AudioInfo, EndReason, Outputs, StreamState, StreamStats, VideoInfo};
+use crate::stream::{EndReason, Outputs, StreamState, StreamStats};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,36 +31,41 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) struct Session {
-    gateway: Arc<Gateway>,
-    name: StreamName,
-    spec: StreamSpec,
-    plan: OfferPlan,
-    peer: Peer,
-    peer_events: mpsc::Receiver<PeerEvent>,
-    commands: mpsc::Receiver<SessionCommand>,
-    events: mpsc::UnboundedSender<SessionEvent>,
-    stop: CancellationToken,
-    answer_mid: Option<String>,
-    rtp: Option<RtpOutput>,
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) name: StreamName,
+    pub(super) spec: StreamSpec,
+    pub(super) plan: OfferPlan,
+    pub(super) peer: Peer,
+    pub(super) peer_events: mpsc::Receiver<PeerEvent>,
+    pub(super) commands: mpsc::Receiver<SessionCommand>,
+    pub(super) events: mpsc::UnboundedSender<SessionEvent>,
+    pub(super) stop: CancellationToken,
+    pub(super) answer_mid: Option<String>,
+    pub(super) rtp: Option<RtpOutput>,
     /// The stream's HLS files, when HLS is on; handed back when the session ends.
-    hls: Option<HlsOutput>,
-    recording: Option<Recording>,
+    pub(super) hls: Option<HlsOutput>,
+    pub(super) recording: Option<Recording>,
     /// Who asked for the recording to stop, answered once its file is complete.
-    stop_recording_reply: Option<Reply<String>>,
-    plis_sent: u64,
+    pub(super) stop_recording_reply: Option<Reply<String>>,
+    pub(super) plis_sent: u64,
+    /// Remote candidates taken so far, and those ignored past the limit.
+    pub(super) candidates_taken: usize,
+    pub(super) candidates_ignored: u64,
     /// The previous statistics sample, for rates.
-    last_sample: Option<(Instant, StreamStats)>,
+    pub(super) last_sample: Option<(Instant, StreamStats)>,
 }
 
 /// What the running session has seen so far.
 #[derive(Default)]
-struct Progress {
-    connected_at: Option<Instant>,
-    live: bool,
-    tracks_open: usize,
-    last_keyframe_request: Option<Instant>,
+pub(super) struct Progress {
+    pub(super) connected_at: Option<Instant>,
+    pub(super) live: bool,
+    pub(super) tracks_open: usize,
+    pub(super) last_keyframe_request: Option<Instant>,
+    /// RTP packets counted at the last check, and when that count last grew.
+    pub(super) packets_seen: (u64, Option<Instant>),
     /// File outputs still to finish their files.
-    pending_outputs: Vec<FileOutput>,
+    pub(super) pending_outputs: Vec<FileOutput>,
 }
 
 impl Session {
@@ -98,8 +103,16 @@ impl Session {
             recording: None,
             stop_recording_reply: None,
             plis_sent: 0,
+            candidates_taken: 0,
+            candidates_ignored: 0,
             last_sample: None,
         }
+    }
+
+    /// The offer's candidates: those taken, and those ignored past the limit.
+    pub(super) fn remote_candidates(&mut self, taken: usize, ignored: u64) {
+        self.candidates_taken = taken;
+        self.candidates_ignored = ignored;
     }
 
     pub(super) async fn run(mut self) -> (EndReason, Option<HlsOutput>) {
@@ -248,7 +261,13 @@ impl Session {
                         return reason;
                     }
                 }
-                _ = stats_tick.tick() => self.sample_stats(pipeline).await,
+                _ = stats_tick.tick() => {
+                    if self.media_stopped(progress) {
+                        tracing::warn!("no RTP for webrtc.media_timeout_s");
+                        return EndReason::NoMedia;
+                    }
+                    self.sample_stats(pipeline).await;
+                }
                 event = self.peer_events.recv() => {
                     let Some(event) = event else { return EndReason::PublisherGone };
                     if let Some(reason) = self.on_peer_event(event, pipeline, progress).await {
@@ -273,7 +292,21 @@ impl Session {
         progress: &mut Progress,
     ) -> Option<EndReason> {
         match command {
-            SessionCommand::AddCandidate(candidate) => self.peer.add_candidate(candidate).await,
+            SessionCommand::AddCandidate(candidate) => {
+                let max = self.gateway.config.limits.max_remote_candidates as usize;
+                if self.candidates_taken < max {
+                    self.candidates_taken += 1;
+                    self.peer.add_candidate(candidate).await;
+                } else {
+                    if self.candidates_ignored == 0 {
+                        tracing::warn!(
+                            "remote candidates past limits.max_remote_candidates ignored"
+                        );
+                    }
+                    self.candidates_ignored += 1;
+                    self.gateway.metrics.candidates_ignored(1);
+                }
+            }
             SessionCommand::Stop(reason) => return Some(reason),
             SessionCommand::StartRecording(reply) => {
                 let _ = reply.send(self.start_recording(pipeline, progress));
@@ -377,44 +410,6 @@ impl Session {
         self.gateway.registry().update(&self.name, |entry| {
             entry.info.rtp_destinations = destinations
         });
-    }
-
-    /// Samples the stream's statistics and publishes them in the stream object.
-    async fn sample_stats(&mut self, pipeline: &StreamPipeline) {
-        let totals = self.peer.inbound_totals().await;
-        let (jitter_buffer_lost, jitter_buffer_late) = pipeline.video_jitter_drops();
-        let measured = pipeline.measurements();
-        let mut stats = StreamStats {
-            packets_received: totals.packets,
-            bytes_received: totals.bytes,
-            packets_lost: totals.lost,
-            nacks_sent: totals.nacks,
-            plis_sent: self.plis_sent,
-            frames_in: self.peer.frames_in(),
-            frames_out: measured.frames_out(),
-            pictures_out: measured.pictures_out(),
-            encoder_delay_ms: measured.encoder_delay().as_secs_f64() * 1000.0,
-            encoder_delay_p50_ms: measured.delays().percentile(0.50),
-            encoder_delay_p95_ms: measured.delays().percentile(0.95),
-            encoder_delay_p99_ms: measured.delays().percentile(0.99),
-            jitter_buffer_lost,
-            jitter_buffer_late,
-            hls_segments: self.hls.as_ref().map_or(0, HlsOutput::segments),
-            recording_bytes: self.recording.as_ref().map_or(0, Recording::bytes),
-            ..StreamStats::default()
-        };
-        let now = Instant::now();
-        if let Some((at, previous)) = &self.last_sample {
-            let seconds = now.duration_since(*at).as_secs_f64().max(0.001);
-            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
-            stats.input_fps = rate(stats.frames_in, previous.frames_in);
-            stats.output_fps = rate(stats.frames_out, previous.frames_out);
-            stats.bitrate_kbps = rate(stats.bytes_received, previous.bytes_received) * 8.0 / 1000.0;
-        }
-        self.last_sample = Some((now, stats.clone()));
-        self.gateway
-            .registry()
-            .update(&self.name, |entry| entry.info.stats = stats);
     }
 
     /// Ends the inputs and waits (at most 2 s) for the file outputs to finish their files.
@@ -638,44 +633,6 @@ impl Session {
         let _ = self.events.send(SessionEvent::Live {
             stream: self.name.clone(),
             outputs,
-        });
-    }
-
-    /// Fills the stream object with what the outputs will be.
-    fn publish_info(&self) {
-        let transcode = &self.gateway.config.transcode;
-        let name = &self.name;
-        let video = self.plan.video.as_ref().map(|(input, _)| VideoInfo {
-            codec: "H264".into(),
-            width: transcode.width,
-            height: transcode.height,
-            fps: transcode.framerate,
-            input_codec: input.codec.name().into(),
-        });
-        let audio = self.plan.audio.as_ref().map(|_| AudioInfo {
-            codec: "opus".into(),
-            sample_rate: 48000,
-            channels: 2,
-        });
-        let sdp = self
-            .rtp
-            .is_some()
-            .then(|| format!("/streams/{name}/stream.sdp"));
-        let hls = self
-            .hls
-            .as_ref()
-            .map(|_| format!("/streams/{name}/index.m3u8"));
-        let recording = self
-            .recording
-            .as_ref()
-            .filter(|r| r.is_attached())
-            .map(|r| r.file().to_string());
-        self.gateway.registry().update(name, |entry| {
-            entry.info.video = video;
-            entry.info.audio = audio;
-            entry.info.outputs.sdp = sdp;
-            entry.info.outputs.hls = hls;
-            entry.info.outputs.recording = recording;
         });
     }
 }

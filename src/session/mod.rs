@@ -5,12 +5,14 @@
 //! - `sessions`: [`Sessions::publish`] starts one; live sessions' handles by name;
 //! - `handle`: [`SessionHandle`], its commands and the events a session reports;
 //! - `driver`: the task itself, the `select!` loop over commands and events;
+//! - `report`: the stream object, its statistics, the media timeout;
 //! - `offer`: what an SDP offer asks for; `peer`: the peer connection and its callbacks.
 
 mod driver;
 pub mod handle;
 pub mod offer;
 mod peer;
+mod report;
 pub mod sessions;
 
 pub use handle::{Reply, SessionCommand, SessionEvent, SessionHandle};

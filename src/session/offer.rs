@@ -131,6 +131,32 @@ pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
     Ok(OfferPlan { video, audio })
 }
 
+/// The offer with at most `max` of its `a=candidate` lines (the first ones), and how
+/// many it had past that.
+pub fn limit_candidates(sdp: &str, max: usize) -> (String, usize) {
+    let mut kept = 0;
+    let mut dropped = 0;
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if line.trim_start().starts_with("a=candidate:") {
+            if kept == max {
+                dropped += 1;
+                continue;
+            }
+            kept += 1;
+        }
+        out.push_str(line);
+    }
+    (out, dropped)
+}
+
+/// How many `a=candidate` lines an SDP carries.
+pub fn candidates(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|l| l.trim_start().starts_with("a=candidate:"))
+        .count()
+}
+
 /// The `mid` of the first media section of an SDP (the answer), which carries the
 /// bundled transport.
 pub fn first_mid(sdp: &str) -> Option<String> {
@@ -165,6 +191,17 @@ pub(crate) mod tests {
         assert_eq!(video.codec, VideoCodec::H264);
         assert_eq!(video.payload_type, 102);
         assert!(codec.fmtp.contains("profile-level-id=42e01f"));
+    }
+
+    #[test]
+    fn candidates_past_the_limit_are_dropped() {
+        let offer = "v=0\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n\
+                     a=candidate:2 1 udp 1 127.0.0.1 10 typ host\r\na=mid:0\r\n";
+        let (limited, dropped) = limit_candidates(offer, 1);
+        assert_eq!(dropped, 1);
+        assert_eq!(candidates(&limited), 1);
+        assert!(limited.ends_with("a=mid:0\r\n"));
+        assert_eq!(limit_candidates(offer, 5), (offer.to_string(), 0));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Peer {
     video: Option<(Arc<dyn TrackRemote>, u32)>,
     /// Video frames received (RTP packets with the marker bit).
     frames_in: Arc<std::sync::atomic::AtomicU64>,
+    /// RTP packets received on every track, counted as they arrive.
+    packets_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the peer connection has received, as its statistics say.
@@ -94,6 +96,7 @@ impl Peer {
             events,
             video: None,
             frames_in: Arc::default(),
+            packets_in: Arc::default(),
         };
         let answer = peer.answer(plan, offer, &mut gathered).await;
         match answer {
@@ -153,10 +156,12 @@ impl Peer {
         }
         let events = self.events.clone();
         let frames_in = track.is_video.then(|| self.frames_in.clone());
+        let packets_in = self.packets_in.clone();
         tokio::spawn(async move {
             while let Some(event) = track.track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
+                        packets_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if let Some(frames) = &frames_in
                             && packet.header.marker
                         {
@@ -185,6 +190,11 @@ impl Peer {
                 tracing::debug!("cannot send PLI: {e}");
             }
         }
+    }
+
+    /// RTP packets received so far, on every track.
+    pub fn packets_in(&self) -> u64 {
+        self.packets_in.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn frames_in(&self) -> u64 {

@@ -89,7 +89,14 @@ impl Sessions {
             .registry()
             .reserve(&name, request.publisher, SystemTime::now())?;
         let span = tracing::info_span!("stream", name = %name);
-        let negotiated = Peer::negotiate(&gateway.config.webrtc, &plan, &request.offer)
+        // Remote candidates are bounded, offer and trickle together.
+        let max_candidates = gateway.config.limits.max_remote_candidates as usize;
+        let (offer, ignored) = offer::limit_candidates(&request.offer, max_candidates);
+        if ignored > 0 {
+            tracing::warn!(parent: &span, ignored, "offer candidates past limits.max_remote_candidates ignored");
+            gateway.metrics.candidates_ignored(ignored as u64);
+        }
+        let negotiated = Peer::negotiate(&gateway.config.webrtc, &plan, &offer)
             .instrument(span.clone())
             .await;
         let (peer, peer_events, answer) = match negotiated {
@@ -107,7 +114,7 @@ impl Sessions {
         let (commands_tx, commands) = mpsc::channel(COMMANDS_QUEUED);
         let handle = SessionHandle::new(name.clone(), commands_tx);
         self.handles().insert(name.clone(), handle.clone());
-        let session = Session::new(
+        let mut session = Session::new(
             gateway.clone(),
             name.clone(),
             slot,
@@ -117,6 +124,7 @@ impl Sessions {
             events.clone(),
             offer::first_mid(&answer),
         );
+        session.remote_candidates(offer::candidates(&offer), ignored as u64);
         let sessions = self.clone();
         gateway.metrics.publication_started();
         gateway.sessions.spawn(
