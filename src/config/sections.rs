@@ -223,7 +223,7 @@ pub struct LimitsConfig {
     /// Remote ICE candidates taken per publisher, offer and trickle together.
     pub max_remote_candidates: u32,
     /// A publisher whose pictures are larger is ended (`input-too-large`) before any
-    /// frame that size is decoded.
+    /// frame that size is decoded (VP8 key frame headers; H.264 is not checked yet).
     pub max_input_width: u32,
     pub max_input_height: u32,
 }

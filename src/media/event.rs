@@ -19,6 +19,8 @@ pub enum MediaEvent {
     },
     /// The Opus RTP output started.
     AudioRtpReady,
+    /// A picture larger than the limit arrived; it was not decoded.
+    InputTooLarge { width: u32, height: u32 },
     /// An element failed; the stream cannot go on.
     Error { element: String, message: String },
     /// The first data reached the HLS output, at this running time.

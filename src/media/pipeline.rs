@@ -11,7 +11,7 @@ use crate::media::h264::avc1_codec;
 use crate::media::input::MediaInput;
 use crate::media::measure::Measurements;
 use crate::media::probe::on_first_buffer;
-use crate::media::spec::{FileOutput, RecordSpec, StreamSpec};
+use crate::media::spec::{FileOutput, RecordSpec, StreamSpec, VideoCodec};
 use crate::media::templates::{Templates, names};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -85,6 +85,13 @@ impl PipelineFactory {
             events.clone(),
             |_, _| Some(MediaEvent::AudioFlowing),
         );
+        if spec
+            .video
+            .as_ref()
+            .is_some_and(|v| v.codec == VideoCodec::Vp8)
+        {
+            refuse_large_vp8(&pipeline, spec.max_input, events.clone());
+        }
         let stream = StreamPipeline {
             pipeline,
             events,
@@ -229,6 +236,47 @@ impl Drop for StreamPipeline {
     }
 }
 
+/// The size a VP8 key frame declares (RFC 6386, 9.1), if `frame` is one.
+fn vp8_key_frame_size(frame: &[u8]) -> Option<(u32, u32)> {
+    let is_key = frame.first()? & 1 == 0;
+    if !is_key || frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let dimension = |at: usize| {
+        Some(u32::from(
+            u16::from_le_bytes([*frame.get(at)?, *frame.get(at + 1)?]) & 0x3fff,
+        ))
+    };
+    Some((dimension(6)?, dimension(8)?))
+}
+
+/// Drops, before the decoder, every VP8 key frame larger than `max` and reports it: the
+/// decoder never allocates for it.
+fn refuse_large_vp8(pipeline: &gst::Pipeline, max: (u32, u32), events: mpsc::Sender<MediaEvent>) {
+    let Some(pad) = pipeline
+        .by_name(names::VIDEO_DEPAY)
+        .and_then(|d| d.static_pad("src"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let size = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => buffer
+                .map_readable()
+                .ok()
+                .and_then(|map| vp8_key_frame_size(&map)),
+            _ => None,
+        };
+        match size {
+            Some((width, height)) if width > max.0 || height > max.1 => {
+                let _ = events.try_send(MediaEvent::InputTooLarge { width, height });
+                gst::PadProbeReturn::Drop
+            }
+            _ => gst::PadProbeReturn::Ok,
+        }
+    });
+}
+
 /// The file output an element belongs to, from its name or its parents' names.
 fn file_output_of(object: &gst::Object) -> Option<FileOutput> {
     let mut current = Some(object.clone());
@@ -329,7 +377,7 @@ fn segment_closed(s: &gst::StructureRef) -> Option<MediaEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::spec::{OutputSpec, VideoCodec, VideoInput};
+    use crate::media::spec::{OutputSpec, VideoInput};
     use std::time::Duration;
 
     /// An RTP packet carrying the start of a VP8 inter frame: a frame that cannot be
@@ -345,6 +393,17 @@ mod tests {
         packet
     }
 
+    #[test]
+    fn a_vp8_key_frame_says_its_size() {
+        let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        frame.extend(16383u16.to_le_bytes());
+        frame.extend(720u16.to_le_bytes());
+        assert_eq!(vp8_key_frame_size(&frame), Some((16383, 720)));
+        frame[0] |= 1;
+        assert_eq!(vp8_key_frame_size(&frame), None, "an inter frame");
+        assert_eq!(vp8_key_frame_size(&[0x10, 0x02]), None);
+    }
+
     #[tokio::test]
     async fn pushed_packets_reach_the_depayloader_and_its_key_frame_requests_come_back() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
@@ -352,6 +411,7 @@ mod tests {
             PipelineFactory::new(&dir, TranscodeConfig::default(), RtpConfig::default()).unwrap();
         let spec = StreamSpec {
             name: crate::name::StreamName::new("input").unwrap(),
+            max_input: (3840, 2160),
             slot: 0,
             video: Some(VideoInput {
                 codec: VideoCodec::Vp8,

@@ -38,6 +38,8 @@ pub struct AudioInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
     pub name: StreamName,
+    /// The largest picture the decoder may be given, width and height.
+    pub max_input: (u32, u32),
     pub slot: u32,
     pub video: Option<VideoInput>,
     pub audio: Option<AudioInput>,

@@ -128,6 +128,7 @@ fn record_template(format: RecordFormat) -> &'static TemplateSpec {
 fn check_spec(codec: VideoCodec, format: RecordFormat) -> StreamSpec {
     StreamSpec {
         name: crate::name::StreamName::new("check").expect("a name"),
+        max_input: (3840, 2160),
         slot: 0,
         video: Some(VideoInput {
             codec,

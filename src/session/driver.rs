@@ -83,6 +83,10 @@ impl Session {
         Self {
             spec: StreamSpec {
                 name: name.clone(),
+                max_input: (
+                    gateway.config.limits.max_input_width,
+                    gateway.config.limits.max_input_height,
+                ),
                 slot,
                 video: plan.video.as_ref().map(|(v, _)| v.clone()),
                 audio: plan.audio.as_ref().map(|(a, _)| a.clone()),
@@ -578,6 +582,14 @@ impl Session {
                     self.sdp_ready(sdp);
                     self.went_live(progress);
                 }
+            }
+            MediaEvent::InputTooLarge { width, height } => {
+                tracing::warn!(
+                    width,
+                    height,
+                    "the publisher's pictures are larger than limits.max_input_*"
+                );
+                return Some(EndReason::InputTooLarge);
             }
             MediaEvent::Error { element, message } => {
                 tracing::error!(%element, "pipeline error: {message}");
