@@ -92,6 +92,14 @@ pub async fn serve(
                     }
                 }
                 None => {
+                    // The protocol is told by the first bytes: a client that sends none
+                    // within the timeout is closed.
+                    let mut first = [0u8; 1];
+                    let sent =
+                        tokio::time::timeout(limits.request_timeout, stream.peek(&mut first));
+                    if !matches!(sent.await, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
                     builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await
