@@ -62,8 +62,9 @@ pub(super) struct Progress {
     pub(super) live: bool,
     pub(super) tracks_open: usize,
     pub(super) last_keyframe_request: Option<Instant>,
-    /// RTP packets counted at the last check, and when that count last grew.
-    pub(super) packets_seen: (u64, Option<Instant>),
+    /// RTP packets counted at the last check, and when that count last grew; none
+    /// before the first packet.
+    pub(super) packets_seen: Option<(u64, Instant)>,
     /// File outputs still to finish their files.
     pub(super) pending_outputs: Vec<FileOutput>,
 }

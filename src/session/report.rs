@@ -16,11 +16,14 @@ impl Session {
         };
         let now = Instant::now();
         let packets = self.peer.packets_in();
-        if packets != progress.packets_seen.0 || progress.packets_seen.1.is_none() {
-            let since = if packets == 0 { connected_at } else { now };
-            progress.packets_seen = (packets, Some(since));
+        if packets > 0
+            && progress
+                .packets_seen
+                .is_none_or(|(seen, _)| seen != packets)
+        {
+            progress.packets_seen = Some((packets, now));
         }
-        let quiet_since = progress.packets_seen.1.unwrap_or(connected_at);
+        let quiet_since = progress.packets_seen.map_or(connected_at, |(_, at)| at);
         let timeout = Duration::from_secs(self.gateway.config.webrtc.media_timeout_s as u64);
         now.duration_since(quiet_since) >= timeout
     }

@@ -91,7 +91,7 @@ impl Sessions {
         let span = tracing::info_span!("stream", name = %name);
         // Remote candidates are bounded, offer and trickle together.
         let max_candidates = gateway.config.limits.max_remote_candidates as usize;
-        let (offer, ignored) = offer::limit_candidates(&request.offer, max_candidates);
+        let (offer, taken, ignored) = offer::limit_candidates(&request.offer, max_candidates);
         if ignored > 0 {
             tracing::warn!(parent: &span, ignored, "offer candidates past limits.max_remote_candidates ignored");
             gateway.metrics.candidates_ignored(ignored as u64);
@@ -124,7 +124,7 @@ impl Sessions {
             events.clone(),
             offer::first_mid(&answer),
         );
-        session.remote_candidates(offer::candidates(&offer), ignored as u64);
+        session.remote_candidates(taken, ignored as u64);
         let sessions = self.clone();
         gateway.metrics.publication_started();
         gateway.sessions.spawn(
