@@ -1,11 +1,10 @@
 //! The pad through which one track's RTP packets enter a stream's pipeline.
 
-use crate::media::event::MediaEvent;
+use crate::media::event::{MediaEvent, MediaEvents};
 use crate::media::measure::Measurements;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Where one track's RTP packets enter the pipeline: a source pad of the gateway's own,
 /// linked to the template's input element (`video_in`, `audio_in`) and pushed from the
@@ -36,7 +35,7 @@ impl MediaInput {
     pub(in crate::media) fn link(
         pipeline: &gst::Pipeline,
         element: &gst::Element,
-        events: mpsc::Sender<MediaEvent>,
+        events: MediaEvents,
         measurements: Option<Arc<Measurements>>,
     ) -> Option<MediaInput> {
         let caps = element.property::<Option<gst::Caps>>("caps")?;
@@ -49,7 +48,7 @@ impl MediaInput {
                     .structure()
                     .is_some_and(|s| s.name() == "GstForceKeyUnit")
                 {
-                    let _ = events.try_send(MediaEvent::KeyframeRequested);
+                    events.send(MediaEvent::KeyframeRequested);
                 }
                 true
             })

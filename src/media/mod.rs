@@ -23,7 +23,7 @@ pub mod spec;
 pub mod templates;
 
 pub use error::PipelineError;
-pub use event::MediaEvent;
+pub use event::{MediaEvent, MediaEventReceiver, MediaEvents};
 pub use input::MediaInput;
 pub use measure::DelayHistogram;
 pub use pipeline::{PipelineFactory, StreamPipeline};

@@ -6,7 +6,7 @@
 
 use crate::config::{RtpConfig, TranscodeConfig};
 use crate::media::error::PipelineError;
-use crate::media::event::MediaEvent;
+use crate::media::event::{MediaEvent, MediaEventReceiver, MediaEvents, media_events};
 use crate::media::h264::avc1_codec;
 use crate::media::input::MediaInput;
 use crate::media::measure::Measurements;
@@ -17,10 +17,6 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
-
-/// Events a pipeline may hold before its owner reads them.
-const EVENTS_QUEUED: usize = 256;
 
 /// Builds stream pipelines from checked templates and the transcoding settings.
 #[derive(Debug, Clone)]
@@ -50,11 +46,11 @@ impl PipelineFactory {
     pub fn build(
         &self,
         spec: &StreamSpec,
-    ) -> Result<(StreamPipeline, mpsc::Receiver<MediaEvent>), PipelineError> {
+    ) -> Result<(StreamPipeline, MediaEventReceiver), PipelineError> {
         let pipeline = self.templates.build(spec, &self.transcode, &self.rtp)?;
         // Sinks' end-of-stream messages reach the bus, so each file output's end is seen.
         pipeline.set_property("message-forward", true);
-        let (events, receiver) = mpsc::channel(EVENTS_QUEUED);
+        let (events, receiver) = media_events();
         let failed = Arc::new(FailedOutputs::default());
         watch_bus(&pipeline, events.clone(), failed.clone());
         let measurements = Measurements::attach(&pipeline);
@@ -92,6 +88,7 @@ impl PipelineFactory {
         {
             refuse_large_vp8(&pipeline, spec.max_input, events.clone());
         }
+        refuse_large_caps(&pipeline, spec.max_input, events.clone());
         let stream = StreamPipeline {
             pipeline,
             events,
@@ -110,7 +107,7 @@ impl PipelineFactory {
 #[derive(Debug)]
 pub struct StreamPipeline {
     pipeline: gst::Pipeline,
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEvents,
     video_input: Option<MediaInput>,
     audio_input: Option<MediaInput>,
     templates: Templates,
@@ -182,7 +179,7 @@ impl StreamPipeline {
     }
 
     /// Where the outputs' probes report.
-    pub(in crate::media) fn events(&self) -> mpsc::Sender<MediaEvent> {
+    pub(in crate::media) fn events(&self) -> MediaEvents {
         self.events.clone()
     }
 
@@ -252,7 +249,7 @@ fn vp8_key_frame_size(frame: &[u8]) -> Option<(u32, u32)> {
 
 /// Drops, before the decoder, every VP8 key frame larger than `max` and reports it: the
 /// decoder never allocates for it.
-fn refuse_large_vp8(pipeline: &gst::Pipeline, max: (u32, u32), events: mpsc::Sender<MediaEvent>) {
+fn refuse_large_vp8(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEvents) {
     let Some(pad) = pipeline
         .by_name(names::VIDEO_DEPAY)
         .and_then(|d| d.static_pad("src"))
@@ -269,10 +266,52 @@ fn refuse_large_vp8(pipeline: &gst::Pipeline, max: (u32, u32), events: mpsc::Sen
         };
         match size {
             Some((width, height)) if width > max.0 || height > max.1 => {
-                let _ = events.try_send(MediaEvent::InputTooLarge { width, height });
+                events.send(MediaEvent::InputTooLarge { width, height });
                 gst::PadProbeReturn::Drop
             }
             _ => gst::PadProbeReturn::Ok,
+        }
+    });
+}
+
+/// Stops the input, before the decoder, once the input parser's caps declare a picture
+/// larger than `max` (H.264: the size from the SPS), and reports it: the caps never reach
+/// the decoder, and neither does any buffer after them.
+fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEvents) {
+    let Some(pad) = pipeline
+        .by_name(names::VIDEO_IN_PARSE)
+        .and_then(|p| p.static_pad("src"))
+    else {
+        return;
+    };
+    let refused = AtomicBool::new(false);
+    let kinds = gst::PadProbeType::EVENT_DOWNSTREAM
+        | gst::PadProbeType::BUFFER
+        | gst::PadProbeType::BUFFER_LIST;
+    pad.add_probe(kinds, move |_, info| {
+        if let Some(gst::PadProbeData::Event(event)) = &info.data {
+            let gst::EventView::Caps(caps) = event.view() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let size = caps.caps().structure(0).and_then(|s| {
+                let side =
+                    |field: &str| s.get::<i32>(field).ok().and_then(|v| u32::try_from(v).ok());
+                Some((side("width")?, side("height")?))
+            });
+            match size {
+                Some((width, height)) if width > max.0 || height > max.1 => {
+                    if !refused.swap(true, Ordering::SeqCst) {
+                        events.send(MediaEvent::InputTooLarge { width, height });
+                    }
+                    return gst::PadProbeReturn::Drop;
+                }
+                _ => return gst::PadProbeReturn::Ok,
+            }
+        }
+        if refused.load(Ordering::Relaxed) {
+            gst::PadProbeReturn::Drop
+        } else {
+            gst::PadProbeReturn::Ok
         }
     });
 }
@@ -312,11 +351,7 @@ impl FailedOutputs {
 /// Forwards errors, segments and file outputs' ends to the owner. An error in a file
 /// output marks it failed (before the failure can flow upstream), so its queues drop
 /// from then on and the stream goes on.
-fn watch_bus(
-    pipeline: &gst::Pipeline,
-    events: mpsc::Sender<MediaEvent>,
-    failed: Arc<FailedOutputs>,
-) {
+fn watch_bus(pipeline: &gst::Pipeline, events: MediaEvents, failed: Arc<FailedOutputs>) {
     let Some(bus) = pipeline.bus() else { return };
     bus.set_sync_handler(move |_, message| {
         match message.view() {
@@ -339,7 +374,7 @@ fn watch_bus(
                         message: text,
                     },
                 };
-                let _ = events.try_send(event);
+                events.send(event);
             }
             gst::MessageView::Element(element) => {
                 let Some(s) = element.structure() else {
@@ -356,7 +391,7 @@ fn watch_bus(
                     _ => None,
                 };
                 if let Some(event) = event {
-                    let _ = events.try_send(event);
+                    events.send(event);
                 }
             }
             _ => {}
@@ -428,7 +463,7 @@ mod tests {
             for k in 0..30u16 {
                 assert!(input.push(vp8_inter_frame(k, u32::from(k) * 3000)));
                 tokio::time::sleep(Duration::from_millis(33)).await;
-                while let Ok(event) = events.try_recv() {
+                while let Some(event) = events.try_recv() {
                     if matches!(event, MediaEvent::KeyframeRequested) {
                         return true;
                     }

@@ -1,11 +1,10 @@
 //! Small pad-probe tools the pipeline and the outputs share: the running time of a buffer,
 //! and a one-shot report of the first buffer that passes a pad. A probe only reads the
-//! buffer and `try_send`s an event; it takes no lock.
+//! buffer and sends an event; it takes no lock.
 
-use crate::media::event::MediaEvent;
+use crate::media::event::{MediaEvent, MediaEvents};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use tokio::sync::mpsc;
 
 /// The running time of a buffer arriving at `pad`.
 pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
@@ -20,7 +19,7 @@ pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::Cloc
 pub fn on_first_buffer(
     pipeline: &gst::Pipeline,
     (element, pad): (&str, &str),
-    events: mpsc::Sender<MediaEvent>,
+    events: MediaEvents,
     event: impl Fn(&gst::Pad, &gst::BufferRef) -> Option<MediaEvent> + Send + Sync + 'static,
 ) {
     let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad(pad)) else {
@@ -39,7 +38,7 @@ pub fn on_first_buffer(
         };
         match event(pad, buffer) {
             Some(event) => {
-                let _ = events.try_send(event);
+                events.send(event);
                 gst::PadProbeReturn::Remove
             }
             None => gst::PadProbeReturn::Ok,
