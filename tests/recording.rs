@@ -243,7 +243,13 @@ fn sigterm_finishes_the_recording_and_the_playlist() {
     );
     let duration = duration.expect("a finalised MP4 knows its duration");
     assert!((duration - frames as f64 / 30.0).abs() < 0.5, "{duration}");
-    // A configured hls.dir keeps the ended playlist.
-    let playlist = std::fs::read_to_string(hls.path().join("term/stream.m3u8")).unwrap();
+    // A configured hls.dir keeps the ended playlist, in the output's own directory.
+    let dirs: Vec<_> = std::fs::read_dir(hls.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("term."))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let playlist = std::fs::read_to_string(dirs[0].path().join("stream.m3u8")).unwrap();
     assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
 }

@@ -190,18 +190,23 @@ pub struct HlsOutput {
 }
 
 impl HlsOutput {
-    /// Creates the stream's directory.
+    /// Creates a directory of its own for the stream's files, `root/<name>.<random>`: no
+    /// other output's directory is ever named the same, and since `.` is not allowed in a
+    /// name, no other stream's either. What an earlier output of the same name left
+    /// there (a previous run's ended playlist) is removed first.
     fn create(
         root: &Path,
         stream: &StreamName,
         target_duration: u32,
         window: usize,
     ) -> std::io::Result<Self> {
-        let dir = root.join(stream.as_str());
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(root)?;
+        remove_stale(root, stream);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{stream}."))
+            .rand_bytes(8)
+            .tempdir_in(root)?
+            .keep();
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -319,8 +324,9 @@ impl HlsOutput {
 }
 
 /// Where the streams' HLS directories are made, and the outputs of ended streams while
-/// they linger. Opening, lingering and expiring happen under one lock, so that expiring
-/// an ended stream never deletes the files of a publisher who just took its name.
+/// they linger. Each output has a directory of its own, and taking a lingering output
+/// over or expiring it happens under one lock: expiring an ended stream never deletes
+/// the files of a publisher who just took its name.
 #[derive(Debug)]
 pub struct HlsStore {
     root: PathBuf,
@@ -359,7 +365,7 @@ impl HlsStore {
     }
 
     /// The stream's output: the lingering one of its previous publisher, continued after
-    /// a discontinuity, or a new one.
+    /// a discontinuity, or a new one. Touches the disk: call it off the async workers.
     pub fn open(&self, name: &StreamName) -> std::io::Result<HlsOutput> {
         let mut lingering = self.lingering();
         match lingering.remove(name) {
@@ -377,11 +383,26 @@ impl HlsStore {
         self.lingering().contains_key(name)
     }
 
-    /// Deletes an ended stream's files, unless a publisher has taken them over.
+    /// Deletes an ended stream's files, unless a publisher has taken them over. Touches
+    /// the disk: call it off the async workers.
     pub fn expire(&self, name: &StreamName) {
-        let mut lingering = self.lingering();
-        if let Some(output) = lingering.remove(name) {
+        let expired = self.lingering().remove(name);
+        if let Some(output) = expired {
             output.remove();
+        }
+    }
+}
+
+/// Removes the directories earlier outputs of `stream` left under `root`.
+fn remove_stale(root: &Path, stream: &StreamName) {
+    let prefix = format!("{stream}.");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            tracing::debug!(dir = %entry.path().display(), "removing an earlier output's HLS files");
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
