@@ -57,8 +57,14 @@ impl Gateway {
                     break;
                 };
                 let expired = gateway.registry().expire(Instant::now());
-                for name in expired {
-                    gateway.hls.expire(&name);
+                if !expired.is_empty() {
+                    // Deleting files blocks: not on the workers that receive the RTP.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for name in expired {
+                            gateway.hls.expire(&name);
+                        }
+                    })
+                    .await;
                 }
             }
         });

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod gateway;

@@ -165,7 +165,7 @@ fn layer(module: &str) -> usize {
         &["media", "metrics"],
         &["registry"],
         &["config", "stream", "client"],
-        &["name", ""],
+        &["name", "blocking", ""],
     ];
     layers
         .iter()

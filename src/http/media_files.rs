@@ -167,7 +167,7 @@ pub async fn recording_file(
         return Err(ApiError::no_file(&file));
     }
     let path = gateway.config.record.dir.join(&file);
-    if !path.is_file() {
+    if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
         return Err(ApiError::no_file(&file));
     }
     let content_type = match file.rsplit_once('.').map(|(_, e)| e) {

@@ -4,11 +4,14 @@
 //! registry's view of the stream up to date; it ends with the reason and the HLS output,
 //! which lingers.
 
+use crate::blocking::blocking;
 use crate::gateway::Gateway;
 use crate::media::output::hls::{HlsOutput, Variant};
 use crate::media::output::record::Recording;
 use crate::media::output::rtp::RtpOutput;
-use crate::media::{FileOutput, MediaEvent, OutputSpec, StreamPipeline, StreamSpec};
+use crate::media::{
+    FileOutput, MediaEvent, MediaEventReceiver, OutputSpec, StreamPipeline, StreamSpec,
+};
 use crate::name::StreamName;
 use crate::session::handle::{Reply, SessionCommand, SessionEvent};
 use crate::session::offer::OfferPlan;
@@ -121,12 +124,12 @@ impl Session {
     }
 
     pub(super) async fn run(mut self) -> (EndReason, Option<HlsOutput>) {
-        self.spec.outputs = self.open_outputs();
+        self.spec.outputs = blocking(|| self.open_outputs());
         let pipeline = match self.start_pipeline().await {
             Ok(pipeline) => pipeline,
             Err(reason) => {
                 self.peer.close().await;
-                return (reason, self.end_hls());
+                return (reason, blocking(|| self.end_hls()));
             }
         };
         self.publish_info();
@@ -134,7 +137,7 @@ impl Session {
         if self.hls.is_some() {
             progress.pending_outputs.push(FileOutput::Hls);
             if self.spec.video.is_none() {
-                self.write_variant(None);
+                blocking(|| self.write_variant(None));
             }
         }
         if self.recording.as_ref().is_some_and(Recording::is_attached) {
@@ -148,10 +151,12 @@ impl Session {
             .await;
         pipeline.stop().await;
         self.peer.close().await;
-        if let Some(rtp) = &mut self.rtp {
-            rtp.finish();
-        }
-        (reason, self.end_hls())
+        blocking(|| {
+            if let Some(rtp) = &mut self.rtp {
+                rtp.finish();
+            }
+            (reason, self.end_hls())
+        })
     }
 
     /// Opens the outputs the configuration asks for: RTP, HLS (continuing a lingering
@@ -201,9 +206,7 @@ impl Session {
     }
 
     /// Builds the pipeline, attaches the outputs and plays it.
-    async fn start_pipeline(
-        &mut self,
-    ) -> Result<(StreamPipeline, mpsc::Receiver<MediaEvent>), EndReason> {
+    async fn start_pipeline(&mut self) -> Result<(StreamPipeline, MediaEventReceiver), EndReason> {
         let factory = self.gateway.media.clone();
         let spec = self.spec.clone();
         let built = tokio::task::spawn_blocking(move || factory.build(&spec))
@@ -213,22 +216,7 @@ impl Session {
             tracing::error!("pipeline did not start: {e}");
             EndReason::PipelineError(e.to_string())
         })?;
-        if let Some(rtp) = &self.rtp {
-            rtp.attach(&pipeline);
-        }
-        if let (Some(hls), Some(spec)) = (&self.hls, &self.spec.outputs.hls) {
-            hls.attach(&pipeline, spec);
-        }
-        if let Some(mut recording) = self.recording.take() {
-            match recording.attach(&pipeline) {
-                Ok(()) => self.recording = Some(recording),
-                Err(e) => {
-                    recording.discard();
-                    let message = format!("cannot start the recording: {e}");
-                    self.output_failed(FileOutput::Recording, &message);
-                }
-            }
-        }
+        blocking(|| self.attach_outputs(&pipeline));
         let played = tokio::task::spawn_blocking(move || pipeline.play().map(|()| pipeline))
             .await
             .map_err(|_| EndReason::InternalError)?;
@@ -239,10 +227,30 @@ impl Session {
         Ok((pipeline, media_events))
     }
 
+    /// Attaches the opened outputs to the pipeline, before it plays.
+    fn attach_outputs(&mut self, pipeline: &StreamPipeline) {
+        if let Some(rtp) = &self.rtp {
+            rtp.attach(pipeline);
+        }
+        if let (Some(hls), Some(spec)) = (&self.hls, &self.spec.outputs.hls) {
+            hls.attach(pipeline, spec);
+        }
+        if let Some(mut recording) = self.recording.take() {
+            match recording.attach(pipeline) {
+                Ok(()) => self.recording = Some(recording),
+                Err(e) => {
+                    recording.discard();
+                    let message = format!("cannot start the recording: {e}");
+                    self.output_failed(FileOutput::Recording, &message);
+                }
+            }
+        }
+    }
+
     async fn drive(
         &mut self,
         pipeline: &StreamPipeline,
-        media_events: &mut mpsc::Receiver<MediaEvent>,
+        media_events: &mut MediaEventReceiver,
         progress: &mut Progress,
     ) -> EndReason {
         let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
@@ -314,7 +322,7 @@ impl Session {
             }
             SessionCommand::Stop(reason) => return Some(reason),
             SessionCommand::StartRecording(reply) => {
-                let _ = reply.send(self.start_recording(pipeline, progress));
+                let _ = reply.send(blocking(|| self.start_recording(pipeline, progress)));
             }
             SessionCommand::StopRecording(reply) => {
                 let stopping = self.stop_recording_reply.is_none()
@@ -332,12 +340,13 @@ impl Session {
                 audio_port,
                 reply,
             } => {
-                let _ =
-                    reply.send(self.add_rtp_destination(pipeline, host, video_port, audio_port));
+                let added =
+                    blocking(|| self.add_rtp_destination(pipeline, host, video_port, audio_port));
+                let _ = reply.send(added);
             }
             SessionCommand::RemoveRtpDestination { id, reply } => {
                 let result = match &mut self.rtp {
-                    Some(rtp) => rtp.remove_destination(pipeline, &id),
+                    Some(rtp) => blocking(|| rtp.remove_destination(pipeline, &id)),
                     None => Err(format!("no RTP destination {id}")),
                 };
                 if result.is_ok() {
@@ -421,7 +430,7 @@ impl Session {
     async fn drain(
         &mut self,
         pipeline: &StreamPipeline,
-        media_events: &mut mpsc::Receiver<MediaEvent>,
+        media_events: &mut MediaEventReceiver,
         progress: &mut Progress,
     ) {
         if progress.pending_outputs.is_empty() {
@@ -550,7 +559,7 @@ impl Session {
             // With RTP on, `live` waits for the RTP output, so that the SDP file is
             // served as soon as a publisher hears `live`.
             MediaEvent::VideoEncoded { codec } => {
-                self.write_variant(codec);
+                blocking(|| self.write_variant(codec));
                 if self.rtp.is_none() {
                     self.went_live(progress);
                 }
@@ -570,15 +579,16 @@ impl Session {
                         "first H.264 RTP packet out after ICE connected"
                     );
                 }
-                let sdp = self
-                    .rtp
-                    .as_mut()
-                    .and_then(|rtp| rtp.video_ready(profile_level_id, sprop_parameter_sets));
+                let sdp = blocking(|| {
+                    self.rtp
+                        .as_mut()
+                        .and_then(|rtp| rtp.video_ready(profile_level_id, sprop_parameter_sets))
+                });
                 self.sdp_ready(sdp);
                 self.went_live(progress);
             }
             MediaEvent::AudioRtpReady => {
-                let sdp = self.rtp.as_mut().and_then(RtpOutput::audio_ready);
+                let sdp = blocking(|| self.rtp.as_mut().and_then(RtpOutput::audio_ready));
                 if sdp.is_some() {
                     self.sdp_ready(sdp);
                     self.went_live(progress);
@@ -603,7 +613,7 @@ impl Session {
             }
             MediaEvent::SegmentClosed { location, end_ns } => {
                 if let Some(hls) = &mut self.hls
-                    && let Err(e) = hls.segment_closed(&location, end_ns)
+                    && let Err(e) = blocking(|| hls.segment_closed(&location, end_ns))
                 {
                     tracing::warn!("cannot write the HLS playlist: {e}");
                 }
@@ -616,7 +626,7 @@ impl Session {
                 tracing::debug!(?output, "output finished");
                 progress.pending_outputs.retain(|o| *o != output);
                 if output == FileOutput::Recording {
-                    self.recording_finished(pipeline);
+                    blocking(|| self.recording_finished(pipeline));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! What a session reports of its stream: the stream object's tracks and outputs, the
 //! statistics sampled every second, and whether the publisher still sends media.
 
+use crate::blocking::blocking;
 use crate::media::StreamPipeline;
 use crate::media::output::hls::HlsOutput;
 use crate::media::output::record::Recording;
@@ -49,7 +50,7 @@ impl Session {
             jitter_buffer_lost,
             jitter_buffer_late,
             hls_segments: self.hls.as_ref().map_or(0, HlsOutput::segments),
-            recording_bytes: self.recording.as_ref().map_or(0, Recording::bytes),
+            recording_bytes: blocking(|| self.recording.as_ref().map_or(0, Recording::bytes)),
             candidates_ignored: self.candidates_ignored,
             ..StreamStats::default()
         };

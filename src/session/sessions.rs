@@ -3,6 +3,7 @@
 //! are found here by name. Whatever ends a session, its wrapper frees what it held and
 //! reports `Ended`.
 
+use crate::blocking::blocking;
 use crate::gateway::Gateway;
 use crate::name::StreamName;
 use crate::registry::RegistryError;
@@ -149,7 +150,7 @@ impl Sessions {
                     None => {
                         let entry = gateway.registry().release(&name);
                         if let Some(dir) = entry.and_then(|e| e.hls_dir) {
-                            let _ = std::fs::remove_dir_all(dir);
+                            blocking(|| std::fs::remove_dir_all(dir)).ok();
                         }
                     }
                 }
