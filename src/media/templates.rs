@@ -17,6 +17,7 @@ pub mod names {
     pub const VIDEO_IN: &str = "video_in";
     pub const VIDEO_JITTER: &str = "video_jitter";
     pub const VIDEO_DEPAY: &str = "video_depay";
+    pub const VIDEO_IN_PARSE: &str = "video_in_parse";
     pub const VIDEO_PARSE: &str = "video_parse";
     pub const VIDEO_ENCODED: &str = "video_encoded";
     pub const AUDIO_IN: &str = "audio_in";
@@ -58,6 +59,7 @@ const VIDEO: TemplateSpec = TemplateSpec {
         VIDEO_IN,
         VIDEO_JITTER,
         VIDEO_DEPAY,
+        VIDEO_IN_PARSE,
         VIDEO_PARSE,
         VIDEO_ENCODED,
     ],
@@ -283,11 +285,14 @@ impl Templates {
             (transcode.keyframe_interval_s * transcode.framerate).to_string(),
         );
         if let Some(video) = &spec.video {
-            let (depay, decoder, name) = match video.codec {
-                VideoCodec::Vp8 => ("rtpvp8depay", "vp8dec", "VP8"),
-                VideoCodec::H264 => ("rtph264depay", "avdec_h264", "H264"),
+            // The parser reads the picture size from the bitstream for the input check;
+            // VP8 has no parser element (its key frames are read by the gateway).
+            let (depay, parser, decoder, name) = match video.codec {
+                VideoCodec::Vp8 => ("rtpvp8depay", "identity", "vp8dec", "VP8"),
+                VideoCodec::H264 => ("rtph264depay", "h264parse", "avdec_h264", "H264"),
             };
             values.insert("video_depayloader", depay.into());
+            values.insert("video_input_parser", parser.into());
             values.insert("video_decoder", decoder.into());
             values.insert("video_encoding_name", name.into());
             values.insert("video_payload_type", video.payload_type.to_string());
