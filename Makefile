@@ -12,7 +12,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # Chromium (headless, fake devices) publishes from the pages.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -65,9 +65,20 @@ test: test-deps
 	$(CARGO) build --bins
 	$(CARGO) test --no-fail-fast
 
+# The property tests of `make test` with FUZZ_CASES times their cases (100 unless set),
+# from the same fixed seed unless FUZZ_SEED is set.
+FUZZ_CASES ?= 100
+fuzz: deps
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --test properties
+
 clean:
 	$(CARGO) clean
 
 # Benchmarks (not part of `make test`): start-up time and CPU against bare gst-launch.
 bench: build
 	./target/release/webrtc-gateway-bench
+
+# What hostile clients cost, with the default limits: memory around 2,000 idle
+# WebSockets, datagrams under a candidate flood, the time a silent publisher is held.
+bench-abuse: build
+	./target/release/webrtc-gateway-bench --abuse --json target/bench-abuse.json

@@ -195,11 +195,7 @@ impl Whip {
             }
             (session.handle.clone(), session.mid.clone())
         };
-        for candidate in fragment
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("a="))
-            .filter(|a| a.starts_with("candidate:"))
-        {
+        for candidate in fragment_candidates(fragment) {
             handle
                 .add_candidate(RTCIceCandidateInit {
                     candidate: candidate.to_string(),
@@ -233,8 +229,17 @@ impl Whip {
     }
 }
 
+/// The candidates (`a=candidate:...`, without `a=`) of a trickle fragment (RFC 8840);
+/// the ICE stack reads each one and ignores those it cannot.
+pub fn fragment_candidates(fragment: &str) -> impl Iterator<Item = &str> {
+    fragment
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|a| a.starts_with("candidate:"))
+}
+
 /// The first `a=name:value` attribute of an SDP or SDP fragment.
-fn attribute(sdp: &str, name: &str) -> Option<String> {
+pub fn attribute(sdp: &str, name: &str) -> Option<String> {
     let prefix = format!("a={name}:");
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix(&prefix).map(|v| v.trim().to_string()))
