@@ -69,6 +69,9 @@ struct Cli {
     /// Replace every video frame with bytes no decoder accepts (to test error handling).
     #[arg(long)]
     corrupt_video: bool,
+    /// Keep the connection up but send no media (to test the media timeout).
+    #[arg(long)]
+    silent: bool,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -271,7 +274,7 @@ async fn main() -> Result<()> {
                 }
                 Some(LocalEvent::State(state)) => {
                     say(serde_json::json!({"type": "ice", "state": state.to_string()}));
-                    if state == RTCPeerConnectionState::Connected && !feeding {
+                    if state == RTCPeerConnectionState::Connected && !feeding && !cli.silent {
                         feeding = true;
                         for track in &tracks {
                             let description = if track.kind == RtpCodecKind::Audio {

@@ -283,6 +283,22 @@ impl Publisher {
         }
     }
 
+    /// Waits for the publisher's own connection to reach `state`; panics on timeout.
+    pub fn wait_for_ice(&mut self, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self
+            .seen
+            .iter()
+            .any(|v| v["type"] == "ice" && v["state"] == state)
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(value) => self.seen.push(value),
+                Err(_) => panic!("publisher's connection never {state}: {:?}", self.seen),
+            }
+        }
+    }
+
     /// Waits for a message of type `kind`; panics on timeout.
     pub fn wait_for(&mut self, kind: &str, timeout: Duration) -> Value {
         if let Some(v) = self.seen.iter().find(|v| v["type"] == kind) {
