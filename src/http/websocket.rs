@@ -11,6 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Each socket's read buffer (the transport's default is 128 KiB).
+const READ_BUFFER: usize = 4096;
+/// What may wait, unsent, for a client that does not read.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
+
 /// How long the last messages and the close frame may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -20,7 +25,13 @@ pub async fn upgrade(State(sessions): State<Arc<Sessions>>, upgrade: WebSocketUp
     // gets a signalling error instead of a dropped connection; past that, it closes the
     // socket with 1009 without reading the rest.
     let limit = (gateway.config.limits.max_message_bytes as usize).saturating_mul(4);
+    // Signalling messages are small and an idle socket should cost little: a small read
+    // buffer (it grows for a larger message), writes sent at once, and a bound on what
+    // may wait for a client that does not read.
     upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
