@@ -16,6 +16,12 @@ use webrtc_gateway::media::output::hls::HlsStore;
 use webrtc_gateway::session::Sessions;
 use webrtc_gateway::{gateway, http, media, tls};
 
+/// jemalloc, with its background threads, gives freed memory back to the system: after
+/// thousands of clients have come and gone the gateway's memory falls back near where it
+/// was (glibc's allocator kept it all; measured by `make bench-abuse`, README "Limits").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "webrtc-gateway", version, about)]
 struct Cli {
