@@ -31,6 +31,10 @@ pub struct Cli {
     /// bare pipeline makes neither).
     #[arg(long)]
     pub hls: bool,
+    /// Instead of the sweep: what hostile clients cost (idle WebSockets, a candidate
+    /// flood, a publisher that sends no media), with the default limits.
+    #[arg(long)]
+    pub abuse: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/bench.json")]
     pub json: PathBuf,

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+mod abuse;
 mod bare;
 mod cli;
 mod load;
@@ -39,6 +40,11 @@ use std::sync::Arc;
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     gst::init()?;
+    if cli.abuse {
+        let report = abuse::run().await?;
+        write_report(&cli, &report)?;
+        return Ok(());
+    }
     let tps = ticks_per_second();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut report = json!({
@@ -191,10 +197,14 @@ async fn main() -> Result<()> {
             "capacity": capacity, "capacity_delay_held": delay_held,
         }));
     }
+    write_report(&cli, &report)
+}
+
+fn write_report(cli: &Cli, report: &serde_json::Value) -> Result<()> {
     if let Some(parent) = cli.json.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&cli.json, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(&cli.json, serde_json::to_string_pretty(report)?)?;
     println!("\nJSON report: {}", cli.json.display());
     Ok(())
 }
