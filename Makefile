@@ -65,9 +65,9 @@ test: test-deps
 	$(CARGO) build --bins
 	$(CARGO) test --no-fail-fast
 
-# The property tests of `make test` with FUZZ_CASES times their cases (100 unless set),
+# The property tests of `make test` with FUZZ_CASES times their cases (1000 unless set),
 # from the same fixed seed unless FUZZ_SEED is set.
-FUZZ_CASES ?= 100
+FUZZ_CASES ?= 1000
 fuzz: deps
 	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --test properties
 

@@ -9,7 +9,7 @@ use crate::system::*;
 use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
@@ -31,21 +31,7 @@ fn start(dir: &std::path::Path) -> Result<Process> {
             root = root.display(),
         ),
     )?;
-    let child = Command::new(sibling("webrtc-gateway")?)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", HTTP_PORT)).is_ok() {
-            return Ok(Process(child));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("the gateway did not start")
+    spawn_gateway(&config)
 }
 
 fn ws_url() -> String {

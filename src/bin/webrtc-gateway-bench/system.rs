@@ -81,9 +81,14 @@ pub fn start_gateway(
             threads = cli.encoder_threads,
         ),
     )?;
+    spawn_gateway(&config)
+}
+
+/// Starts the release gateway with `config` and waits for it to listen on `HTTP_PORT`.
+pub fn spawn_gateway(config: &std::path::Path) -> Result<Process> {
     let child = Command::new(sibling("webrtc-gateway")?)
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
