@@ -35,7 +35,7 @@ impl MediaInput {
     pub(in crate::media) fn link(
         pipeline: &gst::Pipeline,
         element: &gst::Element,
-        events: MediaEvents,
+        keyframe_requests: Option<MediaEvents>,
         measurements: Option<Arc<Measurements>>,
     ) -> Option<MediaInput> {
         let caps = element.property::<Option<gst::Caps>>("caps")?;
@@ -43,10 +43,14 @@ impl MediaInput {
         let pad = gst::Pad::builder(gst::PadDirection::Src)
             .name(format!("{}_src", element.name()))
             .event_function(move |_, _, event| {
-                // The depayloader asks upstream for a key frame on loss it cannot repair.
-                if event
-                    .structure()
-                    .is_some_and(|s| s.name() == "GstForceKeyUnit")
+                // The video depayloader (or decoder) asks upstream for a key frame on loss it
+                // cannot repair. Only the video input reports it: the HLS muxer's requests
+                // for segment key units reach the audio input too, and the encoder makes
+                // those key frames itself.
+                if let Some(events) = &keyframe_requests
+                    && event
+                        .structure()
+                        .is_some_and(|s| s.name() == "GstForceKeyUnit")
                 {
                     events.send(MediaEvent::KeyframeRequested);
                 }

@@ -54,16 +54,18 @@ impl PipelineFactory {
         let failed = Arc::new(FailedOutputs::default());
         watch_bus(&pipeline, events.clone(), failed.clone());
         let measurements = Measurements::attach(&pipeline);
-        let input = |name: &str, measurements: Option<Arc<Measurements>>| {
+        // Only the video input reports key-frame requests and picture arrivals.
+        let video_input = pipeline.by_name(names::VIDEO_IN).and_then(|element| {
             MediaInput::link(
                 &pipeline,
-                &pipeline.by_name(name)?,
-                events.clone(),
-                measurements,
+                &element,
+                Some(events.clone()),
+                Some(measurements.clone()),
             )
-        };
-        let video_input = input(names::VIDEO_IN, Some(measurements.clone()));
-        let audio_input = input(names::AUDIO_IN, None);
+        });
+        let audio_input = pipeline
+            .by_name(names::AUDIO_IN)
+            .and_then(|element| MediaInput::link(&pipeline, &element, None, None));
         on_first_buffer(
             &pipeline,
             (names::VIDEO_PARSE, "src"),
