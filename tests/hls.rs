@@ -47,6 +47,8 @@ struct MediaPlaylist {
     target_duration: u64,
     media_sequence: u64,
     segments: Vec<(f64, String)>,
+    /// Each segment's EXT-X-PROGRAM-DATE-TIME.
+    dates: Vec<std::time::SystemTime>,
     discontinuities: usize,
     ended: bool,
 }
@@ -62,6 +64,8 @@ fn parse_media(text: &str) -> MediaPlaylist {
             playlist.media_sequence = v.parse().unwrap();
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
             duration = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            playlist.dates.push(humantime::parse_rfc3339(v).unwrap());
         } else if line == "#EXT-X-DISCONTINUITY" {
             playlist.discontinuities += 1;
         } else if line == "#EXT-X-ENDLIST" {
@@ -87,6 +91,29 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> M
     assert_eq!(media.header("access-control-allow-origin"), "*");
     let playlist = parse_media(&media.text());
     assert_eq!(playlist.target_duration, 2);
+    // Every segment is dated by when its pictures arrived: in the last minute, each
+    // after the one before by that one's duration.
+    assert_eq!(
+        playlist.dates.len(),
+        playlist.segments.len(),
+        "{}",
+        media.text()
+    );
+    let now = std::time::SystemTime::now();
+    for date in &playlist.dates {
+        let age = now.duration_since(*date).expect("a date in the past");
+        assert!(age < Duration::from_secs(60), "{age:?}");
+    }
+    if playlist.discontinuities == 0 {
+        for (k, pair) in playlist.dates.windows(2).enumerate() {
+            let step = pair[1].duration_since(pair[0]).unwrap().as_secs_f64();
+            let duration = playlist.segments[k].0;
+            assert!(
+                (step - duration).abs() < 0.3,
+                "{step} s between dates, EXTINF {duration}"
+            );
+        }
+    }
     for (duration, uri) in &playlist.segments {
         assert!(
             duration.round() as u64 <= playlist.target_duration,

@@ -22,7 +22,10 @@ fn a_clean_publication_asks_for_key_frames_only_at_start() {
     })
     .expect("20 HLS segments within 90 s");
     let plis = stats()["plis_sent"].as_u64().unwrap();
-    eprintln!("{plis} key-frame requests in {:?}, {segments} segments", live.elapsed());
+    eprintln!(
+        "{plis} key-frame requests in {:?}, {segments} segments",
+        live.elapsed()
+    );
     assert!(
         plis <= 2,
         "{plis} key-frame requests over a clean link in {:?} ({segments} segments)",

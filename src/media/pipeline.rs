@@ -141,6 +141,21 @@ impl StreamPipeline {
         &self.measurements
     }
 
+    /// The wall-clock time at which the pipeline's running time is (or was)
+    /// `running_time_ns`: a buffer's running time is when it arrived.
+    pub fn wall_clock(&self, running_time_ns: u64) -> std::time::SystemTime {
+        let now = std::time::SystemTime::now();
+        let running_now = self
+            .pipeline
+            .current_running_time()
+            .map_or(running_time_ns, gst::ClockTime::nseconds);
+        if running_now >= running_time_ns {
+            now - std::time::Duration::from_nanos(running_now - running_time_ns)
+        } else {
+            now + std::time::Duration::from_nanos(running_time_ns - running_now)
+        }
+    }
+
     /// The video jitter buffer's counts of packets it declared lost and of packets that
     /// came after their time and were dropped.
     pub fn video_jitter_drops(&self) -> (u64, u64) {

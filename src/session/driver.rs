@@ -613,7 +613,7 @@ impl Session {
             }
             MediaEvent::SegmentClosed { location, end_ns } => {
                 if let Some(hls) = &mut self.hls
-                    && let Err(e) = blocking(|| hls.segment_closed(&location, end_ns))
+                    && let Err(e) = blocking(|| hls.segment_closed(pipeline, &location, end_ns))
                 {
                     tracing::warn!("cannot write the HLS playlist: {e}");
                 }

@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::SystemTime;
 
 pub const MULTIVARIANT: &str = "index.m3u8";
 pub const MEDIA: &str = "stream.m3u8";
@@ -28,6 +29,8 @@ pub const MEDIA: &str = "stream.m3u8";
 pub struct Segment {
     pub uri: String,
     pub duration: f64,
+    /// When its first picture arrived (`EXT-X-PROGRAM-DATE-TIME`).
+    pub date: SystemTime,
     /// A discontinuity comes before this segment (a publisher came back).
     pub discontinuity: bool,
 }
@@ -57,14 +60,16 @@ impl Playlist {
         }
     }
 
-    /// Adds a closed segment; returns the URIs that left the window.
-    pub fn push(&mut self, uri: String, duration: f64) -> Vec<String> {
+    /// Adds a closed segment whose first picture arrived at `date`; returns the URIs that
+    /// left the window.
+    pub fn push(&mut self, uri: String, duration: f64, date: SystemTime) -> Vec<String> {
         // A segment longer than the target (a late key frame) raises it: every
         // rounded EXTINF must stay within EXT-X-TARGETDURATION.
         self.target_duration = self.target_duration.max(duration.round() as u32);
         self.segments.push_back(Segment {
             uri,
             duration,
+            date,
             discontinuity: std::mem::take(&mut self.next_is_discontinuity),
         });
         let mut removed = Vec::new();
@@ -109,6 +114,11 @@ impl Playlist {
             if segment.discontinuity {
                 text.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            let _ = writeln!(
+                text,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                humantime::format_rfc3339_millis(segment.date)
+            );
             let _ = write!(text, "#EXTINF:{:.3},\n{}\n", segment.duration, segment.uri);
         }
         if self.ended {
@@ -273,8 +283,14 @@ impl HlsOutput {
         self.segment_start_ns.get_or_insert(running_time_ns);
     }
 
-    /// Adds a closed segment to the playlist and deletes those that left the window.
-    pub fn segment_closed(&mut self, location: &Path, end_ns: u64) -> std::io::Result<()> {
+    /// Adds a closed segment to the playlist, dated by the pipeline's clock, and deletes
+    /// those that left the window.
+    pub fn segment_closed(
+        &mut self,
+        pipeline: &StreamPipeline,
+        location: &Path,
+        end_ns: u64,
+    ) -> std::io::Result<()> {
         let Some(uri) = location.file_name().and_then(|n| n.to_str()) else {
             return Ok(());
         };
@@ -285,7 +301,8 @@ impl HlsOutput {
             let _ = std::fs::remove_file(location);
             return Ok(());
         }
-        for gone in self.playlist.push(uri.to_string(), duration) {
+        let date = pipeline.wall_clock(start_ns);
+        for gone in self.playlist.push(uri.to_string(), duration, date) {
             let _ = std::fs::remove_file(self.dir.join(gone));
         }
         self.write_media()
@@ -466,37 +483,58 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// `seconds` after 2026-12-02T10:00:00Z.
+    fn at(seconds: f64) -> SystemTime {
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(1_796_205_600)
+            + Duration::from_secs_f64(seconds)
+    }
 
     #[test]
     fn sliding_window_and_end() {
         let mut p = Playlist::new(2, 3);
         for i in 0..3 {
-            assert!(p.push(format!("s{i}.ts"), 2.0).is_empty());
+            assert!(
+                p.push(format!("s{i}.ts"), 2.0, at(2.0 * i as f64))
+                    .is_empty()
+            );
         }
-        assert_eq!(p.push("s3.ts".into(), 2.033), vec!["s0.ts".to_string()]);
+        assert_eq!(
+            p.push("s3.ts".into(), 2.033, at(6.0)),
+            vec!["s0.ts".to_string()]
+        );
         p.end();
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n\
-             #EXTINF:2.000,\ns1.ts\n#EXTINF:2.000,\ns2.ts\n#EXTINF:2.033,\ns3.ts\n#EXT-X-ENDLIST\n"
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-02T10:00:02.000Z\n#EXTINF:2.000,\ns1.ts\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-02T10:00:04.000Z\n#EXTINF:2.000,\ns2.ts\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-02T10:00:06.000Z\n#EXTINF:2.033,\ns3.ts\n\
+             #EXT-X-ENDLIST\n"
         );
     }
 
     #[test]
     fn a_returning_publisher_continues_after_a_discontinuity() {
         let mut p = Playlist::new(2, 2);
-        p.push("a.ts".into(), 2.0);
+        p.push("a.ts".into(), 2.0, at(0.0));
         p.end();
         p.resume();
-        p.push("b.ts".into(), 2.0);
+        p.push("b.ts".into(), 2.0, at(30.0));
         let text = p.render();
         assert!(
-            text.contains("#EXTINF:2.000,\na.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\nb.ts\n")
+            text.contains(
+                "#EXTINF:2.000,\na.ts\n#EXT-X-DISCONTINUITY\n\
+                 #EXT-X-PROGRAM-DATE-TIME:2026-12-02T10:00:30.000Z\n#EXTINF:2.000,\nb.ts\n"
+            ),
+            "{text}"
         );
         assert!(!text.contains("ENDLIST"));
         // The discontinuity leaves the window: it is counted.
-        p.push("c.ts".into(), 2.0);
-        p.push("d.ts".into(), 2.0);
+        p.push("c.ts".into(), 2.0, at(32.0));
+        p.push("d.ts".into(), 2.0, at(34.0));
         let text = p.render();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:2\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
@@ -505,7 +543,7 @@ mod tests {
     #[test]
     fn a_long_segment_raises_the_target_duration() {
         let mut p = Playlist::new(2, 5);
-        p.push("a.ts".into(), 2.6);
+        p.push("a.ts".into(), 2.6, at(0.0));
         assert!(p.render().contains("#EXT-X-TARGETDURATION:3\n"));
     }
 
