@@ -78,7 +78,7 @@ impl SampleTrack {
 pub enum EncoderError {
     #[error("the encoder pipeline does not parse: {0}")]
     Parse(#[from] gst::glib::Error),
-    #[error("the encoder pipeline needs an appsink named sink")]
+    #[error("the encoder pipeline lacks one of its appsinks")]
     NoSink,
     #[error("the encoder pipeline does not start: {0}")]
     Start(#[from] gst::StateChangeError),
@@ -92,15 +92,31 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(description: &str) -> Result<Self, EncoderError> {
+        let mut encoders = Self::sharing(description, &["sink"])?;
+        Ok(encoders.remove(0))
+    }
+
+    /// Encoders that share one pipeline, and so one clock (audio and video of one
+    /// source, in sync): one for each appsink named in `sinks`.
+    pub fn sharing(description: &str, sinks: &[&str]) -> Result<Vec<Self>, EncoderError> {
         let pipeline = gst::parse::launch(description)?
             .downcast::<gst::Pipeline>()
             .map_err(|_| EncoderError::NoSink)?;
-        let sink = pipeline
-            .by_name("sink")
-            .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-            .ok_or(EncoderError::NoSink)?;
+        let encoders = sinks
+            .iter()
+            .map(|name| {
+                let sink = pipeline
+                    .by_name(name)
+                    .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+                    .ok_or(EncoderError::NoSink)?;
+                Ok(Self {
+                    pipeline: pipeline.clone(),
+                    sink,
+                })
+            })
+            .collect::<Result<Vec<_>, EncoderError>>()?;
         pipeline.set_state(gst::State::Playing)?;
-        Ok(Self { pipeline, sink })
+        Ok(encoders)
     }
 
     /// The next encoded frame and how long it lasts; None at the end.

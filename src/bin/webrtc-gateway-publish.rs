@@ -72,6 +72,14 @@ struct Cli {
     /// Keep the connection up but send no media (to test the media timeout).
     #[arg(long)]
     silent: bool,
+    /// With `--source`: send no audio for this many ms (a publisher that starts its
+    /// audio late); what follows stays in sync with the video.
+    #[arg(long, default_value_t = 0)]
+    audio_delay_ms: u64,
+    /// Send this Matroska file (MJPEG video, PCM audio) once, at its pace, instead of
+    /// the test sources: its audio and video stay in sync.
+    #[arg(long)]
+    source: Option<std::path::PathBuf>,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -145,11 +153,60 @@ fn codec(kind: RtpCodecKind, cli: &Cli) -> RTCRtpCodecParameters {
     }
 }
 
+/// The video encoder the publisher uses, ending in H.264 or VP8 frames.
+fn video_encoder(cli: &Cli) -> &'static str {
+    match cli.codec {
+        Codec::Vp8 => {
+            "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 \
+             target-bitrate=800000 error-resilient=partitions"
+        }
+        Codec::H264 => {
+            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=800 \
+             ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"
+        }
+    }
+}
+
+/// Feeds the tracks from one file, decoded and encoded in one pipeline whose sinks play
+/// it at its pace: what was together in the file is sent together.
+fn feed_file(source: &std::path::Path, cli: &Cli, tracks: &[Arc<SampleTrack>]) -> Result<()> {
+    let description = format!(
+        "filesrc location=\"{}\" ! matroskademux name=demux \
+         demux.video_0 ! queue ! jpegdec ! videoconvert ! {} \
+           ! appsink name=video sync=true max-buffers=50 \
+         demux.audio_0 ! queue ! audioconvert ! audioresample \
+           ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
+           ! appsink name=audio sync=true max-buffers=50",
+        source.display(),
+        video_encoder(cli)
+    );
+    let encoders = Encoder::sharing(&description, &["video", "audio"])?;
+    for (encoder, kind) in encoders
+        .into_iter()
+        .zip([RtpCodecKind::Video, RtpCodecKind::Audio])
+    {
+        if let Some(track) = tracks.iter().find(|t| t.kind == kind) {
+            let skip = match kind {
+                RtpCodecKind::Audio => Duration::from_millis(cli.audio_delay_ms),
+                _ => Duration::ZERO,
+            };
+            feed(encoder, track.clone(), false, skip)?;
+        }
+    }
+    Ok(())
+}
+
 /// Pulls encoded frames on a thread of its own and writes them to the track.
-fn feed(encoder: Encoder, track: Arc<SampleTrack>, corrupt: bool) -> Result<()> {
+/// The frames of the first `skip` of the stream are not sent.
+fn feed(encoder: Encoder, track: Arc<SampleTrack>, corrupt: bool, skip: Duration) -> Result<()> {
     let (frames, mut received) = mpsc::channel::<(bytes::Bytes, Duration)>(64);
     std::thread::spawn(move || {
+        let mut skipped = Duration::ZERO;
         while let Some((data, duration)) = encoder.next_frame() {
+            if skipped < skip {
+                skipped += duration;
+                continue;
+            }
             let data = if corrupt {
                 // The frame header stays, so the frame is taken in; its data is junk.
                 let mut junk = data.to_vec();
@@ -276,19 +333,17 @@ async fn main() -> Result<()> {
                     say(serde_json::json!({"type": "ice", "state": state.to_string()}));
                     if state == RTCPeerConnectionState::Connected && !feeding && !cli.silent {
                         feeding = true;
+                        if let Some(source) = &cli.source {
+                            feed_file(source, &cli, &tracks)?;
+                            continue;
+                        }
                         for track in &tracks {
                             let description = if track.kind == RtpCodecKind::Audio {
                                 "audiotestsrc is-live=true wave=sine freq=440 \
                                  ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
                                  ! appsink name=sink sync=false max-buffers=50".to_string()
                             } else {
-                                let encode = match cli.codec {
-                                    Codec::Vp8 => "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 \
-                                        target-bitrate=800000 error-resilient=partitions",
-                                    Codec::H264 => "x264enc tune=zerolatency speed-preset=ultrafast \
-                                        key-int-max=60 bitrate=800 ! video/x-h264,profile=constrained-baseline,\
-                                        stream-format=byte-stream,alignment=au",
-                                };
+                                let encode = video_encoder(&cli);
                                 format!(
                                     "videotestsrc is-live=true pattern=ball \
                                      ! video/x-raw,width={},height={},framerate={}/1 \
@@ -298,7 +353,7 @@ async fn main() -> Result<()> {
                             };
                             let encoder = Encoder::new(&description)?;
                             let corrupt = cli.corrupt_video && track.kind == RtpCodecKind::Video;
-                            feed(encoder, track.clone(), corrupt)?;
+                            feed(encoder, track.clone(), corrupt, Duration::ZERO)?;
                         }
                     }
                     if state == RTCPeerConnectionState::Failed {
