@@ -1,8 +1,11 @@
-//! Timing: key frames asked of the publisher only when needed.
+//! Timing: key frames asked of the publisher only when needed, and audio in sync with
+//! video in every output, measured on decoded frames and samples.
 
 mod common;
 
 use common::{Publisher, TestGateway};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -31,4 +34,164 @@ fn a_clean_publication_asks_for_key_frames_only_at_start() {
         "{plis} key-frame requests over a clean link in {:?} ({segments} segments)",
         live.elapsed()
     );
+}
+
+/// Writes a 20 s Matroska source in which a white flash (3 frames) and a 1 kHz beep
+/// (100 ms) start together at every whole second: audio and video in sync by making.
+fn sync_source(dir: &Path) -> PathBuf {
+    let path = dir.join("sync.mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("color=c=black:s=320x240:r=30:d=20,drawbox=c=white:t=fill:enable='lt(mod(t\\,1)\\,0.1)'")
+        .args(["-f", "lavfi", "-i"])
+        .arg("sine=f=1000:r=48000:samples_per_frame=480:d=20,volume='if(lt(mod(t\\,1)\\,0.1)\\,1\\,0)':eval=frame")
+        .args(["-ac", "2", "-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"])
+        .args(["-c:a", "pcm_s16le"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+/// How late the audio is against the video in a decoded file, in ms (negative: early):
+/// the median over its flashes of the time from a flash's first frame to the start of
+/// the beep nearest to it. Panics with fewer than `min_pairs` flashes paired.
+fn audio_offset_ms(input: &str, min_pairs: usize) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-protocol_whitelist",
+            "file,http,tcp,udp,rtp",
+        ])
+        .args(["-i", input])
+        .args(["-vf", "blackdetect=d=0.02:pix_th=0.5"])
+        .args(["-af", "silencedetect=n=-30dB:d=0.05"])
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    let times = |key: &str| -> Vec<f64> {
+        text.split(key)
+            .skip(1)
+            .filter_map(|rest| {
+                rest.trim_start()
+                    .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let (flashes, beeps) = (times("black_end:"), times("silence_end:"));
+    let mut offsets: Vec<f64> = flashes
+        .iter()
+        .filter_map(|flash| {
+            beeps
+                .iter()
+                .map(|beep| beep - flash)
+                .filter(|d| d.abs() < 0.5)
+                .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+        })
+        .map(|seconds| seconds * 1000.0)
+        .collect();
+    assert!(
+        offsets.len() >= min_pairs,
+        "{input}: {} flashes, {} beeps, {} paired",
+        flashes.len(),
+        beeps.len(),
+        offsets.len()
+    );
+    offsets.sort_by(f64::total_cmp);
+    offsets[offsets.len() / 2]
+}
+
+/// EBU R37: audio at most 40 ms early and 60 ms late.
+fn assert_in_sync(what: &str, offset_ms: f64) {
+    eprintln!("{what}: audio {offset_ms:+.0} ms against video");
+    assert!(
+        (-40.0..=60.0).contains(&offset_ms),
+        "{what}: audio {offset_ms:+.0} ms against video"
+    );
+}
+
+/// Publishes the sync source and measures every output: RTP through the SDP file, HLS,
+/// and the recording in `format`.
+fn lip_sync_in_every_output(format: &str, rtp: bool, audio_delay_ms: u32) {
+    let records = tempfile::tempdir().unwrap();
+    let gateway = TestGateway::start(&format!(
+        "[hls]\nplaylist_length = 15\n[record]\nenabled = true\nformat = \"{format}\"\ndir = \"{}\"",
+        records.path().display()
+    ));
+    let source = sync_source(gateway.dir.path());
+    // The measure itself: the source is in sync to the sample.
+    assert!(audio_offset_ms(source.to_str().unwrap(), 15).abs() < 1.0);
+    let mut publisher = Publisher::start(
+        &gateway,
+        "sync",
+        &[
+            "--source",
+            source.to_str().unwrap(),
+            "--duration-s",
+            "21",
+            "--audio-delay-ms",
+            &audio_delay_ms.to_string(),
+        ],
+    );
+    publisher.wait_for("live", Duration::from_secs(30));
+    if rtp {
+        let captured = gateway.dir.path().join("rtp.mkv");
+        let status = Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-protocol_whitelist",
+                "file,http,tcp,udp,rtp",
+            ])
+            .args(["-i", &gateway.url("/streams/sync/stream.sdp")])
+            .args(["-t", "10", "-c", "copy"])
+            .arg(&captured)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_in_sync("RTP", audio_offset_ms(captured.to_str().unwrap(), 5));
+    }
+    publisher.wait_for("ended", Duration::from_secs(40));
+    let recording = common::eventually(Duration::from_secs(10), || {
+        std::fs::read_dir(records.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == format))
+    })
+    .expect("a recording");
+    assert_in_sync(
+        &format!("{format} recording"),
+        audio_offset_ms(recording.to_str().unwrap(), 12),
+    );
+    assert_in_sync(
+        "HLS",
+        audio_offset_ms(&gateway.url("/streams/sync/stream.m3u8"), 10),
+    );
+}
+
+#[test]
+fn lip_sync_in_rtp_hls_and_mp4_recordings() {
+    lip_sync_in_every_output("mp4", true, 0);
+}
+
+#[test]
+fn lip_sync_in_mp4_recordings_when_audio_starts_late() {
+    lip_sync_in_every_output("mp4", false, 1500);
+}
+
+#[test]
+fn lip_sync_in_mkv_recordings() {
+    lip_sync_in_every_output("mkv", false, 0);
+}
+
+#[test]
+fn lip_sync_in_ts_recordings() {
+    lip_sync_in_every_output("ts", false, 0);
 }

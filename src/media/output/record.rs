@@ -6,11 +6,13 @@
 use crate::config::RecordFormat;
 use crate::media::error::PipelineError;
 use crate::media::pipeline::StreamPipeline;
+use crate::media::probe::running_time;
 use crate::media::spec::{FileOutput, RecordSpec};
 use crate::media::templates::names;
 use crate::name::StreamName;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_video as gst_video;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -114,6 +116,9 @@ impl Recording {
                 .map_err(|e| PipelineError::Start(format!("cannot link the recording: {e:?}")))?;
             links.push((tee_pad, bin_pad));
         }
+        if self.format == RecordFormat::Mp4 && video {
+            align_track_starts(&bin, audio);
+        }
         bin.sync_state_with_parent().map_err(|e| start(&e))?;
         self.branch = Some(Branch { bin, links });
         Ok(())
@@ -148,6 +153,83 @@ impl Recording {
     /// A recording that could not start: its empty file goes away.
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Where a recording's tracks start, shared by the probes on its two queues.
+#[derive(Debug, Default)]
+struct TrackStarts {
+    /// The running time of the first audio buffer seen.
+    audio: Option<gst::ClockTime>,
+    /// The running time of the key frame the recording starts with.
+    video: Option<gst::ClockTime>,
+    /// When video first came, for how long it may wait for audio.
+    video_waiting_since: Option<gst::ClockTime>,
+    /// A key frame has been asked of the encoder for the audio's start.
+    key_unit_requested: bool,
+}
+
+/// How long the video waits for a stream's audio to start before it is recorded alone.
+const AUDIO_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(2);
+
+/// Makes a fragmented MP4 recording's tracks start together. mp4mux starts every track
+/// of a fragmented file at zero, whatever its first timestamp, so a track that begins
+/// later is shifted onto the other (hundreds of ms). The recording therefore starts
+/// with a key frame, at or after the audio's first buffer (the encoder is asked for one
+/// when audio starts after video), and audio before that key frame is dropped: the
+/// tracks then start within one audio frame (21 ms) of each other.
+fn align_track_starts(bin: &gst::Bin, audio: bool) {
+    let starts = std::sync::Arc::new(std::sync::Mutex::new(TrackStarts::default()));
+    let sink = |queue: &str| bin.by_name(queue).and_then(|q| q.static_pad("sink"));
+    if let Some(pad) = sink(names::RECORD_VIDEO_QUEUE) {
+        let starts = starts.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(at) = running_time(pad, buffer) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+            if starts.video.is_some() {
+                return gst::PadProbeReturn::Ok;
+            }
+            let since = *starts.video_waiting_since.get_or_insert(at);
+            let audio_ready = match starts.audio {
+                Some(audio_at) => at >= audio_at,
+                None => !audio || at.saturating_sub(since) >= AUDIO_WAIT,
+            };
+            let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            if audio_ready && key {
+                starts.video = Some(at);
+                return gst::PadProbeReturn::Ok;
+            }
+            if audio_ready && !starts.key_unit_requested {
+                starts.key_unit_requested = true;
+                let request = gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build();
+                drop(starts);
+                pad.push_event(request);
+            }
+            gst::PadProbeReturn::Drop
+        });
+    }
+    if let Some(pad) = sink(names::RECORD_AUDIO_QUEUE) {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(at) = running_time(pad, buffer) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+            starts.audio.get_or_insert(at);
+            match starts.video {
+                Some(video_at) if at >= video_at => gst::PadProbeReturn::Ok,
+                _ => gst::PadProbeReturn::Drop,
+            }
+        });
     }
 }
 
