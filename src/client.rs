@@ -6,15 +6,21 @@ use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::sansio::Protocol;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::PeerConnection;
 
 /// A sending track that takes whole encoded frames.
@@ -60,6 +66,22 @@ impl SampleTrack {
         })
     }
 
+    /// The next key-frame request (PLI or FIR) the receiver sent for this track; None once
+    /// the connection has closed. The peer connection's interceptors must deliver them to
+    /// the application ([`KeyFrameRequests`]).
+    pub async fn key_frame_requested(&self) -> Option<()> {
+        loop {
+            match self.track.poll().await? {
+                TrackLocalEvent::OnRtcpPacket(packets)
+                    if packets.iter().any(|p| is_key_frame_request(p.as_ref())) =>
+                {
+                    return Some(());
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Sends one encoded frame lasting `duration`; fails once the connection is closed.
     pub async fn write(&self, data: Bytes, duration: Duration) -> Result<(), webrtc::error::Error> {
         let sample = Sample {
@@ -72,6 +94,70 @@ impl SampleTrack {
             .write_sample(&sample)
             .await
     }
+}
+
+fn is_key_frame_request(packet: &dyn rtcp::Packet) -> bool {
+    let packet = packet.as_any();
+    packet.is::<PictureLossIndication>() || packet.is::<FullIntraRequest>()
+}
+
+/// An interceptor, last before the application, that hands the receiver's key-frame
+/// requests (PLI, FIR) to the sending tracks ([`SampleTrack::key_frame_requested`]);
+/// other RTCP stays with the interceptors before it.
+#[derive(Default)]
+pub struct KeyFrameRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl KeyFrameRequests {
+    /// Where it goes in the chain: after every built-in interceptor.
+    pub const SLOT: usize = 14_000;
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyFrameRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut message: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &message.message.packet {
+            let requests: Vec<Box<dyn rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_key_frame_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            message.message.packet = Packet::Rtcp(requests);
+            message.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(message);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(message);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyFrameRequests {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +203,16 @@ impl Encoder {
             .collect::<Result<Vec<_>, EncoderError>>()?;
         pipeline.set_state(gst::State::Playing)?;
         Ok(encoders)
+    }
+
+    /// Asks the encoder for a key frame now (the receiver lost one).
+    pub fn request_key_frame(&self) {
+        if let Some(pad) = self.sink.static_pad("sink") {
+            let request = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.push_event(request);
+        }
     }
 
     /// The next encoded frame and how long it lasts; None at the end.

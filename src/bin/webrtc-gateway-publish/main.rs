@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use gstreamer as gst;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::io::Write;
 use std::sync::Arc;
@@ -22,7 +22,9 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
     register_default_interceptors,
 };
-use webrtc_gateway::client::{Encoder, SampleTrack};
+use webrtc_gateway::client::{Encoder, KeyFrameRequests, SampleTrack};
+
+mod relay;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Codec {
@@ -72,6 +74,13 @@ struct Cli {
     /// Keep the connection up but send no media (to test the media timeout).
     #[arg(long)]
     silent: bool,
+    /// Send through a lossy link that drops this share of the RTP packets, in percent
+    /// (retransmissions too).
+    #[arg(long, default_value_t = 0.0)]
+    loss_percent: f64,
+    /// ... and delays each packet by a random time up to this.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
     /// With `--source`: send no audio for this many ms (a publisher that starts its
     /// audio late); what follows stays in sync with the video.
     #[arg(long, default_value_t = 0)]
@@ -200,6 +209,16 @@ fn feed_file(source: &std::path::Path, cli: &Cli, tracks: &[Arc<SampleTrack>]) -
 /// The frames of the first `skip` of the stream are not sent.
 fn feed(encoder: Encoder, track: Arc<SampleTrack>, corrupt: bool, skip: Duration) -> Result<()> {
     let (frames, mut received) = mpsc::channel::<(bytes::Bytes, Duration)>(64);
+    let encoder = Arc::new(encoder);
+    if track.kind == RtpCodecKind::Video {
+        // The receiver lost a picture: a key frame now, as a browser makes one.
+        let (encoder, track) = (encoder.clone(), track.clone());
+        tokio::spawn(async move {
+            while track.key_frame_requested().await.is_some() {
+                encoder.request_key_frame();
+            }
+        });
+    }
     std::thread::spawn(move || {
         let mut skipped = Duration::ZERO;
         while let Some((data, duration)) = encoder.next_frame() {
@@ -243,7 +262,10 @@ async fn main() -> Result<()> {
     if !cli.no_audio {
         media_engine.register_codec(codec(RtpCodecKind::Audio, &cli), RtpCodecKind::Audio)?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        Slot::from(KeyFrameRequests::SLOT),
+        KeyFrameRequests::default(),
+    );
     let (local_tx, mut local) = mpsc::unbounded_channel();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -290,13 +312,29 @@ async fn main() -> Result<()> {
         .local_description()
         .await
         .context("no local description")?;
+    let relay = if cli.loss_percent > 0.0 || cli.jitter_ms > 0 {
+        let loss = relay::share(cli.loss_percent)?;
+        Some(relay::Relay::start(loss, Duration::from_millis(cli.jitter_ms)).await?)
+    } else {
+        None
+    };
+    let offer_sdp = match &relay {
+        Some(relay) => relay.rewrite_offer(&offer.sdp)?,
+        None => offer.sdp.clone(),
+    };
+    let from_gateway = |text: &str| -> Result<String> {
+        match &relay {
+            Some(relay) => relay.rewrite_from_gateway(text),
+            None => Ok(text.to_string()),
+        }
+    };
 
     let (socket, _) = tokio_tungstenite::connect_async(&cli.url)
         .await
         .with_context(|| format!("cannot connect to {}", cli.url))?;
     let (mut sink, mut stream) = socket.split();
     let mut publish =
-        serde_json::json!({"type": "publish", "stream": cli.stream, "sdp": offer.sdp});
+        serde_json::json!({"type": "publish", "stream": cli.stream, "sdp": offer_sdp});
     if let Some(token) = &cli.token {
         publish["token"] = token.clone().into();
     }
@@ -322,7 +360,11 @@ async fn main() -> Result<()> {
             }
             event = local.recv() => match event {
                 Some(LocalEvent::Candidate(c)) if cli.trickle => {
-                    let message = serde_json::json!({"type": "candidate", "candidate": c.candidate,
+                    let candidate = match &relay {
+                        Some(relay) => relay.rewrite_offer(&c.candidate)?,
+                        None => c.candidate,
+                    };
+                    let message = serde_json::json!({"type": "candidate", "candidate": candidate,
                         "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index});
                     sink.send(Message::Text(message.to_string().into())).await?;
                 }
@@ -376,8 +418,8 @@ async fn main() -> Result<()> {
                 say(value.clone());
                 match value["type"].as_str() {
                     Some("answer") => {
-                        let sdp = value["sdp"].as_str().context("answer without sdp")?;
-                        pc.set_remote_description(RTCSessionDescription::answer(sdp.to_string())?).await?;
+                        let sdp = from_gateway(value["sdp"].as_str().context("answer without sdp")?)?;
+                        pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
                         answered = true;
                         for c in pending_remote.drain(..) {
                             pc.add_ice_candidate(c).await?;
@@ -385,7 +427,7 @@ async fn main() -> Result<()> {
                     }
                     Some("candidate") => {
                         let c = RTCIceCandidateInit {
-                            candidate: value["candidate"].as_str().unwrap_or_default().to_string(),
+                            candidate: from_gateway(value["candidate"].as_str().unwrap_or_default())?,
                             sdp_mid: value["sdpMid"].as_str().map(String::from),
                             sdp_mline_index: value["sdpMLineIndex"].as_u64().map(|i| i as u16),
                             ..Default::default()
