@@ -195,3 +195,92 @@ fn lip_sync_in_mkv_recordings() {
 fn lip_sync_in_ts_recordings() {
     lip_sync_in_every_output("ts", false, 0);
 }
+
+/// Seconds of frozen picture (spans of 0.1 s or more without change) in `seconds` of
+/// a stream's RTP output, decoded by ffmpeg from its SDP file; and the frames decoded.
+fn frozen_seconds(gateway: &TestGateway, stream: &str, seconds: u32) -> (f64, usize) {
+    let output = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-protocol_whitelist",
+            "file,http,tcp,udp,rtp",
+        ])
+        .args(["-i", &gateway.url(&format!("/streams/{stream}/stream.sdp"))])
+        .args(["-t", &seconds.to_string(), "-an"])
+        .args([
+            "-vf",
+            "freezedetect=n=-80dB:d=0.1,metadata=mode=print:file=-",
+        ])
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let frozen = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("lavfi.freezedetect.freeze_duration="))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum();
+    // The freeze still open at the end has no duration line: count it to the end.
+    let frames = stderr
+        .rsplit("frame=")
+        .next()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (frozen, frames)
+}
+
+/// A lossy publisher beside a clean one, in one gateway: the frozen time of each in
+/// 15 s of RTP output.
+fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, max_frozen: f64) {
+    let gateway = TestGateway::start("");
+    let mut clean = Publisher::start(&gateway, "clean", &[]);
+    let mut lossy = Publisher::start(
+        &gateway,
+        "lossy",
+        &[
+            "--loss-percent",
+            &loss_percent.to_string(),
+            "--jitter-ms",
+            &jitter_ms.to_string(),
+        ],
+    );
+    clean.wait_for("live", Duration::from_secs(30));
+    lossy.wait_for("live", Duration::from_secs(30));
+    let clean_run = std::thread::scope(|scope| {
+        let clean = scope.spawn(|| frozen_seconds(&gateway, "clean", 15));
+        let lossy = frozen_seconds(&gateway, "lossy", 15);
+        (clean.join().unwrap(), lossy)
+    });
+    let ((clean_frozen, clean_frames), (lossy_frozen, lossy_frames)) = clean_run;
+    let stats = gateway.stream("lossy").expect("the lossy stream goes on")["stats"].clone();
+    eprintln!(
+        "{loss_percent}% loss, {jitter_ms} ms jitter: {lossy_frozen:.2} s frozen in 15 s \
+         ({lossy_frames} frames; clean beside it: {clean_frozen:.2} s, {clean_frames} frames); \
+         NACKs {}, PLIs {}, jitter buffer lost {}",
+        stats["nacks_sent"], stats["plis_sent"], stats["jitter_buffer_lost"]
+    );
+    assert!(
+        lossy_frames > 300 && clean_frames > 300,
+        "{lossy_frames}, {clean_frames}"
+    );
+    assert!(
+        clean_frozen <= 0.2,
+        "the clean stream froze {clean_frozen:.2} s"
+    );
+    assert!(
+        lossy_frozen <= max_frozen,
+        "{loss_percent}% loss, {jitter_ms} ms jitter: {lossy_frozen:.2} s frozen"
+    );
+    assert!(!gateway.stream_ended("lossy") && !gateway.stream_ended("clean"));
+}
+
+#[test]
+fn five_percent_loss_freezes_at_most_a_fifth_of_a_second() {
+    freezes_under_loss(5, 30, 0.2);
+}
+
+#[test]
+fn ten_percent_loss_freezes_at_most_half_a_second() {
+    freezes_under_loss(10, 50, 0.5);
+}

@@ -5,8 +5,12 @@
 use super::offer::OfferPlan;
 use crate::config::WebrtcConfig;
 use crate::media::{MediaInput, VideoCodec};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::shared::marshal::Marshal;
@@ -19,13 +23,46 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
     RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder, register_default_interceptors,
+    SettingEngineBuilder,
 };
 
 /// Longest wait for local candidates before the answer is sent anyway (later ones trickle).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A track the publisher started sending.
+/// How often missing packets are asked for again (RFC 4585 NACK). A retransmission comes
+/// back after a round trip; the jitter buffer (`transcode.jitter_buffer_ms`, 200 ms by
+/// default) waits for it. Asking every 20 ms, up to 10 times, covers that wait: a packet
+/// lost again on its way back (on a 10% lossy link, one in ten) is asked for again after
+/// its round trip plus 20 ms, not after 100 ms (the WebRTC stack's default), so it can
+/// still arrive in time.
+const NACK_INTERVAL: Duration = Duration::from_millis(20);
+const NACKS_PER_PACKET: u16 = 10;
+
+/// The WebRTC stack's default interceptors (NACK, RTCP reports, transport-wide congestion
+/// control feedback), with the NACK timing above.
+fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, webrtc::error::Error> {
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let nack = NackGeneratorBuilder::new()
+        .with_interval(NACK_INTERVAL)
+        .with_max_nacks_per_packet(NACKS_PER_PACKET)
+        .build();
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackGenerator, nack);
+    configure_simulcast_extension_headers(media_engine)?;
+    let registry = configure_twcc_receiver_only(registry, media_engine)?;
+    Ok(configure_rtcp_reports(registry))
+}
+
 pub struct RemoteTrack {
     track: Arc<dyn TrackRemote>,
     ssrc: u32,
@@ -263,7 +300,7 @@ async fn build(
                 engine.build()
             });
         let mut media_engine = media_engine(plan)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let registry = interceptors(&mut media_engine)?;
         let built = builder
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
