@@ -205,6 +205,11 @@ impl Encoder {
         Ok(encoders)
     }
 
+    /// An element of the encoder's pipeline, to change it while it runs.
+    pub fn element(&self, name: &str) -> Option<gst::Element> {
+        self.pipeline.by_name(name)
+    }
+
     /// Asks the encoder for a key frame now (the receiver lost one).
     pub fn request_key_frame(&self) {
         if let Some(pad) = self.sink.static_pad("sink") {

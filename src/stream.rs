@@ -21,6 +21,10 @@ pub struct VideoInfo {
     pub fps: u32,
     /// The codec the publisher sends, before transcoding.
     pub input_codec: String,
+    /// The size of the publisher's pictures (it may change mid-stream); null until the
+    /// first one is decoded.
+    pub input_width: Option<u32>,
+    pub input_height: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -284,3 +284,33 @@ fn five_percent_loss_freezes_at_most_a_fifth_of_a_second() {
 fn ten_percent_loss_freezes_at_most_half_a_second() {
     freezes_under_loss(10, 50, 0.5);
 }
+
+#[test]
+fn a_publisher_that_changes_resolution_keeps_a_continuous_output() {
+    let gateway = TestGateway::start("");
+    // 640x360, then 1280x720 five seconds in, as a browser whose estimate grew.
+    let mut publisher = Publisher::start(
+        &gateway,
+        "switch",
+        &["--resize", "1280x720", "--resize-after-s", "5"],
+    );
+    publisher.wait_for("live", Duration::from_secs(30));
+    let (frozen, frames) = frozen_seconds(&gateway, "switch", 12);
+    let stats = gateway.stream("switch").expect("the stream goes on")["stats"].clone();
+    eprintln!(
+        "resolution switch: {frozen:.2} s frozen in 12 s ({frames} frames), PLIs {}",
+        stats["plis_sent"]
+    );
+    assert!(frames > 250, "{frames} frames");
+    assert!(frozen <= 0.2, "{frozen:.2} s frozen over the switch");
+    let video = &gateway.stream("switch").unwrap()["video"];
+    assert_eq!(
+        (video["input_width"].as_u64(), video["input_height"].as_u64()),
+        (Some(1280), Some(720)),
+        "{video}"
+    );
+    assert!(
+        gateway.log().contains("width=640 height=360"),
+        "the stream did not start at 640x360"
+    );
+}

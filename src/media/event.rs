@@ -22,6 +22,8 @@ pub enum MediaEvent {
     },
     /// The Opus RTP output started.
     AudioRtpReady,
+    /// The publisher's pictures have this size, from now on (the first one, or a change).
+    InputSize { width: u32, height: u32 },
     /// A picture larger than the limit arrived; it was not decoded.
     InputTooLarge { width: u32, height: u32 },
     /// An element failed; the stream cannot go on.

@@ -91,6 +91,7 @@ impl PipelineFactory {
             refuse_large_vp8(&pipeline, spec.max_input, events.clone());
         }
         refuse_large_caps(&pipeline, spec.max_input, events.clone());
+        report_input_size(&pipeline, events.clone());
         let stream = StreamPipeline {
             pipeline,
             events,
@@ -330,6 +331,29 @@ fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEve
         } else {
             gst::PadProbeReturn::Ok
         }
+    });
+}
+
+/// Reports the size of the decoded pictures each time it changes.
+fn report_input_size(pipeline: &gst::Pipeline, events: MediaEvents) {
+    let Some(pad) = pipeline
+        .by_name(names::VIDEO_DECODER)
+        .and_then(|d| d.static_pad("src"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Event(event)) = &info.data
+            && let gst::EventView::Caps(caps) = event.view()
+            && let Some(s) = caps.caps().structure(0)
+            && let (Ok(width), Ok(height)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+        {
+            events.send(MediaEvent::InputSize {
+                width: width.max(0) as u32,
+                height: height.max(0) as u32,
+            });
+        }
+        gst::PadProbeReturn::Ok
     });
 }
 

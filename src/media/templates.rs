@@ -18,6 +18,7 @@ pub mod names {
     pub const VIDEO_JITTER: &str = "video_jitter";
     pub const VIDEO_DEPAY: &str = "video_depay";
     pub const VIDEO_IN_PARSE: &str = "video_in_parse";
+    pub const VIDEO_DECODER: &str = "video_decoder";
     pub const VIDEO_PARSE: &str = "video_parse";
     pub const VIDEO_ENCODED: &str = "video_encoded";
     pub const AUDIO_IN: &str = "audio_in";
@@ -60,6 +61,7 @@ const VIDEO: TemplateSpec = TemplateSpec {
         VIDEO_JITTER,
         VIDEO_DEPAY,
         VIDEO_IN_PARSE,
+        VIDEO_DECODER,
         VIDEO_PARSE,
         VIDEO_ENCODED,
     ],

@@ -594,6 +594,15 @@ impl Session {
                     self.went_live(progress);
                 }
             }
+            MediaEvent::InputSize { width, height } => {
+                tracing::info!(width, height, "publisher's picture size");
+                self.gateway.registry().update(&self.name, |entry| {
+                    if let Some(video) = &mut entry.info.video {
+                        video.input_width = Some(width);
+                        video.input_height = Some(height);
+                    }
+                });
+            }
             MediaEvent::InputTooLarge { width, height } => {
                 tracing::warn!(
                     width,

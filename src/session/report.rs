@@ -78,6 +78,8 @@ impl Session {
             height: transcode.height,
             fps: transcode.framerate,
             input_codec: input.codec.name().into(),
+            input_width: None,
+            input_height: None,
         });
         let audio = self.plan.audio.as_ref().map(|_| AudioInfo {
             codec: "opus".into(),

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use gstreamer as gst;
+use gstreamer::prelude::*;
 use rtc::interceptor::{Registry, Slot};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::io::Write;
@@ -81,6 +82,13 @@ struct Cli {
     /// ... and delays each packet by a random time up to this.
     #[arg(long, default_value_t = 0)]
     jitter_ms: u64,
+    /// Change the picture size to `WxH` mid-stream, as a browser does when its bandwidth
+    /// estimate grows.
+    #[arg(long, value_parser = parse_size)]
+    resize: Option<(u32, u32)>,
+    /// ... this many seconds after the video starts.
+    #[arg(long, default_value_t = 5)]
+    resize_after_s: u64,
     /// With `--source`: send no audio for this many ms (a publisher that starts its
     /// audio late); what follows stays in sync with the video.
     #[arg(long, default_value_t = 0)]
@@ -160,6 +168,12 @@ fn codec(kind: RtpCodecKind, cli: &Cli) -> RTCRtpCodecParameters {
             VIDEO_PT
         },
     }
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    text.split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .ok_or_else(|| format!("{text:?} is not WxH"))
 }
 
 /// The video encoder the publisher uses, ending in H.264 or VP8 frames.
@@ -388,12 +402,26 @@ async fn main() -> Result<()> {
                                 let encode = video_encoder(&cli);
                                 format!(
                                     "videotestsrc is-live=true pattern=ball \
-                                     ! video/x-raw,width={},height={},framerate={}/1 \
+                                     ! capsfilter name=size caps=video/x-raw,width={},height={},framerate={}/1 \
                                      ! {encode} ! appsink name=sink sync=false max-buffers=50",
                                     cli.width, cli.height, cli.fps
                                 )
                             };
                             let encoder = Encoder::new(&description)?;
+                            if let (Some(size), RtpCodecKind::Video) = (&cli.resize, track.kind) {
+                                let caps = format!(
+                                    "video/x-raw,width={},height={},framerate={}/1",
+                                    size.0, size.1, cli.fps
+                                );
+                                let after = Duration::from_secs(cli.resize_after_s);
+                                let size = encoder.element("size");
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(after).await;
+                                    if let (Some(size), Ok(caps)) = (size, caps.parse::<gst::Caps>()) {
+                                        size.set_property("caps", caps);
+                                    }
+                                });
+                            }
                             let corrupt = cli.corrupt_video && track.kind == RtpCodecKind::Video;
                             feed(encoder, track.clone(), corrupt, Duration::ZERO)?;
                         }
