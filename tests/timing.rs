@@ -6,10 +6,19 @@ mod common;
 use common::{Publisher, TestGateway};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The tests here measure time on decoded output: they run one at a time, so that none
+/// measures the load of another on this machine.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static RUNNING: Mutex<()> = Mutex::new(());
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn a_clean_publication_asks_for_key_frames_only_at_start() {
+    let _serial = one_at_a_time();
     // HLS on, 1 s segments: each segment's key unit must come from the encoder.
     let gateway =
         TestGateway::start("[hls]\nsegment_duration_s = 1\n[transcode]\nkeyframe_interval_s = 1");
@@ -115,9 +124,11 @@ fn assert_in_sync(what: &str, offset_ms: f64) {
     );
 }
 
-/// Publishes the sync source and measures every output: RTP through the SDP file, HLS,
-/// and the recording in `format`.
-fn lip_sync_in_every_output(format: &str, rtp: bool, audio_delay_ms: u32) {
+/// Publishes the sync source `publications` times under one name (with `args` for the
+/// publisher) and measures every output: RTP through the SDP file, the recording in
+/// `format` of each publication, and HLS (the first publication's, before any
+/// discontinuity).
+fn lip_sync_in_every_output(format: &str, rtp: bool, args: &[&str], publications: usize) {
     let records = tempfile::tempdir().unwrap();
     let gateway = TestGateway::start(&format!(
         "[hls]\nplaylist_length = 15\n[record]\nenabled = true\nformat = \"{format}\"\ndir = \"{}\"",
@@ -126,74 +137,86 @@ fn lip_sync_in_every_output(format: &str, rtp: bool, audio_delay_ms: u32) {
     let source = sync_source(gateway.dir.path());
     // The measure itself: the source is in sync to the sample.
     assert!(audio_offset_ms(source.to_str().unwrap(), 15).abs() < 1.0);
-    let mut publisher = Publisher::start(
-        &gateway,
-        "sync",
-        &[
-            "--source",
-            source.to_str().unwrap(),
-            "--duration-s",
-            "21",
-            "--audio-delay-ms",
-            &audio_delay_ms.to_string(),
-        ],
-    );
-    publisher.wait_for("live", Duration::from_secs(30));
-    if rtp {
-        let captured = gateway.dir.path().join("rtp.mkv");
-        let status = Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-y",
-                "-protocol_whitelist",
-                "file,http,tcp,udp,rtp",
-            ])
-            .args(["-i", &gateway.url("/streams/sync/stream.sdp")])
-            .args(["-t", "10", "-c", "copy"])
-            .arg(&captured)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        assert_in_sync("RTP", audio_offset_ms(captured.to_str().unwrap(), 5));
+    let mut measured = Vec::new();
+    for run in 0..publications {
+        let mut publisher = Publisher::start(
+            &gateway,
+            "sync",
+            &[
+                &["--source", source.to_str().unwrap(), "--duration-s", "21"],
+                args,
+            ]
+            .concat(),
+        );
+        publisher.wait_for("live", Duration::from_secs(30));
+        if rtp {
+            let captured = gateway.dir.path().join(format!("rtp{run}.mkv"));
+            let status = Command::new("ffmpeg")
+                .args(["-v", "error", "-y"])
+                .args(["-protocol_whitelist", "file,http,tcp,udp,rtp"])
+                .args(["-i", &gateway.url("/streams/sync/stream.sdp")])
+                .args(["-t", "10", "-c", "copy"])
+                .arg(&captured)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            assert_in_sync(
+                &format!("RTP, publication {run}"),
+                audio_offset_ms(captured.to_str().unwrap(), 5),
+            );
+        }
+        publisher.wait_for("ended", Duration::from_secs(40));
+        let recording = common::eventually(Duration::from_secs(10), || {
+            std::fs::read_dir(records.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == format) && !measured.contains(p))
+        })
+        .expect("a recording");
+        assert_in_sync(
+            &format!("{format} recording, publication {run}"),
+            audio_offset_ms(recording.to_str().unwrap(), 12),
+        );
+        measured.push(recording);
+        if run == 0 {
+            assert_in_sync(
+                "HLS",
+                audio_offset_ms(&gateway.url("/streams/sync/stream.m3u8"), 10),
+            );
+        }
     }
-    publisher.wait_for("ended", Duration::from_secs(40));
-    let recording = common::eventually(Duration::from_secs(10), || {
-        std::fs::read_dir(records.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == format))
-    })
-    .expect("a recording");
-    assert_in_sync(
-        &format!("{format} recording"),
-        audio_offset_ms(recording.to_str().unwrap(), 12),
-    );
-    assert_in_sync(
-        "HLS",
-        audio_offset_ms(&gateway.url("/streams/sync/stream.m3u8"), 10),
-    );
 }
 
 #[test]
 fn lip_sync_in_rtp_hls_and_mp4_recordings() {
-    lip_sync_in_every_output("mp4", true, 0);
+    let _serial = one_at_a_time();
+    lip_sync_in_every_output("mp4", true, &[], 1);
 }
 
 #[test]
 fn lip_sync_in_mp4_recordings_when_audio_starts_late() {
-    lip_sync_in_every_output("mp4", false, 1500);
+    let _serial = one_at_a_time();
+    lip_sync_in_every_output("mp4", false, &["--audio-delay-ms", "1500"], 1);
+}
+
+#[test]
+fn lip_sync_under_loss_and_after_a_restart() {
+    let _serial = one_at_a_time();
+    let lossy = ["--loss-percent", "5", "--jitter-ms", "30"];
+    lip_sync_in_every_output("mp4", true, &lossy, 2);
 }
 
 #[test]
 fn lip_sync_in_mkv_recordings() {
-    lip_sync_in_every_output("mkv", false, 0);
+    let _serial = one_at_a_time();
+    lip_sync_in_every_output("mkv", false, &[], 1);
 }
 
 #[test]
 fn lip_sync_in_ts_recordings() {
-    lip_sync_in_every_output("ts", false, 0);
+    let _serial = one_at_a_time();
+    lip_sync_in_every_output("ts", false, &[], 1);
 }
 
 /// Seconds of frozen picture (spans of 0.1 s or more without change) in `seconds` of
@@ -277,16 +300,19 @@ fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, max_frozen: f64) {
 
 #[test]
 fn five_percent_loss_freezes_at_most_a_fifth_of_a_second() {
+    let _serial = one_at_a_time();
     freezes_under_loss(5, 30, 0.2);
 }
 
 #[test]
 fn ten_percent_loss_freezes_at_most_half_a_second() {
+    let _serial = one_at_a_time();
     freezes_under_loss(10, 50, 0.5);
 }
 
 #[test]
 fn a_publisher_that_changes_resolution_keeps_a_continuous_output() {
+    let _serial = one_at_a_time();
     let gateway = TestGateway::start("");
     // 640x360, then 1280x720 five seconds in, as a browser whose estimate grew.
     let mut publisher = Publisher::start(
@@ -305,7 +331,10 @@ fn a_publisher_that_changes_resolution_keeps_a_continuous_output() {
     assert!(frozen <= 0.2, "{frozen:.2} s frozen over the switch");
     let video = &gateway.stream("switch").unwrap()["video"];
     assert_eq!(
-        (video["input_width"].as_u64(), video["input_height"].as_u64()),
+        (
+            video["input_width"].as_u64(),
+            video["input_height"].as_u64()
+        ),
         (Some(1280), Some(720)),
         "{video}"
     );
