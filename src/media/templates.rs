@@ -162,7 +162,7 @@ pub fn debian_package(element: &str) -> Option<&'static str> {
         "avdec_h264" | "avenc_aac" => "gstreamer1.0-libav",
         "h264parse" | "mpegtsmux" | "hlssink2" | "opusparse" => "gstreamer1.0-plugins-bad",
         "appsrc" | "appsink" | "videoconvert" | "videoscale" | "videorate" | "opusdec"
-        | "opusenc" | "audioconvert" | "audioresample" => "gstreamer1.0-plugins-base",
+        | "opusenc" | "audioconvert" | "audioresample" | "audiorate" => "gstreamer1.0-plugins-base",
         "vp8dec" | "vp8enc" | "rtpbin" | "rtpjitterbuffer" | "rtpvp8depay" | "rtph264depay"
         | "rtph264pay" | "rtpopusdepay" | "rtpopuspay" | "udpsink" | "udpsrc" | "mp4mux"
         | "qtmux" | "matroskamux" | "splitmuxsink" => "gstreamer1.0-plugins-good",
