@@ -13,7 +13,8 @@ use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+    RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -32,14 +33,20 @@ pub struct SampleTrack {
 }
 
 impl SampleTrack {
-    /// Adds a track of `kind` with `codec` (and a random SSRC) to `pc`.
+    /// Adds a track of `kind` with `codec` (and a random SSRC) to `pc`; with `rtx`, its
+    /// retransmissions go on a stream of their own (RFC 4588; the media engine must have
+    /// the RTX format for `codec`).
     pub async fn add<P: PeerConnection + ?Sized>(
         pc: &P,
         label: &str,
         kind: RtpCodecKind,
         codec: &RTCRtpCodecParameters,
+        rtx: bool,
     ) -> Result<Self, webrtc::error::Error> {
         let ssrc = rand::random::<u32>();
+        let rtx = rtx.then(|| RTCRtpRtxParameters {
+            ssrc: rand::random::<u32>(),
+        });
         let track = Arc::new(TrackLocalStaticSample::new(
             Instant::now(),
             MediaStreamTrack::new(
@@ -50,6 +57,7 @@ impl SampleTrack {
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
+                        rtx,
                         ..Default::default()
                     },
                     codec: codec.rtp_codec.clone(),

@@ -255,19 +255,15 @@ fn frozen_seconds(gateway: &TestGateway, stream: &str, seconds: u32) -> (f64, us
 
 /// A lossy publisher beside a clean one, in one gateway: the frozen time of each in
 /// 15 s of RTP output.
-fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, max_frozen: f64) {
+fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, rtx: bool, max_frozen: f64) {
     let gateway = TestGateway::start("");
     let mut clean = Publisher::start(&gateway, "clean", &[]);
-    let mut lossy = Publisher::start(
-        &gateway,
-        "lossy",
-        &[
-            "--loss-percent",
-            &loss_percent.to_string(),
-            "--jitter-ms",
-            &jitter_ms.to_string(),
-        ],
-    );
+    let (loss, jitter) = (loss_percent.to_string(), jitter_ms.to_string());
+    let mut args = vec!["--loss-percent", &loss, "--jitter-ms", &jitter];
+    if rtx {
+        args.push("--rtx");
+    }
+    let mut lossy = Publisher::start(&gateway, "lossy", &args);
     clean.wait_for("live", Duration::from_secs(30));
     lossy.wait_for("live", Duration::from_secs(30));
     let clean_run = std::thread::scope(|scope| {
@@ -277,8 +273,18 @@ fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, max_frozen: f64) {
     });
     let ((clean_frozen, clean_frames), (lossy_frozen, lossy_frames)) = clean_run;
     let stats = gateway.stream("lossy").expect("the lossy stream goes on")["stats"].clone();
+    if rtx {
+        // Negotiated: the publisher then retransmits only on the RTX stream, so the
+        // frozen time below holds only if the gateway takes those as repairs.
+        assert!(
+            gateway
+                .log()
+                .contains("retransmissions on their own stream"),
+            "the gateway did not take RTX"
+        );
+    }
     eprintln!(
-        "{loss_percent}% loss, {jitter_ms} ms jitter: {lossy_frozen:.2} s frozen in 15 s \
+        "{loss_percent}% loss, {jitter_ms} ms jitter, RTX {rtx}: {lossy_frozen:.2} s frozen in 15 s \
          ({lossy_frames} frames; clean beside it: {clean_frozen:.2} s, {clean_frames} frames); \
          NACKs {}, PLIs {}, jitter buffer lost {}",
         stats["nacks_sent"], stats["plis_sent"], stats["jitter_buffer_lost"]
@@ -301,13 +307,19 @@ fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, max_frozen: f64) {
 #[test]
 fn five_percent_loss_freezes_at_most_a_fifth_of_a_second() {
     let _serial = one_at_a_time();
-    freezes_under_loss(5, 30, 0.2);
+    freezes_under_loss(5, 30, false, 0.2);
 }
 
 #[test]
 fn ten_percent_loss_freezes_at_most_half_a_second() {
     let _serial = one_at_a_time();
-    freezes_under_loss(10, 50, 0.5);
+    freezes_under_loss(10, 50, false, 0.5);
+}
+
+#[test]
+fn ten_percent_loss_with_rtx_freezes_at_most_half_a_second() {
+    let _serial = one_at_a_time();
+    freezes_under_loss(10, 50, true, 0.5);
 }
 
 #[test]

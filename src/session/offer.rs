@@ -24,6 +24,8 @@ pub enum OfferError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferPlan {
     pub video: Option<(VideoInput, Codec)>,
+    /// The retransmission format (RFC 4588 RTX) the offer pairs with that video codec.
+    pub video_rtx: Option<Codec>,
     pub audio: Option<(AudioInput, Codec)>,
 }
 
@@ -128,7 +130,17 @@ pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
             OfferError::NoSupportedCodec
         });
     }
-    Ok(OfferPlan { video, audio })
+    let video_rtx = video.as_ref().and_then(|(input, _)| {
+        let apt = format!("apt={}", input.payload_type);
+        find("video")?.into_iter().find(|c| {
+            c.name.eq_ignore_ascii_case("rtx") && c.fmtp.split(';').any(|p| p.trim() == apt)
+        })
+    });
+    Ok(OfferPlan {
+        video,
+        video_rtx,
+        audio,
+    })
 }
 
 /// The offer with at most `max` of its `a=candidate` lines (the first ones), how many
@@ -174,6 +186,8 @@ pub(crate) mod tests {
         assert_eq!(video.payload_type, 96);
         assert_eq!(codec.name, "VP8");
         assert_eq!(plan.audio.unwrap().0.payload_type, 111);
+        // Its retransmissions: RTX 97 repairs VP8 96.
+        assert_eq!(plan.video_rtx.map(|c| c.payload_type), Some(97));
         assert_eq!(first_mid(BROWSER_OFFER).as_deref(), Some("0"));
     }
 

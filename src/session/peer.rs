@@ -356,6 +356,22 @@ fn media_engine(plan: &OfferPlan) -> Result<MediaEngine, webrtc::error::Error> {
             RtpCodecKind::Video,
         )?;
     }
+    // Retransmissions on their own stream when the publisher offers it (browsers do).
+    if let Some(rtx) = &plan.video_rtx {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/rtx".into(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: rtx.fmtp.clone(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: rtx.payload_type,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
     if let Some((input, codec)) = &plan.audio {
         engine.register_codec(
             RTCRtpCodecParameters {

@@ -90,6 +90,9 @@ impl Sessions {
             .registry()
             .reserve(&name, request.publisher, SystemTime::now())?;
         let span = tracing::info_span!("stream", name = %name);
+        if let Some(rtx) = &plan.video_rtx {
+            tracing::info!(parent: &span, payload_type = rtx.payload_type, "retransmissions on their own stream (RTX)");
+        }
         // Remote candidates are bounded, offer and trickle together.
         let max_candidates = gateway.config.limits.max_remote_candidates as usize;
         let (offer, taken, ignored) = offer::limit_candidates(&request.offer, max_candidates);

@@ -121,7 +121,7 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     );
     let mut tracks = Vec::new();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        tracks.push(SampleTrack::add(pc.as_ref(), "bench", kind, &codec(kind)).await?);
+        tracks.push(SampleTrack::add(pc.as_ref(), "bench", kind, &codec(kind), false).await?);
     }
     pc.set_local_description(pc.create_offer(None).await?)
         .await?;

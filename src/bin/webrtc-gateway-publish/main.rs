@@ -75,6 +75,9 @@ struct Cli {
     /// Keep the connection up but send no media (to test the media timeout).
     #[arg(long)]
     silent: bool,
+    /// Offer RTX (RFC 4588): retransmissions on a stream of their own, as browsers send.
+    #[arg(long)]
+    rtx: bool,
     /// Send through a lossy link that drops this share of the RTP packets, in percent
     /// (retransmissions too).
     #[arg(long, default_value_t = 0.0)]
@@ -100,6 +103,7 @@ struct Cli {
 }
 
 const VIDEO_PT: u8 = 96;
+const VIDEO_RTX_PT: u8 = 97;
 const AUDIO_PT: u8 = 111;
 
 enum LocalEvent {
@@ -272,6 +276,19 @@ async fn main() -> Result<()> {
     let mut media_engine = MediaEngine::default();
     if !cli.no_video {
         media_engine.register_codec(codec(RtpCodecKind::Video, &cli), RtpCodecKind::Video)?;
+        if cli.rtx {
+            let rtx = RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/rtx".into(),
+                    clock_rate: 90000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={VIDEO_PT}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: VIDEO_RTX_PT,
+            };
+            media_engine.register_codec(rtx, RtpCodecKind::Video)?;
+        }
     }
     if !cli.no_audio {
         media_engine.register_codec(codec(RtpCodecKind::Audio, &cli), RtpCodecKind::Audio)?;
@@ -303,7 +320,8 @@ async fn main() -> Result<()> {
         if skip {
             continue;
         }
-        let track = SampleTrack::add(&pc, "publisher", kind, &codec(kind, &cli)).await?;
+        let rtx = cli.rtx && kind == RtpCodecKind::Video;
+        let track = SampleTrack::add(&pc, "publisher", kind, &codec(kind, &cli), rtx).await?;
         tracks.push(Arc::new(track));
     }
 
