@@ -150,11 +150,13 @@ impl StreamPipeline {
             .pipeline
             .current_running_time()
             .map_or(running_time_ns, gst::ClockTime::nseconds);
-        if running_now >= running_time_ns {
-            now - std::time::Duration::from_nanos(running_now - running_time_ns)
+        let apart = std::time::Duration::from_nanos(running_now.abs_diff(running_time_ns));
+        let then = if running_now >= running_time_ns {
+            now.checked_sub(apart)
         } else {
-            now + std::time::Duration::from_nanos(running_time_ns - running_now)
-        }
+            now.checked_add(apart)
+        };
+        then.unwrap_or(now)
     }
 
     /// The video jitter buffer's counts of packets it declared lost and of packets that

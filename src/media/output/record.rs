@@ -15,6 +15,7 @@ use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
 /// One recording: its file, and while it is written, its branch in the pipeline.
@@ -169,8 +170,8 @@ struct TrackStarts {
     key_unit_requested: bool,
 }
 
-/// How long the video waits for a stream's audio to start before it is recorded alone.
-const AUDIO_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(2);
+/// How long either track waits for the other to start before it is recorded alone.
+const START_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(2);
 
 /// Makes a fragmented MP4 recording's tracks start together. mp4mux starts every track
 /// of a fragmented file at zero, whatever its first timestamp, so a track that begins
@@ -178,10 +179,14 @@ const AUDIO_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(2);
 /// with a key frame, at or after the audio's first buffer (the encoder is asked for one
 /// when audio starts after video), and audio before that key frame is dropped: the
 /// tracks then start within one audio frame (21 ms) of each other.
+///
+/// Audio reaches the recording well before the video of the same moment (the video is
+/// decoded and encoded again), so the audio is held in its queue, whose own thread
+/// waits here, until the key frame is known; only then is it cut.
 fn align_track_starts(bin: &gst::Bin, audio: bool) {
-    let starts = std::sync::Arc::new(std::sync::Mutex::new(TrackStarts::default()));
-    let sink = |queue: &str| bin.by_name(queue).and_then(|q| q.static_pad("sink"));
-    if let Some(pad) = sink(names::RECORD_VIDEO_QUEUE) {
+    let starts = Arc::new((Mutex::new(TrackStarts::default()), Condvar::new()));
+    let pad = |queue: &str, pad: &str| bin.by_name(queue).and_then(|q| q.static_pad(pad));
+    if let Some(pad) = pad(names::RECORD_VIDEO_QUEUE, "sink") {
         let starts = starts.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
@@ -190,18 +195,20 @@ fn align_track_starts(bin: &gst::Bin, audio: bool) {
             let Some(at) = running_time(pad, buffer) else {
                 return gst::PadProbeReturn::Ok;
             };
-            let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+            let (lock, started) = &*starts;
+            let mut starts = lock.lock().unwrap_or_else(|e| e.into_inner());
             if starts.video.is_some() {
                 return gst::PadProbeReturn::Ok;
             }
             let since = *starts.video_waiting_since.get_or_insert(at);
             let audio_ready = match starts.audio {
                 Some(audio_at) => at >= audio_at,
-                None => !audio || at.saturating_sub(since) >= AUDIO_WAIT,
+                None => !audio || at.saturating_sub(since) >= START_WAIT,
             };
             let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
             if audio_ready && key {
                 starts.video = Some(at);
+                started.notify_all();
                 return gst::PadProbeReturn::Ok;
             }
             if audio_ready && !starts.key_unit_requested {
@@ -215,7 +222,7 @@ fn align_track_starts(bin: &gst::Bin, audio: bool) {
             gst::PadProbeReturn::Drop
         });
     }
-    if let Some(pad) = sink(names::RECORD_AUDIO_QUEUE) {
+    if let Some(pad) = pad(names::RECORD_AUDIO_QUEUE, "src") {
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
                 return gst::PadProbeReturn::Ok;
@@ -223,11 +230,25 @@ fn align_track_starts(bin: &gst::Bin, audio: bool) {
             let Some(at) = running_time(pad, buffer) else {
                 return gst::PadProbeReturn::Ok;
             };
-            let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+            let (lock, started) = &*starts;
+            let mut starts = lock.lock().unwrap_or_else(|e| e.into_inner());
             starts.audio.get_or_insert(at);
+            // The queue's thread waits for the key frame, a bounded time.
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_nanos(START_WAIT.nseconds());
+            while starts.video.is_none() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return gst::PadProbeReturn::Ok;
+                }
+                starts = started
+                    .wait_timeout(starts, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             match starts.video {
-                Some(video_at) if at >= video_at => gst::PadProbeReturn::Ok,
-                _ => gst::PadProbeReturn::Drop,
+                Some(video_at) if at < video_at => gst::PadProbeReturn::Drop,
+                _ => gst::PadProbeReturn::Ok,
             }
         });
     }
