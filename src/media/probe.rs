@@ -14,6 +14,17 @@ pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::Cloc
         .to_running_time(buffer.pts())
 }
 
+/// The buffer a probe sees at `pad`, and its running time, when it carries one.
+pub fn probed_buffer<'a>(
+    pad: &gst::Pad,
+    info: &'a gst::PadProbeInfo,
+) -> Option<(&'a gst::BufferRef, gst::ClockTime)> {
+    let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+        return None;
+    };
+    Some((buffer.as_ref(), running_time(pad, buffer)?))
+}
+
 /// Reports the first buffer passing an element's pad for which `event` gives an event,
 /// then removes itself.
 pub fn on_first_buffer(

@@ -6,7 +6,7 @@
 use crate::config::RecordFormat;
 use crate::media::error::PipelineError;
 use crate::media::pipeline::StreamPipeline;
-use crate::media::probe::running_time;
+use crate::media::probe::probed_buffer;
 use crate::media::spec::{FileOutput, RecordSpec};
 use crate::media::templates::names;
 use crate::name::StreamName;
@@ -189,10 +189,7 @@ fn align_track_starts(bin: &gst::Bin, audio: bool) {
     if let Some(pad) = pad(names::RECORD_VIDEO_QUEUE, "sink") {
         let starts = starts.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let Some(at) = running_time(pad, buffer) else {
+            let Some((buffer, at)) = probed_buffer(pad, info) else {
                 return gst::PadProbeReturn::Ok;
             };
             let (lock, started) = &*starts;
@@ -224,10 +221,7 @@ fn align_track_starts(bin: &gst::Bin, audio: bool) {
     }
     if let Some(pad) = pad(names::RECORD_AUDIO_QUEUE, "src") {
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let Some(at) = running_time(pad, buffer) else {
+            let Some((_, at)) = probed_buffer(pad, info) else {
                 return gst::PadProbeReturn::Ok;
             };
             let (lock, started) = &*starts;
