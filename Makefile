@@ -29,6 +29,10 @@ endef
 deps:
 	$(call apt_install,$(RUN_PACKAGES))
 
+# hls.js for the dashboard, from the npm registry (never committed). Defined before the
+# rules that need it: make expands a rule's prerequisites as it reads the rule.
+HLS_JS := node_modules/hls.js/dist/hls.min.js
+
 # Python tools the tests use (aiortc as a WHIP client, a Prometheus parser), from PyPI.
 VENV := target/venv
 PYTHON_PACKAGES := aiortc aiohttp prometheus-client
@@ -42,9 +46,6 @@ test-deps: deps $(HLS_JS)
 
 apt-pkgs:
 	$(call apt_install,$(PKGS))
-
-# hls.js for the dashboard, from the npm registry (never committed).
-HLS_JS := node_modules/hls.js/dist/hls.min.js
 
 $(HLS_JS): package.json
 	@command -v npm >/dev/null || $(MAKE) --no-print-directory PKGS="nodejs npm" apt-pkgs

@@ -319,3 +319,15 @@ fn hls_paths_are_checked_and_can_be_turned_off() {
         assert!(status == 404 || status == 400, "{path}: {status}");
     }
 }
+
+#[test]
+fn the_dashboard_gets_hls_js() {
+    // Installed by `make test` and `make run` from the npm registry: browsers without
+    // native HLS (Firefox, Chromium on Linux before native support) play through it.
+    let gateway = TestGateway::start("");
+    let script = fetch(&gateway, "/hls.js");
+    assert_eq!(script.status, 200, "{}", script.text());
+    assert_eq!(script.header("content-type"), "text/javascript");
+    assert!(script.body.len() > 100_000, "{} bytes", script.body.len());
+    assert!(script.text().contains("Hls"), "not hls.js");
+}

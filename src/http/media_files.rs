@@ -132,7 +132,7 @@ pub async fn hls_js(State(gateway): State<Arc<Gateway>>) -> Result<Response, Api
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no-hls-js",
-                "hls.js is not installed (run `make run`, or `npm install`)",
+                "hls.js is not installed (run `make run` or `make test`, or `npm install`)",
             )
         })?;
     Ok((
