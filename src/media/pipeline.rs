@@ -10,7 +10,7 @@ use crate::media::event::{MediaEvent, MediaEventReceiver, MediaEvents, media_eve
 use crate::media::h264::avc1_codec;
 use crate::media::input::MediaInput;
 use crate::media::measure::Measurements;
-use crate::media::probe::on_first_buffer;
+use crate::media::probe::{caps_size, on_first_buffer};
 use crate::media::spec::{FileOutput, RecordSpec, StreamSpec, VideoCodec};
 use crate::media::templates::{Templates, names};
 use gstreamer as gst;
@@ -309,24 +309,16 @@ fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEve
         | gst::PadProbeType::BUFFER
         | gst::PadProbeType::BUFFER_LIST;
     pad.add_probe(kinds, move |_, info| {
-        if let Some(gst::PadProbeData::Event(event)) = &info.data {
-            let gst::EventView::Caps(caps) = event.view() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let size = caps.caps().structure(0).and_then(|s| {
-                let side =
-                    |field: &str| s.get::<i32>(field).ok().and_then(|v| u32::try_from(v).ok());
-                Some((side("width")?, side("height")?))
-            });
-            match size {
-                Some((width, height)) if width > max.0 || height > max.1 => {
-                    if !refused.swap(true, Ordering::SeqCst) {
-                        events.send(MediaEvent::InputTooLarge { width, height });
-                    }
-                    return gst::PadProbeReturn::Drop;
-                }
-                _ => return gst::PadProbeReturn::Ok,
+        if let Some((width, height)) = caps_size(info)
+            && (width > max.0 || height > max.1)
+        {
+            if !refused.swap(true, Ordering::SeqCst) {
+                events.send(MediaEvent::InputTooLarge { width, height });
             }
+            return gst::PadProbeReturn::Drop;
+        }
+        if matches!(info.data, Some(gst::PadProbeData::Event(_))) {
+            return gst::PadProbeReturn::Ok;
         }
         if refused.load(Ordering::Relaxed) {
             gst::PadProbeReturn::Drop
@@ -345,15 +337,8 @@ fn report_input_size(pipeline: &gst::Pipeline, events: MediaEvents) {
         return;
     };
     pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-        if let Some(gst::PadProbeData::Event(event)) = &info.data
-            && let gst::EventView::Caps(caps) = event.view()
-            && let Some(s) = caps.caps().structure(0)
-            && let (Ok(width), Ok(height)) = (s.get::<i32>("width"), s.get::<i32>("height"))
-        {
-            events.send(MediaEvent::InputSize {
-                width: width.max(0) as u32,
-                height: height.max(0) as u32,
-            });
+        if let Some((width, height)) = caps_size(info) {
+            events.send(MediaEvent::InputSize { width, height });
         }
         gst::PadProbeReturn::Ok
     });

@@ -14,6 +14,19 @@ pub fn running_time(pad: &gst::Pad, buffer: &gst::BufferRef) -> Option<gst::Cloc
         .to_running_time(buffer.pts())
 }
 
+/// The picture size a caps event a probe sees declares (`width`, `height`).
+pub fn caps_size(info: &gst::PadProbeInfo) -> Option<(u32, u32)> {
+    let Some(gst::PadProbeData::Event(event)) = &info.data else {
+        return None;
+    };
+    let gst::EventView::Caps(caps) = event.view() else {
+        return None;
+    };
+    let s = caps.caps().structure(0)?;
+    let side = |field: &str| u32::try_from(s.get::<i32>(field).ok()?).ok();
+    Some((side("width")?, side("height")?))
+}
+
 /// The buffer a probe sees at `pad`, and its running time, when it carries one.
 pub fn probed_buffer<'a>(
     pad: &gst::Pad,
