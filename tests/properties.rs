@@ -152,6 +152,28 @@ proptest! {
         }
         let _ = whip::attribute(&fragment, "ice-ufrag");
     }
+
+    #[test]
+    fn every_trickled_candidate_and_the_ufrag_are_read(
+        lines in proptest::collection::vec(prop_oneof![
+            "a=candidate:[0-9a-z ]{0,40}",
+            "a=ice-ufrag:[a-z]{1,8}",
+            "a=mid:[0-9]",
+        ], 0..12),
+        separator in prop_oneof![Just("\r\n"), Just("\n")],
+    ) {
+        let fragment = lines.join(separator);
+        let candidates: Vec<&str> = whip::fragment_candidates(&fragment).collect();
+        let sent: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .map(|l| l.trim()[2..].as_ref())
+            .collect();
+        prop_assert_eq!(candidates, sent);
+        let ufrag = lines.iter().find_map(|l| l.strip_prefix("a=ice-ufrag:"));
+        let read = whip::attribute(&fragment, "ice-ufrag");
+        prop_assert_eq!(read.as_deref(), ufrag);
+    }
 }
 
 /// One change to an SDP offer's lines.
