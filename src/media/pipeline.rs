@@ -92,6 +92,7 @@ impl PipelineFactory {
         }
         refuse_large_caps(&pipeline, spec.max_input, events.clone());
         report_input_size(&pipeline, events.clone());
+        take_off_aac_priming(&pipeline);
         let stream = StreamPipeline {
             pipeline,
             events,
@@ -325,6 +326,33 @@ fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEve
         } else {
             gst::PadProbeReturn::Ok
         }
+    });
+}
+
+/// The samples an AAC encoder puts before the first real ones (its priming): a decoder
+/// plays them, so each AAC frame's audio starts this much after its timestamp.
+const AAC_PRIMING: gst::ClockTime = gst::ClockTime::from_nseconds(1024 * 1_000_000_000 / 48_000);
+
+/// Stamps every AAC frame that much earlier, so that HLS and the recordings play their
+/// audio when it was heard (it ran about 20 ms late against the video).
+fn take_off_aac_priming(pipeline: &gst::Pipeline) {
+    let Some(pad) = pipeline
+        .by_name(names::AUDIO_AAC)
+        .and_then(|tee| tee.static_pad("sink"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if let Some(buffer) = info.buffer_mut() {
+            let buffer = buffer.make_mut();
+            if let Some(pts) = buffer.pts() {
+                buffer.set_pts(pts.saturating_sub(AAC_PRIMING));
+            }
+            if let Some(dts) = buffer.dts() {
+                buffer.set_dts(dts.saturating_sub(AAC_PRIMING));
+            }
+        }
+        gst::PadProbeReturn::Ok
     });
 }
 
