@@ -2,10 +2,11 @@
 //! API shows of them. Plain data with no I/O and no handles to tasks; the gateway shares
 //! it behind a mutex and holds the lock only for these short calls.
 
+use crate::media::output::hls::live::LiveHls;
 use crate::name::StreamName;
 use crate::stream::{Outputs, StreamInfo, StreamState, StreamStats};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 #[derive(Debug)]
@@ -13,8 +14,8 @@ pub struct StreamEntry {
     pub info: StreamInfo,
     /// The SDP file, once the encoder has produced its first frame.
     pub sdp: Option<String>,
-    /// Where the stream's HLS files are, while they are served.
-    pub hls_dir: Option<PathBuf>,
+    /// The stream's HLS output (its playlist, parts and directory), while it is served.
+    pub hls: Option<Arc<LiveHls>>,
     /// An ended stream stays listed (its playlist served) until then.
     ended_until: Option<Instant>,
 }
@@ -88,7 +89,7 @@ impl Registry {
                     rtp_destinations: Vec::new(),
                 },
                 sdp: None,
-                hls_dir: None,
+                hls: None,
                 ended_until: None,
             },
         );

@@ -157,6 +157,20 @@ impl Config {
         p.range("hls.segment_duration_s", self.hls.segment_duration_s, 1, 10);
         p.range("hls.playlist_length", self.hls.playlist_length, 1, 100);
         p.range("hls.linger_s", self.hls.linger_s, 0, 3600);
+        p.range("hls.part_duration_ms", self.hls.part_duration_ms, 100, 2000);
+        if self.hls.part_duration_ms > self.hls.segment_duration_s * 500
+            && (100..=2000).contains(&self.hls.part_duration_ms)
+            && (1..=10).contains(&self.hls.segment_duration_s)
+        {
+            p.push(
+                "hls.part_duration_ms",
+                format!(
+                    "must be at most half of hls.segment_duration_s ({} ms), got {}",
+                    self.hls.segment_duration_s * 500,
+                    self.hls.part_duration_ms
+                ),
+            );
+        }
         p.range("transcode.width", self.transcode.width, 16, 3840);
         p.range("transcode.height", self.transcode.height, 16, 2160);
         for (key, value) in [
@@ -405,6 +419,20 @@ mod tests {
                 &[
                     "webrtc.udp_port_max: webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got 5000 and 0",
                 ],
+            ),
+            (
+                "[hls]\nvariant = \"dash\"",
+                &[
+                    "hls.variant: must be one of \"lowlatency\", \"fmp4\", \"mpegts\", got \"dash\"",
+                ],
+            ),
+            (
+                "[hls]\npart_duration_ms = 1500",
+                &["hls.part_duration_ms: must be at most half of hls.segment_duration_s (1000 ms), got 1500"],
+            ),
+            (
+                "[hls]\npart_duration_ms = 50",
+                &["hls.part_duration_ms: must be between 100 and 2000, got 50"],
             ),
             (
                 "[limits]\nmax_publishers = 0",

@@ -1,7 +1,8 @@
 //! The sections of `gateway.toml` and their defaults, in one place.
 
 use super::values::{
-    RecordFormat, X264Preset, empty_when_none, ip_address, ip_addresses, optional_ip_address,
+    HlsVariant, RecordFormat, X264Preset, empty_when_none, ip_address, ip_addresses,
+    optional_ip_address,
     socket_address,
 };
 use crate::name::StreamName;
@@ -92,6 +93,9 @@ pub struct HlsConfig {
     pub playlist_length: u32,
     /// How long an ended stream's playlist stays served (and continuable), seconds.
     pub linger_s: u32,
+    pub variant: HlsVariant,
+    /// Target duration of a Low-Latency HLS part, milliseconds.
+    pub part_duration_ms: u32,
 }
 
 impl Default for HlsConfig {
@@ -102,6 +106,8 @@ impl Default for HlsConfig {
             segment_duration_s: 2,
             playlist_length: 6,
             linger_s: 30,
+            variant: HlsVariant::LowLatency,
+            part_duration_ms: 500,
         }
     }
 }

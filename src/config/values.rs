@@ -1,5 +1,5 @@
 //! Values that are parsed from their text once, as the file is read: the recording
-//! format, the x264 preset, and addresses, each with the message its key gets when the
+//! format, the HLS variant, the x264 preset, and addresses, each with the message its key gets when the
 //! text is not one.
 
 use serde::de::Error as _;
@@ -43,6 +43,50 @@ impl std::str::FromStr for RecordFormat {
 }
 
 impl<'de> Deserialize<'de> for RecordFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// How HLS segments are made (`hls.variant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsVariant {
+    /// Low-Latency HLS: fMP4 (CMAF) segments split into parts, blocking reloads.
+    LowLatency,
+    /// fMP4 segments without parts.
+    Fmp4,
+    /// MPEG-TS segments.
+    Mpegts,
+}
+
+impl HlsVariant {
+    pub const ALL: [HlsVariant; 3] = [Self::LowLatency, Self::Fmp4, Self::Mpegts];
+
+    /// The name in `gateway.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LowLatency => "lowlatency",
+            Self::Fmp4 => "fmp4",
+            Self::Mpegts => "mpegts",
+        }
+    }
+}
+
+impl std::str::FromStr for HlsVariant {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == text)
+            .ok_or_else(|| {
+                format!("must be one of \"lowlatency\", \"fmp4\", \"mpegts\", got {text:?}")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for HlsVariant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
     }

@@ -5,6 +5,8 @@
 use super::auth::query_token;
 use super::error::{ApiError, stream_name};
 use crate::gateway::Gateway;
+use crate::media::output::hls::MEDIA;
+use crate::media::output::hls::live::{LiveHls, Reload, ReloadError};
 use crate::media::output::record;
 use crate::name::StreamName;
 use axum::Json;
@@ -48,7 +50,9 @@ pub async fn stream_sdp(
         .into_response())
 }
 
-/// HLS playlists and segments of a live or lingering stream.
+/// HLS playlists, segments and parts of a live or lingering stream. The media playlist
+/// answers blocking reloads (`_HLS_msn`, `_HLS_part`); the part the playlist hints at
+/// next is answered when it lands.
 pub async fn stream_file(
     State(gateway): State<Arc<Gateway>>,
     Path((name, file)): Path<(String, String)>,
@@ -59,62 +63,115 @@ pub async fn stream_file(
     let content_type = match extension {
         "m3u8" => "application/vnd.apple.mpegurl",
         "ts" => "video/mp2t",
+        "m4s" => "video/iso.segment",
+        "mp4" => "video/mp4",
         _ => return Err(ApiError::no_file(&file)),
     };
     if StreamName::new(stem).is_err() {
         return Err(ApiError::no_file(&file));
     }
-    let dir = match gateway.registry().get(name.as_str()) {
+    let live = match gateway.registry().get(name.as_str()) {
         None => return Err(ApiError::no_stream(name.as_str())),
-        Some(entry) => entry.hls_dir.clone(),
+        Some(entry) => entry.hls.clone(),
     };
-    let Some(dir) = dir else {
+    let Some(live) = live else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "hls-disabled",
             format!("stream {name} has no HLS output"),
         ));
     };
-    match tokio::fs::read(dir.join(&file)).await {
-        Ok(mut body) => {
-            // Players cannot add a header to the URIs a playlist names: they get the
-            // read token the playlist came with.
-            if extension == "m3u8"
-                && let Some(token) = query_token(query.as_deref())
-            {
-                body = with_token(&String::from_utf8_lossy(&body), token).into_bytes();
-            }
-            // Segment names are unique to one output: they never change once written.
-            let cache = if extension == "ts" {
-                "public, max-age=86400, immutable"
-            } else {
-                "no-cache"
-            };
-            Ok((
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::CACHE_CONTROL, cache),
-                ],
-                body,
-            )
-                .into_response())
-        }
-        Err(_) if extension == "m3u8" => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            format!("stream {name} has no complete HLS segment yet"),
-        )),
+    let token = query_token(query.as_deref());
+    let playlist = |text: String| {
+        let text = match token {
+            Some(token) => with_token(&text, token),
+            None => text,
+        };
+        (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            text,
+        )
+            .into_response()
+    };
+    if file == MEDIA {
+        return media_playlist(&live, &name, query.as_deref())
+            .await
+            .map(playlist);
+    }
+    // Segment and part names are unique to one output: they never change once written.
+    let immutable = |body: Vec<u8>| {
+        (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    if extension == "m4s"
+        && let Some(part) = live.part(&file).await
+    {
+        return Ok(immutable(part.to_vec()));
+    }
+    match tokio::fs::read(live.dir.join(&file)).await {
+        Ok(body) if extension == "m3u8" => Ok(playlist(String::from_utf8_lossy(&body).into())),
+        Ok(body) => Ok(immutable(body)),
+        Err(_) if extension == "m3u8" => Err(not_ready(&name)),
         Err(_) => Err(ApiError::no_file(&file)),
     }
 }
 
-/// A playlist whose URIs carry `?token=`.
+/// The media playlist, once it has what the request's delivery directives ask for.
+async fn media_playlist(
+    live: &LiveHls,
+    name: &StreamName,
+    query: Option<&str>,
+) -> Result<String, ApiError> {
+    let reload = Reload::parse(query).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad-delivery-directive", e.to_string())
+    })?;
+    if reload.msn.is_none() && live.read(|p| p.segments().next().is_none()) {
+        return Err(not_ready(name));
+    }
+    live.playlist(reload).await.map_err(|e| match e {
+        ReloadError::BadRequest(message) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad-delivery-directive", message)
+        }
+        timeout @ ReloadError::Timeout { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            format!("stream {name}: {timeout}"),
+        ),
+    })
+}
+
+fn not_ready(name: &StreamName) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        format!("stream {name} has no complete HLS segment yet"),
+    )
+}
+
+/// A playlist whose URIs carry `?token=`: the URI lines, and the `URI="..."` of tags.
 fn with_token(playlist: &str, token: &str) -> String {
     playlist
         .lines()
         .map(|line| {
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 line.to_string()
+            } else if line.starts_with('#') {
+                match line.split_once("URI=\"") {
+                    Some((head, rest)) => match rest.split_once('"') {
+                        Some((uri, tail)) => format!("{head}URI=\"{uri}?token={token}\"{tail}"),
+                        None => line.to_string(),
+                    },
+                    None => line.to_string(),
+                }
             } else {
                 format!("{line}?token={token}")
             }

@@ -34,6 +34,8 @@ impl PipelineFactory {
         rtp: RtpConfig,
     ) -> Result<Self, PipelineError> {
         gst::init().map_err(|e| PipelineError::Start(e.to_string()))?;
+        // isofmp4mux, for fMP4 HLS: gst-plugins-rs, not packaged for Debian 12.
+        gstfmp4::plugin_register_static().map_err(|e| PipelineError::Start(e.to_string()))?;
         let templates = Templates::load(dir, &transcode, &rtp)?;
         Ok(Self {
             templates,
@@ -146,18 +148,19 @@ impl StreamPipeline {
     /// The wall-clock time at which the pipeline's running time is (or was)
     /// `running_time_ns`: a buffer's running time is when it arrived.
     pub fn wall_clock(&self, running_time_ns: u64) -> std::time::SystemTime {
-        let now = std::time::SystemTime::now();
-        let running_now = self
-            .pipeline
-            .current_running_time()
-            .map_or(running_time_ns, gst::ClockTime::nseconds);
-        let apart = std::time::Duration::from_nanos(running_now.abs_diff(running_time_ns));
-        let then = if running_now >= running_time_ns {
-            now.checked_sub(apart)
-        } else {
-            now.checked_add(apart)
-        };
-        then.unwrap_or(now)
+        wall_clock(&self.pipeline, running_time_ns)
+    }
+
+    /// [`StreamPipeline::wall_clock`] for the pipeline's own threads; it holds no
+    /// reference that keeps the pipeline alive.
+    pub fn wall_clock_source(
+        &self,
+    ) -> impl Fn(u64) -> std::time::SystemTime + Send + Sync + 'static {
+        let pipeline = self.pipeline.downgrade();
+        move |running_time_ns| match pipeline.upgrade() {
+            Some(pipeline) => wall_clock(&pipeline, running_time_ns),
+            None => std::time::SystemTime::now(),
+        }
     }
 
     /// The video jitter buffer's counts of packets it declared lost and of packets that
@@ -402,6 +405,21 @@ impl FailedOutputs {
             FileOutput::Recording => &self.recording,
         }
     }
+}
+
+/// When the buffers at `running_time_ns` of `pipeline` arrived, by the system clock.
+fn wall_clock(pipeline: &gst::Pipeline, running_time_ns: u64) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    let running_now = pipeline
+        .current_running_time()
+        .map_or(running_time_ns, gst::ClockTime::nseconds);
+    let apart = std::time::Duration::from_nanos(running_now.abs_diff(running_time_ns));
+    let then = if running_now >= running_time_ns {
+        now.checked_sub(apart)
+    } else {
+        now.checked_add(apart)
+    };
+    then.unwrap_or(now)
 }
 
 /// Forwards errors, segments and file outputs' ends to the owner. An error in a file

@@ -56,10 +56,14 @@ pub struct OutputSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HlsSpec {
-    /// multifilesink's location pattern (with `%05d`).
+    /// multifilesink's location pattern (with `%05d`), for MPEG-TS segments.
     pub location: PathBuf,
     pub start_index: u64,
     pub segment_ns: u64,
+    /// fMP4 segments instead of MPEG-TS.
+    pub fmp4: bool,
+    /// With fMP4, the duration of a low-latency part.
+    pub part_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

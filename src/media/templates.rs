@@ -86,9 +86,14 @@ const RTP: TemplateSpec = TemplateSpec {
         AUDIO_RTCP_OUT,
     ],
 };
+const HLS_NAMES: &[&str] = &[HLS_MUX, HLS_SINK, HLS_VIDEO_QUEUE, HLS_AUDIO_QUEUE];
 const HLS: TemplateSpec = TemplateSpec {
     file: "hls.pipeline",
-    names: &[HLS_MUX, HLS_SINK, HLS_VIDEO_QUEUE, HLS_AUDIO_QUEUE],
+    names: HLS_NAMES,
+};
+const HLS_FMP4: TemplateSpec = TemplateSpec {
+    file: "hls_fmp4.pipeline",
+    names: HLS_NAMES,
 };
 const RECORD_NAMES: &[&str] = &[
     RECORD_MUX,
@@ -109,16 +114,21 @@ const RECORD_TS: TemplateSpec = TemplateSpec {
     names: RECORD_NAMES,
 };
 
-const ALL: [&TemplateSpec; 8] = [
+const ALL: [&TemplateSpec; 9] = [
     &VIDEO,
     &AUDIO,
     &AAC,
     &RTP,
     &HLS,
+    &HLS_FMP4,
     &RECORD_MP4,
     &RECORD_MKV,
     &RECORD_TS,
 ];
+
+fn hls_template(hls: &HlsSpec) -> &'static TemplateSpec {
+    if hls.fmp4 { &HLS_FMP4 } else { &HLS }
+}
 
 fn record_template(format: RecordFormat) -> &'static TemplateSpec {
     match format {
@@ -128,7 +138,8 @@ fn record_template(format: RecordFormat) -> &'static TemplateSpec {
     }
 }
 
-/// The spec used to check the templates at startup: every track and every output.
+/// The spec used to check the templates at startup: every track and every output,
+/// MPEG-TS HLS with the Matroska recording, fMP4 HLS (with parts with MP4) otherwise.
 fn check_spec(codec: VideoCodec, format: RecordFormat) -> StreamSpec {
     StreamSpec {
         name: crate::name::StreamName::new("check").expect("a name"),
@@ -146,6 +157,8 @@ fn check_spec(codec: VideoCodec, format: RecordFormat) -> StreamSpec {
                 location: "/nonexistent/segment%05d.ts".into(),
                 start_index: 0,
                 segment_ns: 2_000_000_000,
+                fmp4: format != RecordFormat::Mkv,
+                part_ns: (format == RecordFormat::Mp4).then_some(500_000_000),
             }),
             record: Some(RecordSpec {
                 path: "/nonexistent/check.mp4".into(),
@@ -215,7 +228,15 @@ impl Templates {
             let record = spec.outputs.record.as_ref().expect("the check records");
             let bin = self.build_record(record, true, true)?;
             let has = |name: &str| pipeline.by_name(name).is_some() || bin.by_name(name).is_some();
-            for template in [&VIDEO, &AUDIO, &AAC, &RTP, &HLS, record_template(format)] {
+            let hls = spec.outputs.hls.as_ref().expect("the check has HLS");
+            for template in [
+                &VIDEO,
+                &AUDIO,
+                &AAC,
+                &RTP,
+                hls_template(hls),
+                record_template(format),
+            ] {
                 for name in template.names {
                     if !has(name) {
                         return Err(PipelineError::MissingName {
@@ -308,6 +329,12 @@ impl Templates {
             values.insert("hls_location", hls.location.display().to_string());
             values.insert("hls_start_index", hls.start_index.to_string());
             values.insert("segment_ns", hls.segment_ns.to_string());
+            values.insert(
+                "hls_chunk_duration",
+                hls.part_ns
+                    .map(|ns| format!("chunk-duration={ns}"))
+                    .unwrap_or_default(),
+            );
         }
 
         let mut parts = Vec::new();
@@ -325,8 +352,8 @@ impl Templates {
         if outputs.rtp {
             parts.push(&RTP);
         }
-        if outputs.hls.is_some() {
-            parts.push(&HLS);
+        if let Some(hls) = &outputs.hls {
+            parts.push(hls_template(hls));
         }
         let mut description = String::new();
         for part in parts {

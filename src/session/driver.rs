@@ -182,10 +182,10 @@ impl Session {
             match gateway.hls.open(&self.name) {
                 Ok(hls) => {
                     outputs.hls = Some(hls.spec(config.hls.segment_duration_s));
-                    let dir = hls.dir.clone();
+                    let live = hls.live.clone();
                     gateway
                         .registry()
-                        .update(&self.name, |entry| entry.hls_dir = Some(dir));
+                        .update(&self.name, |entry| entry.hls = Some(live));
                     self.hls = Some(hls);
                 }
                 Err(e) => {
@@ -232,7 +232,7 @@ impl Session {
         if let Some(rtp) = &self.rtp {
             rtp.attach(pipeline);
         }
-        if let (Some(hls), Some(spec)) = (&self.hls, &self.spec.outputs.hls) {
+        if let (Some(hls), Some(spec)) = (&mut self.hls, &self.spec.outputs.hls) {
             hls.attach(pipeline, spec);
         }
         if let Some(mut recording) = self.recording.take() {

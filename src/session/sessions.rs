@@ -152,8 +152,8 @@ impl Sessions {
                     }
                     None => {
                         let entry = gateway.registry().release(&name);
-                        if let Some(dir) = entry.and_then(|e| e.hls_dir) {
-                            blocking(|| std::fs::remove_dir_all(dir)).ok();
+                        if let Some(live) = entry.and_then(|e| e.hls) {
+                            blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
                         }
                     }
                 }

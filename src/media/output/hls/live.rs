@@ -1,0 +1,227 @@
+//! A stream's HLS output as its players see it: the playlist and the parts in memory,
+//! shared between the pipeline that adds to them and the HTTP requests that read them.
+//! A blocking playlist reload or a request for the hinted part waits on a watch channel
+//! until what it asks for is there (draft-pantos-hls-rfc8216bis, 6.2.5.2): a waiting
+//! request holds no thread and wakes when a part lands.
+
+use super::playlist::{Part, Playlist, Segment};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// What a playlist request asks for (its `_HLS_msn`, `_HLS_part`, `_HLS_skip`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reload {
+    pub msn: Option<u64>,
+    pub part: Option<u64>,
+    pub skip: bool,
+}
+
+/// Why a playlist request is not answered with a playlist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("segment {msn} part {part:?} did not come within {waited:?}")]
+    Timeout {
+        msn: u64,
+        part: Option<u64>,
+        waited: Duration,
+    },
+}
+
+impl Reload {
+    /// Reads the delivery directives of a query string.
+    pub fn parse(query: Option<&str>) -> Result<Self, ReloadError> {
+        let mut reload = Reload::default();
+        let number = |key: &str, value: &str| {
+            value.parse::<u64>().map_err(|_| {
+                ReloadError::BadRequest(format!("{key} must be a whole number, got {value:?}"))
+            })
+        };
+        for pair in query.unwrap_or_default().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "_HLS_msn" => reload.msn = Some(number(key, value)?),
+                "_HLS_part" => reload.part = Some(number(key, value)?),
+                "_HLS_skip" => reload.skip = value == "YES" || value == "v2",
+                _ => {}
+            }
+        }
+        if reload.part.is_some() && reload.msn.is_none() {
+            return Err(ReloadError::BadRequest(
+                "_HLS_part needs _HLS_msn".to_string(),
+            ));
+        }
+        Ok(reload)
+    }
+}
+
+struct State {
+    playlist: Playlist,
+    /// The bytes of the parts of the segments in the window, by URI.
+    parts: HashMap<String, Bytes>,
+}
+
+/// The playlist and parts of one HLS output.
+pub struct LiveHls {
+    /// Where its segments are written.
+    pub dir: PathBuf,
+    state: Mutex<State>,
+    /// Bumped on every change; what waiting requests watch.
+    changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for LiveHls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHls").field("dir", &self.dir).finish()
+    }
+}
+
+impl LiveHls {
+    pub fn new(dir: PathBuf, playlist: Playlist) -> Self {
+        Self {
+            dir,
+            state: Mutex::new(State {
+                playlist,
+                parts: HashMap::new(),
+            }),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the playlist.
+    pub fn read<R>(&self, read: impl FnOnce(&Playlist) -> R) -> R {
+        read(&self.state().playlist)
+    }
+
+    /// Changes the playlist, then wakes the requests that wait. Returns what left
+    /// the window, whose parts are forgotten.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Playlist) -> R) -> R {
+        let result = change(&mut self.state().playlist);
+        self.changed.send_modify(|version| *version += 1);
+        result
+    }
+
+    /// Adds a part with its bytes (see [`Playlist::push_part`]); returns the segment
+    /// it completed, if any, and the segments that left the window.
+    pub fn add_part(
+        &self,
+        start: Option<(String, SystemTime, Option<String>)>,
+        part: Part,
+        bytes: Bytes,
+        next: String,
+    ) -> (Option<Segment>, Vec<Segment>) {
+        let result = {
+            let mut state = self.state();
+            state.parts.insert(part.uri.clone(), bytes);
+            let result = state.playlist.push_part(start, part, next);
+            for gone in &result.1 {
+                for part in &gone.parts {
+                    state.parts.remove(&part.uri);
+                }
+            }
+            result
+        };
+        self.changed.send_modify(|version| *version += 1);
+        result
+    }
+
+    /// The bytes of a segment's parts, in order: the segment file.
+    pub fn segment_bytes(&self, segment: &Segment) -> Vec<u8> {
+        let state = self.state();
+        let mut bytes = Vec::new();
+        for part in &segment.parts {
+            if let Some(b) = state.parts.get(&part.uri) {
+                bytes.extend_from_slice(b);
+            }
+        }
+        bytes
+    }
+
+    /// The media playlist for `reload`: at once, or once it has the segment or part
+    /// asked for, within three target durations. Live low-latency playlists only
+    /// block; an ended one ignores the directives.
+    pub async fn playlist(&self, reload: Reload) -> Result<String, ReloadError> {
+        let (target, part_target) = self.read(|p| {
+            (
+                p.target_duration(),
+                p.low_latency().map(|ll| ll.part_target),
+            )
+        });
+        let Some(part_target) = part_target else {
+            return Ok(self.read(|p| p.render(false)));
+        };
+        let Some(msn) = reload.msn else {
+            return Ok(self.read(|p| p.render(reload.skip)));
+        };
+        // A request may run at most two segments, or three seconds' parts, ahead.
+        let part_limit = if part_target < 1.0 {
+            (3.0 / part_target).ceil() as u64
+        } else {
+            3
+        };
+        let now = self.read(|p| (!p.is_ended()).then(|| p.position()));
+        if let Some(now) = now {
+            if msn > now.msn + 2 {
+                return Err(ReloadError::BadRequest(format!(
+                    "_HLS_msn={msn} is more than two segments after the last ({})",
+                    now.msn
+                )));
+            }
+            if let Some(part) = reload.part
+                && msn == now.msn
+                && part > now.parts + part_limit
+            {
+                return Err(ReloadError::BadRequest(format!(
+                    "_HLS_part={part} is more than {part_limit} parts after the last ({})",
+                    now.parts
+                )));
+            }
+        }
+        let waited = Duration::from_secs(3 * target as u64);
+        let ready = |p: &Playlist| p.is_ended() || p.has(msn, reload.part);
+        if self.wait(waited, ready).await {
+            Ok(self.read(|p| p.render(reload.skip)))
+        } else {
+            Err(ReloadError::Timeout {
+                msn,
+                part: reload.part,
+                waited,
+            })
+        }
+    }
+
+    /// A part's bytes: at once, or, for the part the playlist hints at next, once it
+    /// lands (within three target durations).
+    pub async fn part(&self, uri: &str) -> Option<Bytes> {
+        let (hinted, target) = self.read(|p| (p.next_part() == Some(uri), p.target_duration()));
+        if hinted {
+            let waited = Duration::from_secs(3 * target as u64);
+            self.wait(waited, |p| p.next_part() != Some(uri)).await;
+        }
+        self.state().parts.get(uri).cloned()
+    }
+
+    /// Waits until `ready` holds for the playlist, at most `limit`.
+    async fn wait(&self, limit: Duration, ready: impl Fn(&Playlist) -> bool) -> bool {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.read(&ready) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.read(&ready),
+            }
+        }
+    }
+}
