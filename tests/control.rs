@@ -307,12 +307,21 @@ fn the_read_token_guards_media_and_travels_in_playlists() {
     .unwrap();
     let segment = playlist
         .lines()
-        .find(|l| l.ends_with(".ts?token=reader-42"))
+        .find(|l| l.ends_with(".m4s?token=reader-42"))
         .unwrap();
     assert_eq!(
         gateway.get(&format!("/streams/guarded/{segment}")).status(),
         200
     );
+    // And every URI of a tag: the initialisation section, the parts, the hint.
+    for line in playlist.lines().filter(|l| l.contains("URI=")) {
+        let uri = line.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert!(uri.ends_with("?token=reader-42"), "{line}");
+        if !line.starts_with("#EXT-X-PRELOAD-HINT") {
+            let status = gateway.get(&format!("/streams/guarded/{uri}")).status();
+            assert_eq!(status, 200, "{line}");
+        }
+    }
     let variant = gateway
         .get("/streams/guarded/index.m3u8?token=reader-42")
         .text()
