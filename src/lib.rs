@@ -8,6 +8,7 @@ pub mod blocking;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod hls;
 pub mod http;
 pub mod media;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! API shows of them. Plain data with no I/O and no handles to tasks; the gateway shares
 //! it behind a mutex and holds the lock only for these short calls.
 
-use crate::media::output::hls::live::LiveHls;
+use crate::hls::live::LiveHls;
 use crate::name::StreamName;
 use crate::stream::{Outputs, StreamInfo, StreamState, StreamStats};
 use std::collections::BTreeMap;

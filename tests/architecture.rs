@@ -165,7 +165,7 @@ fn layer(module: &str) -> usize {
         &["media", "metrics"],
         &["registry"],
         &["config", "stream", "client"],
-        &["name", "blocking", ""],
+        &["name", "blocking", "hls", ""],
     ];
     layers
         .iter()
@@ -200,9 +200,11 @@ fn media_knows_nothing_of_webrtc_and_the_registry_is_a_leaf() {
         }
     }
     let arrows = arrows();
-    let allowed: BTreeSet<String> = ["name", "stream"].map(String::from).into();
+    let allowed: BTreeSet<String> = ["name", "stream", "hls"].map(String::from).into();
     assert!(
-        arrows["registry"].is_subset(&allowed),
+        arrows["registry"]
+            .iter()
+            .all(|target| allowed.contains(target.split("::").next().unwrap_or(target))),
         "registry imports {:?}",
         arrows["registry"]
     );

@@ -315,7 +315,13 @@ fn the_read_token_guards_media_and_travels_in_playlists() {
     );
     // And every URI of a tag: the initialisation section, the parts, the hint.
     for line in playlist.lines().filter(|l| l.contains("URI=")) {
-        let uri = line.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+        let uri = line
+            .split("URI=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert!(uri.ends_with("?token=reader-42"), "{line}");
         if !line.starts_with("#EXT-X-PRELOAD-HINT") {
             let status = gateway.get(&format!("/streams/guarded/{uri}")).status();

@@ -47,8 +47,10 @@ struct MediaPlaylist {
     target_duration: u64,
     media_sequence: u64,
     segments: Vec<(f64, String)>,
-    /// Each segment's EXT-X-PROGRAM-DATE-TIME.
+    /// Each complete segment's EXT-X-PROGRAM-DATE-TIME.
     dates: Vec<std::time::SystemTime>,
+    /// Each complete segment's EXT-X-MAP (fMP4).
+    maps: Vec<Option<String>>,
     discontinuities: usize,
     ended: bool,
 }
@@ -57,6 +59,8 @@ fn parse_media(text: &str) -> MediaPlaylist {
     assert!(text.starts_with("#EXTM3U\n"), "{text}");
     let mut playlist = MediaPlaylist::default();
     let mut duration = None;
+    let mut date = None;
+    let mut map = None;
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             playlist.target_duration = v.parse().unwrap();
@@ -65,7 +69,9 @@ fn parse_media(text: &str) -> MediaPlaylist {
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
             duration = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
         } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-            playlist.dates.push(humantime::parse_rfc3339(v).unwrap());
+            date = Some(humantime::parse_rfc3339(v).unwrap());
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=") {
+            map = Some(v.trim_matches('"').to_string());
         } else if line == "#EXT-X-DISCONTINUITY" {
             playlist.discontinuities += 1;
         } else if line == "#EXT-X-ENDLIST" {
@@ -74,6 +80,8 @@ fn parse_media(text: &str) -> MediaPlaylist {
             playlist
                 .segments
                 .push((duration.take().unwrap(), line.to_string()));
+            playlist.dates.extend(date.take());
+            playlist.maps.push(map.clone());
         }
     }
     playlist
@@ -114,17 +122,29 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> M
             );
         }
     }
-    for (duration, uri) in &playlist.segments {
+    for ((duration, uri), map) in playlist.segments.iter().zip(&playlist.maps) {
         assert!(
             duration.round() as u64 <= playlist.target_duration,
             "{duration} for {uri}"
         );
         let segment = fetch(gateway, &format!("/streams/{name}/{uri}"));
         assert_eq!(segment.status, 200, "{uri}");
-        assert_eq!(segment.header("content-type"), "video/mp2t");
         assert!(segment.header("cache-control").contains("max-age="));
+        // An fMP4 segment plays after its initialisation section.
+        let mut body = Vec::new();
+        match map {
+            Some(map) => {
+                assert_eq!(segment.header("content-type"), "video/iso.segment");
+                let init = fetch(gateway, &format!("/streams/{name}/{map}"));
+                assert_eq!(init.status, 200, "{map}");
+                assert_eq!(init.header("content-type"), "video/mp4");
+                body.extend(init.body);
+            }
+            None => assert_eq!(segment.header("content-type"), "video/mp2t"),
+        }
+        body.extend(&segment.body);
         let path = gateway.dir.path().join(uri);
-        std::fs::write(&path, &segment.body).unwrap();
+        std::fs::write(&path, &body).unwrap();
         let codecs = ffprobe(&path, &["-show_entries", "stream=codec_name"]);
         assert_eq!(codecs.contains("codec_name=h264"), video, "{uri}: {codecs}");
         assert_eq!(codecs.contains("codec_name=aac"), audio, "{uri}: {codecs}");

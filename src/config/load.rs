@@ -422,13 +422,13 @@ mod tests {
             ),
             (
                 "[hls]\nvariant = \"dash\"",
-                &[
-                    "hls.variant: must be one of \"lowlatency\", \"fmp4\", \"mpegts\", got \"dash\"",
-                ],
+                &["hls.variant: must be one of \"lowlatency\", \"fmp4\", \"mpegts\", got \"dash\""],
             ),
             (
                 "[hls]\npart_duration_ms = 1500",
-                &["hls.part_duration_ms: must be at most half of hls.segment_duration_s (1000 ms), got 1500"],
+                &[
+                    "hls.part_duration_ms: must be at most half of hls.segment_duration_s (1000 ms), got 1500",
+                ],
             ),
             (
                 "[hls]\npart_duration_ms = 50",

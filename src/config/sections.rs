@@ -2,8 +2,7 @@
 
 use super::values::{
     HlsVariant, RecordFormat, X264Preset, empty_when_none, ip_address, ip_addresses,
-    optional_ip_address,
-    socket_address,
+    optional_ip_address, socket_address,
 };
 use crate::name::StreamName;
 use serde::{Deserialize, Serialize};

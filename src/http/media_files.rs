@@ -5,8 +5,8 @@
 use super::auth::query_token;
 use super::error::{ApiError, stream_name};
 use crate::gateway::Gateway;
+use crate::hls::live::{LiveHls, Reload, ReloadError};
 use crate::media::output::hls::MEDIA;
-use crate::media::output::hls::live::{LiveHls, Reload, ReloadError};
 use crate::media::output::record;
 use crate::name::StreamName;
 use axum::Json;
@@ -132,7 +132,11 @@ async fn media_playlist(
     query: Option<&str>,
 ) -> Result<String, ApiError> {
     let reload = Reload::parse(query).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad-delivery-directive", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-delivery-directive",
+            e.to_string(),
+        )
     })?;
     if reload.msn.is_none() && live.read(|p| p.segments().next().is_none()) {
         return Err(not_ready(name));

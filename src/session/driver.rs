@@ -6,7 +6,7 @@
 
 use crate::blocking::blocking;
 use crate::gateway::Gateway;
-use crate::media::output::hls::{HlsOutput, Variant};
+use crate::media::output::hls::{HlsOutput, variant_of};
 use crate::media::output::record::Recording;
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{
@@ -470,7 +470,7 @@ impl Session {
     }
 
     fn write_variant(&mut self, video_codec: Option<String>) {
-        let variant = Variant::of(
+        let variant = variant_of(
             &self.gateway.config.transcode,
             self.spec.video.is_some(),
             self.spec.audio.is_some(),

@@ -4,8 +4,8 @@
 //! The appsink's callbacks run on the stream's thread: each part is in the playlist
 //! as soon as the muxer has it, and each segment file is written before it is listed.
 
-use super::live::LiveHls;
-use super::playlist::{Part, Segment};
+use crate::hls::live::LiveHls;
+use crate::hls::playlist::{Part, Segment};
 use crate::media::event::MediaEvent;
 use crate::media::pipeline::StreamPipeline;
 use crate::media::spec::FileOutput;
@@ -148,9 +148,12 @@ impl Fmp4Writer {
             return super::write_media(&self.live);
         }
         // A new fragment completes the open segment: its file is written first.
-        let open = self
-            .live
-            .read(|p| p.segments().last().filter(|_| p.position().parts > 0).cloned());
+        let open = self.live.read(|p| {
+            p.segments()
+                .last()
+                .filter(|_| p.position().parts > 0)
+                .cloned()
+        });
         let mut next_msn = msn;
         let completes = chunk.starts_fragment && open.is_some();
         if let Some(open) = open.filter(|_| completes) {
@@ -185,7 +188,12 @@ impl Fmp4Writer {
 
 /// The stream ended: the open segment is complete.
 fn close_open(live: &LiveHls) -> std::io::Result<()> {
-    let open = live.read(|p| p.segments().last().filter(|_| p.position().parts > 0).cloned());
+    let open = live.read(|p| {
+        p.segments()
+            .last()
+            .filter(|_| p.position().parts > 0)
+            .cloned()
+    });
     if let Some(open) = open {
         write_file(live, &open.uri, &live.segment_bytes(&open))?;
     }

@@ -1,17 +1,17 @@
 //! The HLS output (RFC 8216, draft-pantos-hls-rfc8216bis): its variants (MPEG-TS
 //! segments from multifilesink, fMP4 segments from isofmp4mux, and Low-Latency HLS, the
-//! same split into parts), the playlists, and the stream's directory. The
-//! [`playlist::Playlist`] is plain data; [`live::LiveHls`] shares it with the HTTP
-//! requests that read it and wait on it; [`HlsOutput`] puts the files on disk and
+//! same split into parts), the playlists, and the stream's directory. The playlist
+//! ([`crate::hls::playlist::Playlist`]) is plain data; [`LiveHls`] shares it with the
+//! HTTP requests that read it and wait on it; [`HlsOutput`] puts the files on disk and
 //! attaches to the pipeline; [`HlsStore`] keeps an ended stream's output lingering for
 //! `hls.linger_s`, so that a publisher who comes back continues it, and deletes it when
 //! its time is up.
 
 mod fmp4;
-pub mod live;
-pub mod playlist;
 
-use crate::config::{HlsConfig, HlsVariant};
+use crate::config::{HlsConfig, HlsVariant, TranscodeConfig};
+use crate::hls::live::LiveHls;
+use crate::hls::playlist::{LowLatency, Playlist, Segment, Variant, render_multivariant};
 use crate::media::event::MediaEvent;
 use crate::media::pipeline::StreamPipeline;
 use crate::media::probe::{on_first_buffer, running_time};
@@ -21,13 +21,32 @@ use crate::name::StreamName;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
-use live::LiveHls;
-use playlist::{LowLatency, Playlist, Segment};
-pub use playlist::{Variant, render_multivariant};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The variant a stream's encoders make.
+pub fn variant_of(
+    transcode: &TranscodeConfig,
+    video: bool,
+    audio: bool,
+    codec: Option<String>,
+) -> Variant {
+    let kbps = if video {
+        transcode.video_bitrate_kbps
+    } else {
+        0
+    } + if audio { 128 } else { 0 };
+    Variant {
+        // The encoders' rates plus a tenth for the container's overhead.
+        bandwidth: kbps as u64 * 1100,
+        resolution: video.then_some((transcode.width, transcode.height)),
+        framerate: video.then_some(transcode.framerate),
+        video_codec: codec,
+        audio,
+    }
+}
 
 pub const MULTIVARIANT: &str = "index.m3u8";
 pub const MEDIA: &str = "stream.m3u8";
@@ -365,4 +384,3 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(&partial, text)?;
     std::fs::rename(partial, path)
 }
-

@@ -346,30 +346,6 @@ pub struct Variant {
     pub audio: bool,
 }
 
-impl Variant {
-    /// The variant a stream's encoders make.
-    pub fn of(
-        transcode: &crate::config::TranscodeConfig,
-        video: bool,
-        audio: bool,
-        codec: Option<String>,
-    ) -> Self {
-        let kbps = if video {
-            transcode.video_bitrate_kbps
-        } else {
-            0
-        } + if audio { 128 } else { 0 };
-        Variant {
-            // The encoders' rates plus a tenth for the container's overhead.
-            bandwidth: kbps as u64 * 1100,
-            resolution: video.then_some((transcode.width, transcode.height)),
-            framerate: video.then_some(transcode.framerate),
-            video_codec: codec,
-            audio,
-        }
-    }
-}
-
 /// The multivariant playlist text, pointing to the media playlist `media`.
 pub fn render_multivariant(variant: &Variant, media: &str) -> String {
     let mut codecs: Vec<&str> = Vec::new();
