@@ -3,43 +3,12 @@
 
 mod common;
 
+use common::fetch::{fetch, ffprobe};
 use common::{Publisher, TestGateway};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-struct Fetched {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Fetched {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-fn fetch(gateway: &TestGateway, path: &str) -> Fetched {
-    let response = reqwest::blocking::Client::new()
-        .get(gateway.url(path))
-        .header("Origin", "http://player.example")
-        .send()
-        .unwrap();
-    Fetched {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.bytes().unwrap().to_vec(),
-    }
-}
 
 /// A media playlist's tags and segments.
 #[derive(Debug, Default)]
@@ -163,16 +132,6 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> M
         }
     }
     playlist
-}
-
-fn ffprobe(path: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "compact"])
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Waits for the media playlist to list at least `count` segments.

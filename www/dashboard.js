@@ -1,11 +1,13 @@
-// The dashboard: live streams refreshed every two seconds, a player for each (native HLS
-// in Safari, hls.js elsewhere), ready-to-copy player commands, and the recordings.
+// The dashboard: live streams refreshed every two seconds, a player for each (hls.js in
+// its low-latency mode wherever Media Source Extensions run, native HLS elsewhere, as on
+// iPhones), ready-to-copy player commands, and the recordings.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 let hls = null;           // the hls.js player, when one is used
 let playing = null;       // the name of the stream in the player
 let hlsScript = null;     // loading hls.js, once
+let statusTimer = null;   // refreshes the player's latency line
 
 function cell(content) {
   const td = document.createElement("td");
@@ -79,20 +81,43 @@ async function play(stream) {
   }
   const url = stream.outputs.hls;
   if (!url) return;
-  if (video.canPlayType("application/vnd.apple.mpegurl")) {
-    video.src = url;                      // Safari plays HLS itself
-  } else {
-    const Hls = await loadHlsJs();
-    if (!Hls.isSupported()) return;
-    hls = new Hls({ liveSyncDurationCount: 2 });
+  const Hls = await loadHlsJs().catch(() => null);
+  if (Hls?.isSupported()) {
+    // Low-latency mode follows the playlist's parts and PART-HOLD-BACK where it has
+    // them; two segments behind the live edge where it has not.
+    hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
     hls.loadSource(url);
     hls.attachMedia(video);
+  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;                      // the browser plays HLS itself
+  } else {
+    $("player-status").textContent = "This browser plays HLS neither natively nor with hls.js.";
+    return;
   }
+  statusTimer = setInterval(showStatus, 1000);
+  showStatus();
   video.play().catch(() => {});
+}
+
+// Which player plays, and how far behind the live edge it is.
+function showStatus() {
+  const line = $("player-status");
+  if (!hls) {
+    line.textContent = "native HLS player";
+    line.dataset.player = "native";
+    return;
+  }
+  const mode = hls.lowLatencyMode && hls.levels?.[0]?.details?.partList ? "low-latency" : "standard";
+  const latency = Number.isFinite(hls.latency) && hls.latency > 0 ? `, ${hls.latency.toFixed(1)} s behind live` : "";
+  line.textContent = `hls.js ${window.Hls.version} (${mode})${latency}`;
+  line.dataset.player = "hls.js";
+  line.dataset.latency = Number.isFinite(hls.latency) ? hls.latency.toFixed(2) : "";
 }
 
 function closePlayer() {
   if (hls) { hls.destroy(); hls = null; }
+  clearInterval(statusTimer);
+  $("player-status").textContent = "";
   const video = $("player");
   video.removeAttribute("src");
   video.load();

@@ -176,13 +176,17 @@ impl LiveHls {
                     now.msn
                 )));
             }
+            // How many parts ahead of the last the request is, counting a segment's
+            // worth of parts for each segment ahead.
+            let per_segment = (target as f64 / part_target).round() as u64;
             if let Some(part) = reload.part
-                && msn == now.msn
-                && part > now.parts + part_limit
+                && msn >= now.msn
+                && (msn - now.msn) * per_segment + part > now.parts + part_limit
             {
                 return Err(ReloadError::BadRequest(format!(
-                    "_HLS_part={part} is more than {part_limit} parts after the last ({})",
-                    now.parts
+                    "_HLS_msn={msn}&_HLS_part={part} is more than {part_limit} parts after \
+                     the last (segment {}, part {})",
+                    now.msn, now.parts
                 )));
             }
         }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod fetch;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
