@@ -268,6 +268,51 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     );
 }
 
+/// fMP4 segments without parts, and MPEG-TS segments: valid playlists, segments on key
+/// frames that decode with their audio, ENDLIST when the publisher leaves.
+#[test]
+fn the_fmp4_and_mpegts_variants_stay_available() {
+    for (variant, extension) in [("fmp4", ".m4s"), ("mpegts", ".ts")] {
+        let gateway = TestGateway::start(&format!("[hls]\nvariant = \"{variant}\""));
+        let mut publisher = Publisher::start(&gateway, "v", &["--duration-s", "9"]);
+        publisher.wait_for("live", LIVE_TIMEOUT);
+        wait_segments(&gateway, "v", 2);
+        let playlist = check_media(&gateway, "v", true, true);
+        let text = fetch(&gateway, "/streams/v/stream.m3u8").text();
+        assert!(!text.contains("#EXT-X-PART"), "{variant}: {text}");
+        assert!(!text.contains("CAN-BLOCK-RELOAD"), "{variant}: {text}");
+        assert!(
+            playlist
+                .segments
+                .iter()
+                .all(|(_, uri)| uri.ends_with(extension)),
+            "{variant}: {text}"
+        );
+        let multivariant = fetch(&gateway, "/streams/v/index.m3u8").text();
+        assert!(multivariant.contains("CODECS=\"avc1."), "{multivariant}");
+        publisher.wait_for("ended", Duration::from_secs(20));
+        let ended = common::eventually(Duration::from_secs(5), || {
+            let playlist = parse_media(&fetch(&gateway, "/streams/v/stream.m3u8").text());
+            playlist.ended.then_some(playlist)
+        });
+        assert!(ended.is_some(), "{variant}: no ENDLIST");
+        let output = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(gateway.url("/streams/v/stream.m3u8"))
+            .args(["-f", "framecrc", "-"])
+            .output()
+            .unwrap();
+        let frames = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| l.starts_with("0,"))
+            .count();
+        assert!(
+            output.status.success() && frames >= 150,
+            "{variant}: {frames} frames"
+        );
+    }
+}
+
 #[test]
 fn audio_only_and_video_only_streams_get_valid_hls() {
     let gateway = TestGateway::start("");
