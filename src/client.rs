@@ -252,3 +252,57 @@ impl Drop for Encoder {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
+
+/// The wall clock drawn into a picture, for glass-to-glass measurements: 40 blocks
+/// across the top of the picture, one sixteenth of its height tall, white for a 1 and
+/// black for a 0: 32 bits of the milliseconds since the Unix epoch (mod 2^32) and an
+/// 8-bit checksum, so that a picture whose stamp is damaged is not read.
+pub mod clock_stamp {
+    const BITS: usize = 40;
+
+    fn checksum(ms: u32) -> u8 {
+        ms.to_le_bytes()
+            .iter()
+            .fold(0x5a, |sum, b| sum.rotate_left(3) ^ b)
+    }
+
+    /// Draws `ms` into the luma plane of a picture (`stride` bytes a row).
+    pub fn draw(luma: &mut [u8], width: usize, height: usize, stride: usize, ms: u64) {
+        let ms = ms as u32;
+        let word = (u64::from(ms) << 8) | u64::from(checksum(ms));
+        let rows = (height / 16).max(2);
+        for k in 0..BITS {
+            let bit = (word >> (BITS - 1 - k)) & 1 == 1;
+            let value = if bit { 235 } else { 16 };
+            let (x0, x1) = (k * width / BITS, (k + 1) * width / BITS);
+            for y in 0..rows.min(height) {
+                if let Some(row) = luma.get_mut(y * stride + x0..y * stride + x1) {
+                    row.fill(value);
+                }
+            }
+        }
+    }
+
+    /// Reads the stamp from a picture's luma (`stride` bytes a row): the milliseconds
+    /// since the epoch, mod 2^32, or `None` when the checksum does not match.
+    pub fn read(luma: &[u8], width: usize, height: usize, stride: usize) -> Option<u32> {
+        let y = (height / 16).max(2) / 2;
+        let mut word = 0u64;
+        for k in 0..BITS {
+            let x = (2 * k + 1) * width / (2 * BITS);
+            let level = luma.get(y * stride + x)?;
+            word = (word << 1) | u64::from(*level > 128);
+        }
+        let ms = (word >> 8) as u32;
+        (checksum(ms) == (word & 0xff) as u8).then_some(ms)
+    }
+
+    /// How long ago, in milliseconds, a stamp read now was drawn.
+    pub fn age_ms(stamp: u32) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u32;
+        i64::from(now.wrapping_sub(stamp) as i32)
+    }
+}

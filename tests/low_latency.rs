@@ -6,6 +6,7 @@
 mod common;
 
 use common::fetch::{fetch, ffprobe};
+use common::players::unprivileged;
 use common::{Publisher, TestGateway};
 use std::time::{Duration, Instant};
 
@@ -390,4 +391,89 @@ fn eventually_ended(gateway: &TestGateway) -> u64 {
         assert!(Instant::now() < deadline, "no ENDLIST");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// VLC and ffplay play the low-latency playlist: VLC's recording of what it received
+/// decodes, and ffplay shows pictures and plays sound until its time is up.
+#[test]
+fn vlc_and_ffplay_play_low_latency_hls() {
+    let gateway = TestGateway::start("");
+    let mut publisher = Publisher::start(&gateway, "players", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    wait_segments(&gateway, "players", 2);
+    let url = gateway.url("/streams/players/index.m3u8");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let recorded = dir.path().join("vlc.ts");
+    let vlc = unprivileged("cvlc")
+        .env("HOME", dir.path())
+        .args([
+            "--intf",
+            "dummy",
+            &url,
+            "--run-time=8",
+            "--play-and-exit",
+            "--sout",
+        ])
+        .arg(format!(
+            "#std{{access=file,mux=ts,dst={}}}",
+            recorded.display()
+        ))
+        .output()
+        .unwrap();
+    let vlc_log = String::from_utf8_lossy(&vlc.stderr);
+    let probe = ffprobe(
+        &recorded,
+        &[
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+        ],
+    );
+    assert!(probe.contains("codec_name=aac"), "{probe}\n{vlc_log}");
+    let frames: u32 = probe
+        .lines()
+        .find(|l| l.contains("h264"))
+        .and_then(|l| l.rsplit("nb_read_frames=").next()?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        frames >= 60,
+        "VLC received {frames} frames:\n{probe}\n{vlc_log}"
+    );
+
+    // ffplay on SDL's dummy drivers (software rendering), stopped after 12 s: its status
+    // line shows the clock advancing while it has pictures queued, audio and video in
+    // step.
+    let ffplay = std::process::Command::new("timeout")
+        .args(["-s", "INT", "12", "ffplay"])
+        .env("SDL_VIDEODRIVER", "dummy")
+        .env("SDL_AUDIODRIVER", "dummy")
+        .env("SDL_RENDER_DRIVER", "software")
+        .args(["-hide_banner", "-loglevel", "warning", "-stats", &url])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&ffplay.stderr);
+    let tail = &log[log.len().saturating_sub(3000)..];
+    // "  18.25 A-V: -0.027 fd=   0 aq=   15KB vq=   45KB ...": the clock, audio minus
+    // video, and the queues.
+    let clocks: Vec<(f64, f64)> = log
+        .split(['\r', '\n'])
+        .filter(|line| line.contains("vq=") && !line.contains("vq=    0KB"))
+        .filter_map(|line| {
+            let (clock, rest) = line.trim().split_once(" A-V:")?;
+            let av = rest.split_whitespace().next()?;
+            Some((clock.trim().parse().ok()?, av.parse().ok()?))
+        })
+        .filter(|(clock, av): &(f64, f64)| clock.is_finite() && av.is_finite())
+        .collect();
+    let played = clocks.iter().map(|c| c.0).fold(f64::NAN, f64::max)
+        - clocks.iter().map(|c| c.0).fold(f64::NAN, f64::min);
+    assert!(played >= 4.0, "ffplay played {played:.2} s:\n{tail}");
+    let in_step = clocks.iter().filter(|(_, av)| av.abs() < 0.1).count();
+    assert!(in_step * 2 > clocks.len(), "audio and video apart:\n{tail}");
 }

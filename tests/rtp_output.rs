@@ -207,27 +207,6 @@ fn sigterm_ends_streams_and_exits_zero() {
     assert_eq!(ended["reason"], "shutdown");
 }
 
-/// Runs a command as an unprivileged user when we are root (VLC refuses to run as root).
-fn unprivileged(program: &str) -> std::process::Command {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if root {
-        let mut command = std::process::Command::new("setpriv");
-        command.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            program,
-        ]);
-        command
-    } else {
-        std::process::Command::new(program)
-    }
-}
-
 #[test]
 fn gstreamer_sdpdemux_plays_the_stream() {
     let gateway = TestGateway::start("");
@@ -332,7 +311,7 @@ fn vlc_reads_the_sdp_through_avformat() {
     let sdp = dir.path().join("vlc.sdp");
     std::fs::write(&sdp, gateway.get("/streams/vlc/stream.sdp").text().unwrap()).unwrap();
     let recorded = dir.path().join("vlc.ts");
-    let output = unprivileged("cvlc")
+    let output = common::players::unprivileged("cvlc")
         .env("HOME", dir.path())
         .args([
             "--demux=avformat",

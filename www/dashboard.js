@@ -84,8 +84,10 @@ async function play(stream) {
   const Hls = await loadHlsJs().catch(() => null);
   if (Hls?.isSupported()) {
     // Low-latency mode follows the playlist's parts and PART-HOLD-BACK where it has
-    // them; two segments behind the live edge where it has not.
-    hls = new Hls({ lowLatencyMode: true, liveSyncDurationCount: 2 });
+    // them (a live-sync setting of our own would override it), and hls.js's three
+    // target durations behind the live edge where it has not. Played up to 1.5 times
+    // as fast, it catches up with that target after a stall.
+    hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
     hls.loadSource(url);
     hls.attachMedia(video);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {

@@ -25,6 +25,8 @@ pub struct Reload {
 pub enum ReloadError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("no complete segment within {0:?}")]
+    NoSegment(Duration),
     #[error("segment {msn} part {part:?} did not come within {waited:?}")]
     Timeout {
         msn: u64,
@@ -156,6 +158,15 @@ impl LiveHls {
                 p.low_latency().map(|ll| ll.part_target),
             )
         });
+        // The first playlist waits for a complete segment: a player given less would
+        // start closer to the live edge than the hold-back allows, and stall.
+        let waited = Duration::from_secs(3 * target as u64);
+        if reload.msn.is_none() {
+            let started = |p: &Playlist| p.is_ended() || p.has_complete_segment();
+            if !self.wait(waited, started).await || self.read(|p| p.segments().next().is_none()) {
+                return Err(ReloadError::NoSegment(waited));
+            }
+        }
         let Some(part_target) = part_target else {
             return Ok(self.read(|p| p.render(false)));
         };
@@ -190,7 +201,6 @@ impl LiveHls {
                 )));
             }
         }
-        let waited = Duration::from_secs(3 * target as u64);
         let ready = |p: &Playlist| p.is_ended() || p.has(msn, reload.part);
         if self.wait(waited, ready).await {
             Ok(self.read(|p| p.render(reload.skip)))

@@ -96,6 +96,10 @@ impl Playlist {
         self.media_sequence + self.segments.len() as u64
     }
 
+    pub fn has_complete_segment(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
     pub fn position(&self) -> Position {
         Position {
             msn: self.next_msn(),
@@ -298,9 +302,11 @@ impl Playlist {
             if segment.discontinuity {
                 text.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            if segment.map.is_some() && segment.map.as_ref() != map {
-                map = segment.map.as_ref();
-                let _ = writeln!(text, "#EXT-X-MAP:URI=\"{}\"", segment.map.as_ref().unwrap());
+            if let Some(uri) = &segment.map
+                && map != Some(uri)
+            {
+                map = Some(uri);
+                let _ = writeln!(text, "#EXT-X-MAP:URI=\"{uri}\"");
             }
             let _ = writeln!(
                 text,

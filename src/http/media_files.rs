@@ -138,14 +138,11 @@ async fn media_playlist(
             e.to_string(),
         )
     })?;
-    if reload.msn.is_none() && live.read(|p| p.segments().next().is_none()) {
-        return Err(not_ready(name));
-    }
     live.playlist(reload).await.map_err(|e| match e {
         ReloadError::BadRequest(message) => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad-delivery-directive", message)
         }
-        timeout @ ReloadError::Timeout { .. } => ApiError::new(
+        timeout @ (ReloadError::Timeout { .. } | ReloadError::NoSegment(_)) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
             format!("stream {name}: {timeout}"),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fetch;
+pub mod players;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};

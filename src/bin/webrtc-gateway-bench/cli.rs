@@ -35,6 +35,13 @@ pub struct Cli {
     /// flood, a publisher that sends no media), with the default limits.
     #[arg(long)]
     pub abuse: bool,
+    /// Instead of the sweep: glass-to-glass latency of RTP (ffmpeg) and HLS (hls.js in
+    /// headless Chromium) in each HLS variant, and 1,000 held playlist requests.
+    #[arg(long)]
+    pub latency: bool,
+    /// With `--latency`: the HLS variants measured.
+    #[arg(long, default_value = "lowlatency,fmp4,mpegts")]
+    pub variants: String,
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/bench.json")]
     pub json: PathBuf,

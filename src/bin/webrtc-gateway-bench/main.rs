@@ -21,6 +21,7 @@
 mod abuse;
 mod bare;
 mod cli;
+mod latency;
 mod load;
 mod steps;
 mod system;
@@ -42,6 +43,11 @@ async fn main() -> Result<()> {
     gst::init()?;
     if cli.abuse {
         let report = abuse::run().await?;
+        write_report(&cli, &report)?;
+        return Ok(());
+    }
+    if cli.latency {
+        let report = latency::run(&cli).await?;
         write_report(&cli, &report)?;
         return Ok(());
     }

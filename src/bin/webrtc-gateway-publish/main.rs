@@ -10,6 +10,8 @@ use clap::{Parser, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::VideoFrameExt;
 use rtc::interceptor::{Registry, Slot};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::io::Write;
@@ -23,7 +25,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
     register_default_interceptors,
 };
-use webrtc_gateway::client::{Encoder, KeyFrameRequests, SampleTrack};
+use webrtc_gateway::client::{Encoder, KeyFrameRequests, SampleTrack, clock_stamp};
 
 mod relay;
 
@@ -100,6 +102,10 @@ struct Cli {
     /// the test sources: its audio and video stay in sync.
     #[arg(long)]
     source: Option<std::path::PathBuf>,
+    /// Draw the wall clock into each picture as it is made (for glass-to-glass latency:
+    /// `webrtc_gateway::client::clock_stamp` reads it back).
+    #[arg(long)]
+    clock_stamp: bool,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -221,6 +227,34 @@ fn feed_file(source: &std::path::Path, cli: &Cli, tracks: &[Arc<SampleTrack>]) -
         }
     }
     Ok(())
+}
+
+/// Draws the wall clock into each raw picture before the encoder takes it.
+fn stamp_clock(encoder: &Encoder) {
+    let Some(pad) = encoder.element("size").and_then(|e| e.static_pad("src")) else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+        let video = pad
+            .current_caps()
+            .and_then(|caps| gst_video::VideoInfo::from_caps(&caps).ok());
+        if let (Some(video), Some(buffer)) = (video, info.buffer_mut()) {
+            let buffer = buffer.make_mut();
+            if let Ok(mut frame) =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &video)
+            {
+                let stride = frame.plane_stride()[0] as usize;
+                let (width, height) = (frame.width() as usize, frame.height() as usize);
+                if let Ok(luma) = frame.plane_data_mut(0) {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    clock_stamp::draw(luma, width, height, stride, now.as_millis() as u64);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Pulls encoded frames on a thread of its own and writes them to the track.
@@ -420,12 +454,15 @@ async fn main() -> Result<()> {
                                 let encode = video_encoder(&cli);
                                 format!(
                                     "videotestsrc is-live=true pattern=ball \
-                                     ! capsfilter name=size caps=video/x-raw,width={},height={},framerate={}/1 \
+                                     ! capsfilter name=size caps=video/x-raw,format=I420,width={},height={},framerate={}/1 \
                                      ! {encode} ! appsink name=sink sync=false max-buffers=50",
                                     cli.width, cli.height, cli.fps
                                 )
                             };
                             let encoder = Encoder::new(&description)?;
+                            if cli.clock_stamp && track.kind == RtpCodecKind::Video {
+                                stamp_clock(&encoder);
+                            }
                             if let (Some(size), RtpCodecKind::Video) = (&cli.resize, track.kind) {
                                 let caps = format!(
                                     "video/x-raw,width={},height={},framerate={}/1",
