@@ -477,3 +477,24 @@ fn vlc_and_ffplay_play_low_latency_hls() {
     let in_step = clocks.iter().filter(|(_, av)| av.abs() < 0.1).count();
     assert!(in_step * 2 > clocks.len(), "audio and video apart:\n{tail}");
 }
+
+/// With TLS on, players get HTTP/2 (Apple asks it of Low-Latency HLS) from the same
+/// server that serves the playlists; the certificate is the gateway's self-signed one.
+#[test]
+fn with_tls_the_gateway_speaks_http2() {
+    let gateway = TestGateway::start("[http]\ntls_self_signed = true");
+    assert_eq!(gateway.scheme, "https");
+    let client = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    for (path, want) in [
+        ("/", 200),
+        ("/api/streams", 200),
+        ("/streams/nobody/stream.m3u8?_HLS_msn=1&_HLS_part=0", 404),
+    ] {
+        let response = client.get(gateway.url(path)).send().unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2, "{path}");
+        assert_eq!(response.status().as_u16(), want, "{path}");
+    }
+}
