@@ -136,3 +136,75 @@ fn a_phone_can_publish_over_https_with_a_self_signed_certificate() {
     assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
     assert_eq!(browser.eval("window.isSecureContext"), json!(true));
 }
+
+/// Shaka Player (from the npm registry, in low-latency mode) plays the default
+/// low-latency HLS in Chromium: a picture, and time that goes on.
+#[test]
+fn shaka_player_plays_low_latency_hls() {
+    let gateway = TestGateway::start("");
+    let mut publisher = Publisher::start(&gateway, "shaka", &[]);
+    publisher.wait_for("live", Duration::from_secs(20));
+    // A page of the test's own, beside Shaka's compiled script, served on loopback.
+    let page = tempfile::tempdir().unwrap();
+    let shaka = common::root_path("node_modules/shaka-player/dist/shaka-player.compiled.js");
+    std::fs::copy(&shaka, page.path().join("shaka.js"))
+        .unwrap_or_else(|e| panic!("{}: {e} (make test-deps installs it)", shaka.display()));
+    let source = gateway.url("/streams/shaka/index.m3u8");
+    std::fs::write(
+        page.path().join("index.html"),
+        format!(
+            r#"<!doctype html><video id="v" muted autoplay playsinline></video>
+<script src="shaka.js"></script>
+<script>
+window.state = "loading";
+shaka.polyfill.installAll();
+const video = document.getElementById("v");
+const player = new shaka.Player();
+player.configure({{ streaming: {{ lowLatencyMode: true }} }});
+player.addEventListener("error", (e) => {{ window.state = "error " + e.detail.code; }});
+player.attach(video)
+  .then(() => player.load("{source}"))
+  .then(() => {{ window.state = player.isLive() ? "live" : "not live"; return video.play(); }})
+  .catch((e) => {{ window.state = "error " + (e.code ?? e.message + " " + e.stack); }});
+</script>"#
+        ),
+    )
+    .unwrap();
+    let port = common::free_tcp_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(page.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = common::eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let mut browser = Browser::start();
+    browser.open(&format!("http://127.0.0.1:{port}/index.html"));
+    let state = browser.wait_for("window.state", &json!("live"), Duration::from_secs(20));
+    let width = browser.wait_for(
+        "document.getElementById('v').videoWidth",
+        &json!(320),
+        Duration::from_secs(20),
+    );
+    let first = browser.eval("document.getElementById('v').currentTime");
+    std::thread::sleep(Duration::from_secs(3));
+    let later = browser.eval("document.getElementById('v').currentTime");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(state, json!("live"));
+    assert_eq!(width, json!(320), "Shaka Player showed no picture");
+    assert!(
+        later.as_f64().unwrap_or(0.0) > first.as_f64().unwrap_or(0.0) + 1.0,
+        "currentTime went from {first} to {later}"
+    );
+}

@@ -188,6 +188,7 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     assert!(text.starts_with("#EXTM3U\n"), "{text}");
     assert!(text.contains("RESOLUTION=320x180"), "{text}");
     assert!(text.contains("BANDWIDTH="), "{text}");
+    assert!(text.contains(",CLOSED-CAPTIONS=NONE"), "{text}");
     assert!(
         text.contains(&format!("CODECS=\"avc1.{profile},mp4a.40.2\"")),
         "{text} vs {profile}"

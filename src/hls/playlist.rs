@@ -369,6 +369,8 @@ pub fn render_multivariant(variant: &Variant, media: &str) -> String {
         let _ = write!(attributes, ",FRAME-RATE={fps}.000");
     }
     let _ = write!(attributes, ",CODECS=\"{}\"", codecs.join(","));
+    // The encoder writes no CEA-608/708 captions: players need not look for them.
+    attributes.push_str(",CLOSED-CAPTIONS=NONE");
     format!(
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:{attributes}\n{media}\n"
     )

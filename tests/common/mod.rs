@@ -30,7 +30,7 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-fn free_tcp_port() -> u16 {
+pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
