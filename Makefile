@@ -12,7 +12,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # Chromium (headless, fake devices) publishes from the pages.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse fuzz clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -83,3 +83,8 @@ bench: build
 # WebSockets, datagrams under a candidate flood, the time a silent publisher is held.
 bench-abuse: build
 	./target/release/webrtc-gateway-bench --abuse --json target/bench-abuse.json
+
+# Glass-to-glass latency of RTP (ffmpeg) and HLS (hls.js in headless Chromium) in each HLS
+# variant, and 1,000 held playlist requests. Needs what `make test-deps` installs.
+bench-latency: build test-deps
+	./target/release/webrtc-gateway-bench --latency --seconds 15 --json target/bench-latency.json
