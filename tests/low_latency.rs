@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::fetch::{fetch, ffprobe};
-use common::players::unprivileged;
+use common::fetch::{decode_playlist, fetch, ffprobe};
+use common::players::{h264_frames, unprivileged};
 use common::{Publisher, TestGateway};
 use std::time::{Duration, Instant};
 
@@ -261,21 +261,10 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
         "{now}"
     );
 
-    // hls.js, ffmpeg and VLC read the same playlist: ffmpeg decodes it whole.
-    let output = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(gateway.url("/streams/ll/stream.m3u8"))
-        .args(["-t", "4", "-f", "framecrc", "-"])
-        .output()
-        .unwrap();
-    let decoded = String::from_utf8_lossy(&output.stdout);
-    let video_frames = decoded.lines().filter(|l| l.starts_with("0,")).count();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(video_frames >= 90, "{video_frames} frames");
+    // ffmpeg decodes the playlist.
+    let (ok, frames, errors) = decode_playlist(&gateway.url("/streams/ll/stream.m3u8"), Some(4));
+    assert!(ok, "{errors}");
+    assert!(frames >= 90, "{frames} frames");
 }
 
 #[test]
@@ -436,11 +425,7 @@ fn vlc_and_ffplay_play_low_latency_hls() {
         ],
     );
     assert!(probe.contains("codec_name=aac"), "{probe}\n{vlc_log}");
-    let frames: u32 = probe
-        .lines()
-        .find(|l| l.contains("h264"))
-        .and_then(|l| l.rsplit("nb_read_frames=").next()?.trim().parse().ok())
-        .unwrap_or(0);
+    let frames = h264_frames(&probe);
     assert!(
         frames >= 60,
         "VLC received {frames} frames:\n{probe}\n{vlc_log}"

@@ -343,11 +343,7 @@ fn vlc_reads_the_sdp_through_avformat() {
         "{probe}\n{vlc_log}"
     );
     assert!(probe.contains("codec_name=opus"), "{probe}\n{vlc_log}");
-    let frames: u32 = probe
-        .lines()
-        .find(|l| l.contains("h264"))
-        .and_then(|l| l.rsplit("nb_read_frames=").next()?.trim().parse().ok())
-        .unwrap_or(0);
+    let frames = common::players::h264_frames(&probe);
     assert!(
         frames >= 90,
         "VLC received {frames} frames in 6 s:\n{vlc_log}"

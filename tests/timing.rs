@@ -126,12 +126,18 @@ fn assert_in_sync(what: &str, offset_ms: f64) {
 
 /// Publishes the sync source `publications` times under one name (with `args` for the
 /// publisher) and measures every output: RTP through the SDP file, the recording in
-/// `format` of each publication, and HLS (the first publication's, before any
-/// discontinuity).
-fn lip_sync_in_every_output(format: &str, rtp: bool, args: &[&str], publications: usize) {
+/// `format` of each publication, and HLS in `variant` (the first publication's, before
+/// any discontinuity).
+fn lip_sync_in_every_output(
+    (format, variant): (&str, &str),
+    rtp: bool,
+    args: &[&str],
+    publications: usize,
+) {
     let records = tempfile::tempdir().unwrap();
     let gateway = TestGateway::start(&format!(
-        "[hls]\nplaylist_length = 15\n[record]\nenabled = true\nformat = \"{format}\"\ndir = \"{}\"",
+        "[hls]\nplaylist_length = 15\nvariant = \"{variant}\"\n\
+         [record]\nenabled = true\nformat = \"{format}\"\ndir = \"{}\"",
         records.path().display()
     ));
     let source = sync_source(gateway.dir.path());
@@ -181,7 +187,7 @@ fn lip_sync_in_every_output(format: &str, rtp: bool, args: &[&str], publications
         measured.push(recording);
         if run == 0 {
             assert_in_sync(
-                "HLS",
+                &format!("HLS ({variant})"),
                 audio_offset_ms(&gateway.url("/streams/sync/stream.m3u8"), 10),
             );
         }
@@ -191,32 +197,37 @@ fn lip_sync_in_every_output(format: &str, rtp: bool, args: &[&str], publications
 #[test]
 fn lip_sync_in_rtp_hls_and_mp4_recordings() {
     let _serial = one_at_a_time();
-    lip_sync_in_every_output("mp4", true, &[], 1);
+    lip_sync_in_every_output(("mp4", "lowlatency"), true, &[], 1);
 }
 
 #[test]
 fn lip_sync_in_mp4_recordings_when_audio_starts_late() {
     let _serial = one_at_a_time();
-    lip_sync_in_every_output("mp4", false, &["--audio-delay-ms", "1500"], 1);
+    lip_sync_in_every_output(
+        ("mp4", "lowlatency"),
+        false,
+        &["--audio-delay-ms", "1500"],
+        1,
+    );
 }
 
 #[test]
 fn lip_sync_under_loss_and_after_a_restart() {
     let _serial = one_at_a_time();
     let lossy = ["--loss-percent", "5", "--jitter-ms", "30"];
-    lip_sync_in_every_output("mp4", true, &lossy, 2);
+    lip_sync_in_every_output(("mp4", "lowlatency"), true, &lossy, 2);
 }
 
 #[test]
-fn lip_sync_in_mkv_recordings() {
+fn lip_sync_in_mkv_recordings_and_fmp4_hls() {
     let _serial = one_at_a_time();
-    lip_sync_in_every_output("mkv", false, &[], 1);
+    lip_sync_in_every_output(("mkv", "fmp4"), false, &[], 1);
 }
 
 #[test]
-fn lip_sync_in_ts_recordings() {
+fn lip_sync_in_ts_recordings_and_mpegts_hls() {
     let _serial = one_at_a_time();
-    lip_sync_in_every_output("ts", false, &[], 1);
+    lip_sync_in_every_output(("ts", "mpegts"), false, &[], 1);
 }
 
 /// Seconds of frozen picture (spans of 0.1 s or more without change) in `seconds` of

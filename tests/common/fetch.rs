@@ -47,3 +47,20 @@ pub fn ffprobe(path: &std::path::Path, args: &[&str]) -> String {
         .unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// ffmpeg decodes `url` (at most `seconds` of it): whether it succeeded, the video
+/// frames, and its errors.
+pub fn decode_playlist(url: &str, seconds: Option<u32>) -> (bool, usize, String) {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-v", "error", "-i", url]);
+    if let Some(seconds) = seconds {
+        command.args(["-t", &seconds.to_string()]);
+    }
+    let output = command.args(["-f", "framecrc", "-"]).output().unwrap();
+    let frames = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("0,"))
+        .count();
+    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), frames, errors)
+}

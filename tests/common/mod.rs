@@ -38,10 +38,11 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
-/// A base port with `count` free UDP ports from it.
+/// A base port with `count` free UDP ports from it, below the kernel's ephemeral range
+/// (32768 and up), so that no socket bound to port 0 later (ICE, a player) takes one.
 fn free_udp_range(count: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20000 + (rand::random::<u16>() % 2000) * 20;
+        let base = 20000 + (rand::random::<u16>() % 600) * 20;
         let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return base;

@@ -20,3 +20,12 @@ pub fn unprivileged(program: &str) -> std::process::Command {
         std::process::Command::new(program)
     }
 }
+
+/// The H.264 frames ffprobe counted (`-count_frames`, `stream=codec_name,nb_read_frames`).
+pub fn h264_frames(probe: &str) -> u32 {
+    probe
+        .lines()
+        .find(|l| l.contains("h264"))
+        .and_then(|l| l.rsplit("nb_read_frames=").next()?.trim().parse().ok())
+        .unwrap_or(0)
+}
