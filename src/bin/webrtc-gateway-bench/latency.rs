@@ -143,7 +143,8 @@ async fn rtp_latency(seconds: u64) -> Result<Vec<f64>> {
         .arg(format!(
             "http://127.0.0.1:{HTTP_PORT}/streams/{STREAM}/stream.sdp"
         ))
-        .args(["-an", "-vf", &format!("scale={WIDTH}:{HEIGHT}")])
+        .args(["-an", "-fps_mode", "passthrough"])
+        .args(["-vf", &format!("scale={WIDTH}:{HEIGHT}")])
         .args(["-pix_fmt", "gray", "-f", "rawvideo", "-"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
