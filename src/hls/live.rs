@@ -68,6 +68,15 @@ struct State {
     parts: HashMap<String, Bytes>,
 }
 
+impl State {
+    /// Drops the parts of segments that left the window.
+    fn forget(&mut self, gone: &[Segment]) {
+        for part in gone.iter().flat_map(|segment| &segment.parts) {
+            self.parts.remove(&part.uri);
+        }
+    }
+}
+
 /// The playlist and parts of one HLS output.
 pub struct LiveHls {
     /// Where its segments are written.
@@ -104,8 +113,9 @@ impl LiveHls {
         read(&self.state().playlist)
     }
 
-    /// Changes the playlist, then wakes the requests that wait. Returns what left
-    /// the window, whose parts are forgotten.
+    /// Changes the playlist, then wakes the requests that wait. A change that may move
+    /// segments with parts out of the window goes through [`Self::add_part`] or
+    /// [`Self::close_open`], which forget those parts.
     pub fn update<R>(&self, change: impl FnOnce(&mut Playlist) -> R) -> R {
         let result = change(&mut self.state().playlist);
         self.changed.send_modify(|version| *version += 1);
@@ -125,11 +135,20 @@ impl LiveHls {
             let mut state = self.state();
             state.parts.insert(part.uri.clone(), bytes);
             let result = state.playlist.push_part(start, part, next);
-            for gone in &result.1 {
-                for part in &gone.parts {
-                    state.parts.remove(&part.uri);
-                }
-            }
+            state.forget(&result.1);
+            result
+        };
+        self.changed.send_modify(|version| *version += 1);
+        result
+    }
+
+    /// Completes the open segment (see [`Playlist::close_open`]); returns it and the
+    /// segments that left the window, whose parts are forgotten.
+    pub fn close_open(&self) -> (Option<Segment>, Vec<Segment>) {
+        let result = {
+            let mut state = self.state();
+            let result = state.playlist.close_open();
+            state.forget(&result.1);
             result
         };
         self.changed.send_modify(|version| *version += 1);

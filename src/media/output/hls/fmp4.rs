@@ -197,7 +197,7 @@ fn close_open(live: &LiveHls) -> std::io::Result<()> {
     if let Some(open) = open {
         write_file(live, &open.uri, &live.segment_bytes(&open))?;
     }
-    let (_, removed) = live.update(|p| p.close_open());
+    let (_, removed) = live.close_open();
     remove_files(live, &removed);
     super::write_media(live)
 }
