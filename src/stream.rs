@@ -25,6 +25,9 @@ pub struct VideoInfo {
     /// first one is decoded.
     pub input_width: Option<u32>,
     pub input_height: Option<u32>,
+    /// The publisher's H.264 goes to the outputs as it came (`transcode.mode = "auto"`):
+    /// `width`, `height` and `fps` are then the publisher's (0 until its first SPS).
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

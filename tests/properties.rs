@@ -252,9 +252,11 @@ proptest! {
         raw in proptest::option::weighted(0.1, any::<String>()),
     ) {
         let sdp = raw.unwrap_or_else(|| edited_offer(&edits));
-        match offer::plan(&sdp) {
-            Ok(plan) => prop_assert!(plan.video.is_some() || plan.audio.is_some()),
-            Err(error) => assert_client_error(&offer_problem(error)),
+        for preference in [offer::VideoPreference::Vp8, offer::VideoPreference::OfferOrder] {
+            match offer::plan(&sdp, preference) {
+                Ok(plan) => prop_assert!(plan.video.is_some() || plan.audio.is_some()),
+                Err(error) => assert_client_error(&offer_problem(error)),
+            }
         }
         let _ = offer::first_mid(&sdp);
     }

@@ -1,7 +1,7 @@
 //! The sections of `gateway.toml` and their defaults, in one place.
 
 use super::values::{
-    HlsVariant, RecordFormat, X264Preset, empty_when_none, ip_address, ip_addresses,
+    HlsVariant, RecordFormat, TranscodeMode, X264Preset, empty_when_none, ip_address, ip_addresses,
     optional_ip_address, socket_address,
 };
 use crate::name::StreamName;
@@ -132,6 +132,8 @@ impl Default for RecordConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TranscodeConfig {
+    /// `always`: every video is transcoded; `auto`: H.264 is passed through.
+    pub mode: TranscodeMode,
     pub width: u32,
     pub height: u32,
     pub framerate: u32,
@@ -149,6 +151,7 @@ pub struct TranscodeConfig {
 impl Default for TranscodeConfig {
     fn default() -> Self {
         Self {
+            mode: TranscodeMode::Always,
             width: 1280,
             height: 720,
             framerate: 30,

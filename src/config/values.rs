@@ -92,6 +92,45 @@ impl<'de> Deserialize<'de> for HlsVariant {
     }
 }
 
+/// Whether the publisher's video is always transcoded (`transcode.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscodeMode {
+    /// Every video is decoded and encoded to the configured size.
+    Always,
+    /// H.264 from the publisher goes to every output as it came; VP8 is transcoded.
+    Auto,
+}
+
+impl TranscodeMode {
+    pub const ALL: [TranscodeMode; 2] = [Self::Always, Self::Auto];
+
+    /// The name in `gateway.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for TranscodeMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| format!("must be one of \"always\", \"auto\", got {text:?}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for TranscodeMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 /// x264's speed presets the gateway offers, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

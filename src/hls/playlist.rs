@@ -154,6 +154,8 @@ impl Playlist {
         let mut closed = None;
         let mut removed = Vec::new();
         if let Some((uri, date, map)) = start {
+            // A discontinuity to come is the new segment's, not the one it completes.
+            let discontinuity = std::mem::take(&mut self.next_is_discontinuity);
             if let Some(segment) = self.open.take() {
                 closed = Some(segment.clone());
                 removed = self.push(segment);
@@ -162,7 +164,7 @@ impl Playlist {
                 uri,
                 duration: 0.0,
                 date,
-                discontinuity: std::mem::take(&mut self.next_is_discontinuity),
+                discontinuity,
                 map,
                 parts: Vec::new(),
             });
@@ -196,6 +198,13 @@ impl Playlist {
     /// A publisher came back under the same name: the next segment starts anew.
     pub fn resume(&mut self) {
         self.ended = false;
+        let any = self.segments().next().is_some();
+        self.next_is_discontinuity = any;
+    }
+
+    /// The stream's encoding changes (a new initialisation section): the next segment
+    /// comes after a discontinuity.
+    pub fn discontinue(&mut self) {
         let any = self.segments().next().is_some();
         self.next_is_discontinuity = any;
     }

@@ -11,6 +11,12 @@ use tokio::sync::mpsc;
 pub enum MediaEvent {
     /// The depayloader lost data it cannot repair and needs a key frame.
     KeyframeRequested,
+    /// A muxer needs a key frame at this running time, `wait` from now (pass-through:
+    /// the publisher makes every key frame). Bounded: one per segment or recording start.
+    KeyframeDue {
+        running_time_ns: u64,
+        wait: std::time::Duration,
+    },
     /// The first H.264 frame left the encoder; `codec` is `avc1.PPCCLL` from its SPS.
     VideoEncoded { codec: Option<String> },
     /// The first Opus frame left the depayloader.
@@ -34,6 +40,10 @@ pub enum MediaEvent {
     SegmentClosed { location: PathBuf, end_ns: u64 },
     /// A file output failed (a full disk, say); the stream and its other outputs go on.
     OutputFailed { output: FileOutput, message: String },
+    /// The pictures changed size, which the recording's file cannot describe: nothing of
+    /// the new size was written to it; it is to be finished and the recording to go on in
+    /// a new file.
+    RecordingSizeChanged,
     /// A file output received the end of the stream and is complete.
     OutputFinished(FileOutput),
 }

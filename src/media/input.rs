@@ -4,6 +4,7 @@ use crate::media::event::{MediaEvent, MediaEvents};
 use crate::media::measure::Measurements;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_video as gst_video;
 use std::sync::Arc;
 
 /// Where one track's RTP packets enter the pipeline: a source pad of the gateway's own,
@@ -40,19 +41,31 @@ impl MediaInput {
     ) -> Option<MediaInput> {
         let caps = element.property::<Option<gst::Caps>>("caps")?;
         let query_caps = caps.clone();
+        let clock = pipeline.downgrade();
         let pad = gst::Pad::builder(gst::PadDirection::Src)
             .name(format!("{}_src", element.name()))
             .event_function(move |_, _, event| {
-                // The video depayloader (or decoder) asks upstream for a key frame on loss it
-                // cannot repair. Only the video input reports it: the HLS muxer's requests
-                // for segment key units reach the audio input too, and the encoder makes
-                // those key frames itself.
+                // Only the video input reports key-frame requests: the HLS muxer's
+                // requests for segment key units reach the audio input too. With
+                // transcoding the encoder answers the muxers itself, and what arrives here
+                // is the depayloader's (or decoder's) request on loss it cannot repair:
+                // due at once. Without transcoding the muxers' requests for a key unit at
+                // a running time arrive here too: due when that time comes.
                 if let Some(events) = &keyframe_requests
-                    && event
-                        .structure()
-                        .is_some_and(|s| s.name() == "GstForceKeyUnit")
+                    && let Ok(request) = gst_video::UpstreamForceKeyUnitEvent::parse(&event)
                 {
-                    events.send(MediaEvent::KeyframeRequested);
+                    let now = clock.upgrade().and_then(|p| p.current_running_time());
+                    let wait = match (request.running_time, now) {
+                        (Some(at), Some(now)) if at > now => Some(at - now),
+                        _ => None,
+                    };
+                    events.send(match wait {
+                        Some(wait) => MediaEvent::KeyframeDue {
+                            running_time_ns: request.running_time.map_or(0, |t| t.nseconds()),
+                            wait: std::time::Duration::from_nanos(wait.nseconds()),
+                        },
+                        None => MediaEvent::KeyframeRequested,
+                    });
                 }
                 true
             })

@@ -12,20 +12,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// What the probes count, read by the session's statistics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Measurements {
     frames_out: AtomicU64,
     pictures_out: AtomicU64,
     encoder_delay_ns: AtomicU64,
+    /// Running time of the publisher's last key frame (u64::MAX before the first).
+    last_key_frame_ns: AtomicU64,
     delays: DelayHistogram,
     arrivals: Arrivals,
 }
 
+impl Default for Measurements {
+    fn default() -> Self {
+        Self {
+            frames_out: AtomicU64::default(),
+            pictures_out: AtomicU64::default(),
+            encoder_delay_ns: AtomicU64::default(),
+            last_key_frame_ns: AtomicU64::new(u64::MAX),
+            delays: DelayHistogram::default(),
+            arrivals: Arrivals::default(),
+        }
+    }
+}
+
 impl Measurements {
-    /// Installs the probes on `pipeline`'s `video_jitter` and `video_parse`, when it has them.
+    /// Installs the probes on `pipeline`'s `video_jitter`, `video_in_parse` and
+    /// `video_parse`, when it has them.
     pub fn attach(pipeline: &gst::Pipeline) -> Arc<Self> {
         let measurements = Arc::new(Self::default());
         note_released_pictures(pipeline, measurements.clone());
+        note_key_frames(pipeline, measurements.clone());
         count_encoded_frames(pipeline, measurements.clone());
         measurements
     }
@@ -51,6 +68,11 @@ impl Measurements {
     /// How long the last encoded frame took from arrival to leaving the encoder.
     pub fn encoder_delay(&self) -> Duration {
         Duration::from_nanos(self.encoder_delay_ns.load(Ordering::Relaxed))
+    }
+
+    /// The running time of the publisher's last key frame, if any came.
+    pub fn last_key_frame(&self) -> Option<u64> {
+        Some(self.last_key_frame_ns.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
     }
 
     /// Every encoded frame's delay from arrival to leaving the encoder.
@@ -188,6 +210,28 @@ fn note_released_pictures(pipeline: &gst::Pipeline, measurements: Arc<Measuremen
             && let Some(rtp_timestamp) = rtp_timestamp(&map)
         {
             measurements.arrivals.release(at, rtp_timestamp);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Notes the running time of each key frame the publisher sent, as it leaves the input
+/// parser (before any decoder).
+fn note_key_frames(pipeline: &gst::Pipeline, measurements: Arc<Measurements>) {
+    let Some(pad) = pipeline
+        .by_name("video_in_parse")
+        .and_then(|p| p.static_pad("src"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data
+            && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
+            && let Some(at) = running_time(pad, buffer)
+        {
+            measurements
+                .last_key_frame_ns
+                .store(at.nseconds(), Ordering::Relaxed);
         }
         gst::PadProbeReturn::Ok
     });

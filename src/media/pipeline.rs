@@ -93,6 +93,9 @@ impl PipelineFactory {
             refuse_large_vp8(&pipeline, spec.max_input, events.clone());
         }
         refuse_large_caps(&pipeline, spec.max_input, events.clone());
+        if spec.video_passthrough {
+            stamp_decode_times(&pipeline);
+        }
         report_input_size(&pipeline, events.clone());
         take_off_aac_priming(&pipeline);
         let stream = StreamPipeline {
@@ -102,6 +105,7 @@ impl PipelineFactory {
             audio_input,
             templates: self.templates.clone(),
             tracks: (spec.video.is_some(), spec.audio.is_some()),
+            video_passthrough: spec.video_passthrough,
             failed,
             measurements,
         };
@@ -119,6 +123,8 @@ pub struct StreamPipeline {
     templates: Templates,
     /// Whether the stream has video, audio.
     tracks: (bool, bool),
+    /// The publisher's H.264 passes through: it makes every key frame.
+    video_passthrough: bool,
     failed: Arc<FailedOutputs>,
     measurements: Arc<Measurements>,
 }
@@ -143,6 +149,13 @@ impl StreamPipeline {
     /// Frame counts and delays of the video path.
     pub fn measurements(&self) -> &Measurements {
         &self.measurements
+    }
+
+    /// The pipeline's running time now, in nanoseconds.
+    pub fn running_time(&self) -> Option<u64> {
+        self.pipeline
+            .current_running_time()
+            .map(gst::ClockTime::nseconds)
     }
 
     /// The wall-clock time at which the pipeline's running time is (or was)
@@ -210,6 +223,12 @@ impl StreamPipeline {
     /// Whether the stream has video, audio.
     pub(in crate::media) fn tracks(&self) -> (bool, bool) {
         self.tracks
+    }
+
+    /// Whether the publisher's H.264 passes through, so that the publisher makes every
+    /// key frame (and must be asked for them).
+    pub(in crate::media) fn video_passthrough(&self) -> bool {
+        self.video_passthrough
     }
 
     /// A recording bin for `record`, from its template; the caller gives it pads.
@@ -332,6 +351,28 @@ fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEve
     });
 }
 
+/// Gives every passed-through frame a decode time equal to its presentation time, as the
+/// muxers need (isofmp4mux refuses video without one): the publisher's frames come
+/// over RTP with presentation times only, and without B-frames decode order is
+/// presentation order.
+fn stamp_decode_times(pipeline: &gst::Pipeline) {
+    let Some(pad) = pipeline
+        .by_name(names::VIDEO_PARSE)
+        .and_then(|p| p.static_pad("src"))
+    else {
+        return;
+    };
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if let Some(buffer) = info.buffer_mut()
+            && buffer.dts().is_none()
+        {
+            let buffer = buffer.make_mut();
+            buffer.set_dts(buffer.pts());
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// The samples an AAC encoder puts before the first real ones (its priming): a decoder
 /// plays them, so each AAC frame's audio starts this much after its timestamp.
 const AAC_PRIMING: gst::ClockTime = gst::ClockTime::from_nseconds(1024 * 1_000_000_000 / 48_000);
@@ -359,10 +400,12 @@ fn take_off_aac_priming(pipeline: &gst::Pipeline) {
     });
 }
 
-/// Reports the size of the decoded pictures each time it changes.
+/// Reports the size of the publisher's pictures each time it changes: as decoded, or
+/// without a decoder (pass-through) as its SPS declares.
 fn report_input_size(pipeline: &gst::Pipeline, events: MediaEvents) {
     let Some(pad) = pipeline
         .by_name(names::VIDEO_DECODER)
+        .or_else(|| pipeline.by_name(names::VIDEO_IN_PARSE))
         .and_then(|d| d.static_pad("src"))
     else {
         return;
@@ -527,6 +570,7 @@ mod tests {
                 payload_type: 96,
                 clock_rate: 90_000,
             }),
+            video_passthrough: false,
             audio: None,
             outputs: OutputSpec::default(),
         };

@@ -42,6 +42,8 @@ pub struct StreamSpec {
     pub max_input: (u32, u32),
     pub slot: u32,
     pub video: Option<VideoInput>,
+    /// The publisher's H.264 goes to the outputs as it came: no decoding, no encoding.
+    pub video_passthrough: bool,
     pub audio: Option<AudioInput>,
     pub outputs: OutputSpec,
 }

@@ -66,6 +66,17 @@ const VIDEO: TemplateSpec = TemplateSpec {
         VIDEO_ENCODED,
     ],
 };
+const VIDEO_PASSTHROUGH: TemplateSpec = TemplateSpec {
+    file: "video_passthrough.pipeline",
+    names: &[
+        VIDEO_IN,
+        VIDEO_JITTER,
+        VIDEO_DEPAY,
+        VIDEO_IN_PARSE,
+        VIDEO_PARSE,
+        VIDEO_ENCODED,
+    ],
+};
 const AUDIO: TemplateSpec = TemplateSpec {
     file: "audio.pipeline",
     names: &[AUDIO_IN, AUDIO_DEPAY, AUDIO_ENCODED],
@@ -114,8 +125,9 @@ const RECORD_TS: TemplateSpec = TemplateSpec {
     names: RECORD_NAMES,
 };
 
-const ALL: [&TemplateSpec; 9] = [
+const ALL: [&TemplateSpec; 10] = [
     &VIDEO,
+    &VIDEO_PASSTHROUGH,
     &AUDIO,
     &AAC,
     &RTP,
@@ -138,10 +150,19 @@ fn record_template(format: RecordFormat) -> &'static TemplateSpec {
     }
 }
 
+fn video_template(spec: &StreamSpec) -> &'static TemplateSpec {
+    if spec.video_passthrough {
+        &VIDEO_PASSTHROUGH
+    } else {
+        &VIDEO
+    }
+}
+
 /// The spec used to check the templates at startup: every track and every output,
 /// MPEG-TS HLS with the Matroska recording, fMP4 HLS (with parts with MP4) otherwise.
-fn check_spec(codec: VideoCodec, format: RecordFormat) -> StreamSpec {
+fn check_spec(codec: VideoCodec, passthrough: bool, format: RecordFormat) -> StreamSpec {
     StreamSpec {
+        video_passthrough: passthrough,
         name: crate::name::StreamName::new("check").expect("a name"),
         max_input: (3840, 2160),
         slot: 0,
@@ -218,19 +239,21 @@ impl Templates {
     }
 
     fn check(&self, transcode: &TranscodeConfig, rtp: &RtpConfig) -> Result<(), PipelineError> {
-        for (codec, format) in [
-            (VideoCodec::Vp8, RecordFormat::Mp4),
-            (VideoCodec::H264, RecordFormat::Mkv),
-            (VideoCodec::Vp8, RecordFormat::Ts),
+        for (codec, passthrough, format) in [
+            (VideoCodec::Vp8, false, RecordFormat::Mp4),
+            (VideoCodec::H264, false, RecordFormat::Mkv),
+            (VideoCodec::Vp8, false, RecordFormat::Ts),
+            (VideoCodec::H264, true, RecordFormat::Mp4),
+            (VideoCodec::H264, true, RecordFormat::Mkv),
         ] {
-            let spec = check_spec(codec, format);
+            let spec = check_spec(codec, passthrough, format);
             let pipeline = self.build(&spec, transcode, rtp)?;
             let record = spec.outputs.record.as_ref().expect("the check records");
             let bin = self.build_record(record, true, true)?;
             let has = |name: &str| pipeline.by_name(name).is_some() || bin.by_name(name).is_some();
             let hls = spec.outputs.hls.as_ref().expect("the check has HLS");
             for template in [
-                &VIDEO,
+                video_template(&spec),
                 &AUDIO,
                 &AAC,
                 &RTP,
@@ -339,7 +362,7 @@ impl Templates {
 
         let mut parts = Vec::new();
         if spec.video.is_some() {
-            parts.push(&VIDEO);
+            parts.push(video_template(spec));
         }
         if spec.audio.is_some() {
             parts.push(&AUDIO);

@@ -5,12 +5,13 @@
 //! which lingers.
 
 use crate::blocking::blocking;
+use crate::config::{TranscodeConfig, TranscodeMode};
 use crate::gateway::Gateway;
-use crate::media::output::hls::{HlsOutput, variant_of};
+use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
 use crate::media::output::record::Recording;
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{
-    FileOutput, MediaEvent, MediaEventReceiver, OutputSpec, StreamPipeline, StreamSpec,
+    FileOutput, MediaEvent, MediaEventReceiver, OutputSpec, StreamPipeline, StreamSpec, VideoCodec,
 };
 use crate::name::StreamName;
 use crate::session::handle::{Reply, SessionCommand, SessionEvent};
@@ -50,7 +51,12 @@ pub(super) struct Session {
     pub(super) recording: Option<Recording>,
     /// Who asked for the recording to stop, answered once its file is complete.
     pub(super) stop_recording_reply: Option<Reply<String>>,
+    /// The recording's file is being finished to go on in a new one (the picture size
+    /// changed).
+    pub(super) recording_continues: bool,
     pub(super) plis_sent: u64,
+    /// The publisher's picture size, once known.
+    pub(super) input_size: Option<(u32, u32)>,
     /// Remote candidates taken so far, and those ignored past the limit.
     pub(super) candidates_taken: usize,
     pub(super) candidates_ignored: u64,
@@ -65,11 +71,53 @@ pub(super) struct Progress {
     pub(super) live: bool,
     pub(super) tracks_open: usize,
     pub(super) last_keyframe_request: Option<Instant>,
+    /// Pass-through: the running times at or after which muxers need a key frame, and
+    /// when to ask the publisher for each; asked again until one has arrived. Earliest
+    /// first; bounded (a muxer asks for the next once its last has come).
+    pub(super) keyframes_due: Vec<(u64, tokio::time::Instant)>,
     /// RTP packets counted at the last check, and when that count last grew; none
     /// before the first packet.
     pub(super) packets_seen: Option<(u64, Instant)>,
     /// File outputs still to finish their files.
     pub(super) pending_outputs: Vec<FileOutput>,
+}
+
+/// When the pending key frame is due (far ahead when none is).
+fn keyframe_due_at(progress: &Progress) -> tokio::time::Instant {
+    progress.keyframes_due.first().map_or_else(
+        || tokio::time::Instant::now() + Duration::from_secs(3600),
+        |(_, at)| *at,
+    )
+}
+
+/// Whether the publisher's video goes to the outputs without transcoding: H.264 under
+/// `transcode.mode = "auto"`.
+fn passes_through(transcode: &TranscodeConfig, plan: &OfferPlan) -> bool {
+    transcode.mode == TranscodeMode::Auto
+        && plan
+            .video
+            .as_ref()
+            .is_some_and(|(video, _)| video.codec == VideoCodec::H264)
+}
+
+/// Says in the log whether the video passes through, and why not.
+fn log_video_path(transcode: &TranscodeConfig, spec: &StreamSpec) {
+    let Some(video) = &spec.video else {
+        return;
+    };
+    if spec.video_passthrough {
+        tracing::info!("the publisher's H.264 passes through: no decoding, no encoding");
+    } else if transcode.mode == TranscodeMode::Always {
+        tracing::info!(
+            "the publisher's {} is transcoded (transcode.mode = \"always\")",
+            video.codec.name()
+        );
+    } else {
+        tracing::info!(
+            "the publisher's {} is transcoded: only H.264 passes through",
+            video.codec.name()
+        );
+    }
 }
 
 impl Session {
@@ -93,6 +141,7 @@ impl Session {
                 ),
                 slot,
                 video: plan.video.as_ref().map(|(v, _)| v.clone()),
+                video_passthrough: passes_through(&gateway.config.transcode, &plan),
                 audio: plan.audio.as_ref().map(|(a, _)| a.clone()),
                 outputs: OutputSpec::default(),
             },
@@ -110,7 +159,9 @@ impl Session {
             hls: None,
             recording: None,
             stop_recording_reply: None,
+            recording_continues: false,
             plis_sent: 0,
+            input_size: None,
             candidates_taken: 0,
             candidates_ignored: 0,
             last_sample: None,
@@ -124,6 +175,7 @@ impl Session {
     }
 
     pub(super) async fn run(mut self) -> (EndReason, Option<HlsOutput>) {
+        log_video_path(&self.gateway.config.transcode, &self.spec);
         self.spec.outputs = blocking(|| self.open_outputs());
         let pipeline = match self.start_pipeline().await {
             Ok(pipeline) => pipeline,
@@ -280,6 +332,10 @@ impl Session {
                         return EndReason::NoMedia;
                     }
                     self.sample_stats(pipeline).await;
+                    self.keep_keyframe_interval(pipeline, progress).await;
+                }
+                _ = tokio::time::sleep_until(keyframe_due_at(progress)), if !progress.keyframes_due.is_empty() => {
+                    self.keyframe_due(pipeline, progress).await;
                 }
                 event = self.peer_events.recv() => {
                     let Some(event) = event else { return EndReason::PublisherGone };
@@ -383,11 +439,14 @@ impl Session {
         Ok(file)
     }
 
-    /// A recording stopped from the control API is complete: take its branch out.
-    fn recording_finished(&mut self, pipeline: &StreamPipeline) {
-        let Some(reply) = self.stop_recording_reply.take() else {
+    /// A recording stopped from the control API (or for a new picture size) is complete:
+    /// take its branch out, and in the second case go on in a new file.
+    fn recording_finished(&mut self, pipeline: &StreamPipeline, progress: &mut Progress) {
+        let continues = std::mem::take(&mut self.recording_continues);
+        let reply = self.stop_recording_reply.take();
+        if reply.is_none() && !continues {
             return;
-        };
+        }
         let Some(recording) = self.recording.take() else {
             return;
         };
@@ -396,7 +455,11 @@ impl Session {
         self.gateway
             .registry()
             .update(&self.name, |entry| entry.info.outputs.recording = None);
-        let _ = reply.send(Ok(file));
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(file));
+        } else if let Err(message) = self.start_recording(pipeline, progress) {
+            self.output_failed(FileOutput::Recording, &message);
+        }
     }
 
     fn add_rtp_destination(
@@ -470,9 +533,14 @@ impl Session {
     }
 
     fn write_variant(&mut self, video_codec: Option<String>) {
+        let video = match (&self.spec.video, self.spec.video_passthrough) {
+            (None, _) => VariantVideo::None,
+            (Some(_), false) => VariantVideo::Encoded,
+            (Some(_), true) => VariantVideo::PassedThrough(self.input_size),
+        };
         let variant = variant_of(
             &self.gateway.config.transcode,
-            self.spec.video.is_some(),
+            video,
             self.spec.audio.is_some(),
             video_codec,
         );
@@ -534,6 +602,66 @@ impl Session {
         None
     }
 
+    /// A key frame is due (a muxer's, passed through; or a request that came too soon
+    /// after the last): asks the publisher for it, and again every half second until a
+    /// key frame at or after the time it was wanted for has passed.
+    async fn keyframe_due(&mut self, pipeline: &StreamPipeline, progress: &mut Progress) {
+        let last = pipeline.measurements().last_key_frame();
+        progress
+            .keyframes_due
+            .retain(|(wanted, _)| last.is_none_or(|at| at < *wanted));
+        let now = tokio::time::Instant::now();
+        let Some(first) = progress.keyframes_due.first_mut() else {
+            return;
+        };
+        if first.1 > now {
+            return;
+        }
+        first.1 = now + KEYFRAME_REQUEST_INTERVAL;
+        progress.keyframes_due.sort_by_key(|(_, at)| *at);
+        tracing::debug!("asking the publisher for a key frame that is due");
+        self.request_keyframe(progress).await;
+    }
+
+    /// Pass-through: the publisher makes every key frame, and a browser makes none it is
+    /// not asked for. Without HLS nothing else asks, so the publisher is asked for one
+    /// every `transcode.keyframe_interval_s`, for RTP players that join late and for
+    /// recordings; with HLS the muxer asks at each segment boundary, and this asks too
+    /// should a segment's key frame not have come (a muxer that missed one, as
+    /// isofmp4mux can around a change of picture size, would wait for it for ever).
+    async fn keep_keyframe_interval(&mut self, pipeline: &StreamPipeline, progress: &mut Progress) {
+        // A muxer waiting for a key frame it asked for is waited for.
+        if !self.spec.video_passthrough
+            || progress.connected_at.is_none()
+            || !progress.keyframes_due.is_empty()
+        {
+            return;
+        }
+        let config = &self.gateway.config;
+        let interval = if self.hls.is_some() {
+            Duration::from_secs(config.hls.segment_duration_s.into()) + KEYFRAME_REQUEST_INTERVAL
+        } else {
+            Duration::from_secs(config.transcode.keyframe_interval_s.into())
+        };
+        let since_key_frame = match (
+            pipeline.running_time(),
+            pipeline.measurements().last_key_frame(),
+        ) {
+            (Some(now), Some(last)) => Duration::from_nanos(now.saturating_sub(last)),
+            _ => return,
+        };
+        let asked_lately = progress
+            .last_keyframe_request
+            .is_some_and(|at| at.elapsed() < interval.min(since_key_frame));
+        if since_key_frame >= interval && !asked_lately {
+            tracing::debug!(
+                ?since_key_frame,
+                "no key frame for a while: asking the publisher"
+            );
+            self.request_keyframe(progress).await;
+        }
+    }
+
     async fn request_keyframe(&mut self, progress: &mut Progress) {
         self.peer.request_keyframe().await;
         self.plis_sent += 1;
@@ -548,13 +676,38 @@ impl Session {
     ) -> Option<EndReason> {
         match event {
             MediaEvent::KeyframeRequested => {
-                let due = progress
+                let next = progress
                     .last_keyframe_request
-                    .is_none_or(|at| at.elapsed() >= KEYFRAME_REQUEST_INTERVAL);
-                if due {
-                    tracing::debug!("asking the publisher for a key frame");
-                    self.request_keyframe(progress).await;
+                    .map(|at| at + KEYFRAME_REQUEST_INTERVAL)
+                    .filter(|next| *next > Instant::now());
+                match (next, pipeline.running_time()) {
+                    // Asked too soon after the last request: asked when the interval is
+                    // over, unless a key frame has come by then.
+                    (Some(next), Some(now)) => {
+                        let last = pipeline.measurements().last_key_frame();
+                        progress
+                            .keyframes_due
+                            .retain(|(wanted, _)| last.is_none_or(|at| at < *wanted));
+                        let already = progress.keyframes_due.iter().any(|(at, _)| *at <= now);
+                        if !already {
+                            progress.keyframes_due.push((now, next.into()));
+                            progress.keyframes_due.sort_by_key(|(_, at)| *at);
+                        }
+                    }
+                    (Some(_), None) => {}
+                    (None, _) => {
+                        tracing::debug!("asking the publisher for a key frame");
+                        self.request_keyframe(progress).await;
+                    }
                 }
+            }
+            MediaEvent::KeyframeDue {
+                running_time_ns,
+                wait,
+            } => {
+                let at = tokio::time::Instant::now() + wait;
+                progress.keyframes_due.push((running_time_ns, at));
+                progress.keyframes_due.sort_by_key(|(_, at)| *at);
             }
             // With RTP on, `live` waits for the RTP output, so that the SDP file is
             // served as soon as a publisher hears `live`.
@@ -595,11 +748,20 @@ impl Session {
                 }
             }
             MediaEvent::InputSize { width, height } => {
+                if self.input_size == Some((width, height)) {
+                    return None;
+                }
+                self.input_size = Some((width, height));
                 tracing::info!(width, height, "publisher's picture size");
+                let passthrough = self.spec.video_passthrough;
                 self.gateway.registry().update(&self.name, |entry| {
                     if let Some(video) = &mut entry.info.video {
                         video.input_width = Some(width);
                         video.input_height = Some(height);
+                        // Passed through, the output has the publisher's size.
+                        if passthrough {
+                            (video.width, video.height) = (width, height);
+                        }
                     }
                 });
             }
@@ -631,11 +793,20 @@ impl Session {
                 progress.pending_outputs.retain(|o| *o != output);
                 self.output_failed(output, &message);
             }
+            MediaEvent::RecordingSizeChanged => {
+                let stopping = self.stop_recording_reply.is_none()
+                    && !self.recording_continues
+                    && self.recording.as_ref().is_some_and(Recording::stop);
+                if stopping {
+                    tracing::info!("the picture size changed: the recording goes on in a new file");
+                    self.recording_continues = true;
+                }
+            }
             MediaEvent::OutputFinished(output) => {
                 tracing::debug!(?output, "output finished");
                 progress.pending_outputs.retain(|o| *o != output);
                 if output == FileOutput::Recording {
-                    blocking(|| self.recording_finished(pipeline));
+                    blocking(|| self.recording_finished(pipeline, progress));
                 }
             }
         }

@@ -50,9 +50,19 @@ fn codecs(section: &MediaDescription) -> Vec<Codec> {
         .collect()
 }
 
-/// Checks an offer and picks the codecs the gateway will receive: VP8 (preferred) or
-/// H.264 with packetization-mode 1 for video, Opus for audio.
-pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
+/// Which video codec the gateway takes when an offer has both VP8 and H.264.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoPreference {
+    /// VP8: every video is transcoded anyway, and VP8 decodes at the least cost.
+    Vp8,
+    /// The offer's own order: a publisher that prefers H.264 (the page's checkbox, a WHIP
+    /// tool) has it passed through.
+    OfferOrder,
+}
+
+/// Checks an offer and picks the codecs the gateway will receive: VP8 or H.264 with
+/// packetization-mode 1 for video (by `preference`), Opus for audio.
+pub fn plan(sdp: &str, preference: VideoPreference) -> Result<OfferPlan, OfferError> {
     if !sdp.trim_start().starts_with("v=0") {
         return Err(OfferError::Malformed("it does not start with v=0".into()));
     }
@@ -87,19 +97,27 @@ pub fn plan(sdp: &str) -> Result<OfferPlan, OfferError> {
             .map(|s| codecs(s))
     };
     let video = find("video").and_then(|codecs| {
-        let vp8 = codecs
-            .iter()
-            .find(|c| c.name.eq_ignore_ascii_case("VP8") && c.clock_rate == 90000)
-            .map(|c| (VideoCodec::Vp8, c));
-        let h264 = codecs
-            .iter()
-            .find(|c| {
-                c.name.eq_ignore_ascii_case("H264")
-                    && c.clock_rate == 90000
-                    && c.fmtp.contains("packetization-mode=1")
-            })
-            .map(|c| (VideoCodec::H264, c));
-        vp8.or(h264).map(|(codec, c)| {
+        let vp8 = |c: &Codec| c.name.eq_ignore_ascii_case("VP8") && c.clock_rate == 90000;
+        let h264 = |c: &Codec| {
+            c.name.eq_ignore_ascii_case("H264")
+                && c.clock_rate == 90000
+                && c.fmtp.contains("packetization-mode=1")
+        };
+        let kind = |c: &Codec| {
+            if vp8(c) {
+                VideoCodec::Vp8
+            } else {
+                VideoCodec::H264
+            }
+        };
+        let chosen = match preference {
+            VideoPreference::Vp8 => codecs
+                .iter()
+                .find(|c| vp8(c))
+                .or_else(|| codecs.iter().find(|c| h264(c))),
+            VideoPreference::OfferOrder => codecs.iter().find(|c| vp8(c) || h264(c)),
+        };
+        chosen.map(|c| (kind(c), c)).map(|(codec, c)| {
             (
                 VideoInput {
                     codec,
@@ -180,7 +198,7 @@ pub(crate) mod tests {
 
     #[test]
     fn browser_offer_prefers_vp8_and_opus() {
-        let plan = plan(BROWSER_OFFER).unwrap();
+        let plan = plan(BROWSER_OFFER, VideoPreference::Vp8).unwrap();
         let (video, codec) = plan.video.unwrap();
         assert_eq!(video.codec, VideoCodec::Vp8);
         assert_eq!(video.payload_type, 96);
@@ -194,10 +212,32 @@ pub(crate) mod tests {
     #[test]
     fn h264_only_offer() {
         let offer = BROWSER_OFFER.replace("a=rtpmap:96 VP8/90000\r\n", "");
-        let (video, codec) = plan(&offer).unwrap().video.unwrap();
+        let (video, codec) = plan(&offer, VideoPreference::Vp8).unwrap().video.unwrap();
         assert_eq!(video.codec, VideoCodec::H264);
         assert_eq!(video.payload_type, 102);
         assert!(codec.fmtp.contains("profile-level-id=42e01f"));
+    }
+
+    #[test]
+    fn the_offer_order_decides_when_asked() {
+        // The browser offer lists H.264 (102) before VP8 (96).
+        let plan_of = |sdp: &str| {
+            plan(sdp, VideoPreference::OfferOrder)
+                .unwrap()
+                .video
+                .unwrap()
+                .0
+        };
+        let video = plan_of(BROWSER_OFFER);
+        assert_eq!((video.codec, video.payload_type), (VideoCodec::H264, 102));
+        let vp8_first = BROWSER_OFFER.replacen("102 96 97", "96 97 102", 1);
+        assert_ne!(
+            vp8_first, BROWSER_OFFER,
+            "the m= line of the fixture changed"
+        );
+        assert_eq!(plan_of(&vp8_first).codec, VideoCodec::Vp8);
+        let preferring_vp8 = plan(BROWSER_OFFER, VideoPreference::Vp8).unwrap();
+        assert_eq!(preferring_vp8.video.unwrap().0.codec, VideoCodec::Vp8);
     }
 
     #[test]
@@ -213,17 +253,29 @@ pub(crate) mod tests {
 
     #[test]
     fn rejections() {
-        assert!(matches!(plan("hello"), Err(OfferError::Malformed(_))));
-        assert!(matches!(plan(""), Err(OfferError::Malformed(_))));
+        assert!(matches!(
+            plan("hello", VideoPreference::Vp8),
+            Err(OfferError::Malformed(_))
+        ));
+        assert!(matches!(
+            plan("", VideoPreference::Vp8),
+            Err(OfferError::Malformed(_))
+        ));
         let no_codecs = BROWSER_OFFER
             .replace("opus/48000/2", "ISAC/16000")
             .replace("VP8/90000", "VP9/90000")
             .replace("H264/90000", "AV1/90000");
-        assert_eq!(plan(&no_codecs), Err(OfferError::NoSupportedCodec));
+        assert_eq!(
+            plan(&no_codecs, VideoPreference::Vp8),
+            Err(OfferError::NoSupportedCodec)
+        );
         let receiving = BROWSER_OFFER.replace("a=sendonly", "a=recvonly");
-        assert_eq!(plan(&receiving), Err(OfferError::NotSending));
+        assert_eq!(
+            plan(&receiving, VideoPreference::Vp8),
+            Err(OfferError::NotSending)
+        );
         let audio_only = BROWSER_OFFER.replace("m=video 9", "m=video 0");
-        let p = plan(&audio_only).unwrap();
+        let p = plan(&audio_only, VideoPreference::Vp8).unwrap();
         assert!(p.video.is_none() && p.audio.is_some());
     }
 }

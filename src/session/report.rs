@@ -63,23 +63,30 @@ impl Session {
             stats.bitrate_kbps = rate(stats.bytes_received, previous.bytes_received) * 8.0 / 1000.0;
         }
         self.last_sample = Some((now, stats.clone()));
-        self.gateway
-            .registry()
-            .update(&self.name, |entry| entry.info.stats = stats);
+        let passthrough = self.spec.video_passthrough;
+        self.gateway.registry().update(&self.name, |entry| {
+            // Passed through, the output's frame rate is the publisher's.
+            if passthrough && let Some(video) = &mut entry.info.video {
+                video.fps = stats.output_fps.round() as u32;
+            }
+            entry.info.stats = stats;
+        });
     }
 
     /// Fills the stream object with what the outputs will be.
     pub(super) fn publish_info(&self) {
         let transcode = &self.gateway.config.transcode;
         let name = &self.name;
+        let passthrough = self.spec.video_passthrough;
         let video = self.plan.video.as_ref().map(|(input, _)| VideoInfo {
             codec: "H264".into(),
-            width: transcode.width,
-            height: transcode.height,
-            fps: transcode.framerate,
+            width: if passthrough { 0 } else { transcode.width },
+            height: if passthrough { 0 } else { transcode.height },
+            fps: if passthrough { 0 } else { transcode.framerate },
             input_codec: input.codec.name().into(),
             input_width: None,
             input_height: None,
+            passthrough,
         });
         let audio = self.plan.audio.as_ref().map(|_| AudioInfo {
             codec: "opus".into(),

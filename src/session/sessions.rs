@@ -4,12 +4,13 @@
 //! reports `Ended`.
 
 use crate::blocking::blocking;
+use crate::config::TranscodeMode;
 use crate::gateway::Gateway;
 use crate::name::StreamName;
 use crate::registry::RegistryError;
 use crate::session::driver::Session;
 use crate::session::handle::{SessionEvent, SessionHandle};
-use crate::session::offer::{self, OfferError};
+use crate::session::offer::{self, OfferError, VideoPreference};
 use crate::session::peer::Peer;
 use crate::stream::EndReason;
 use std::collections::HashMap;
@@ -84,7 +85,11 @@ impl Sessions {
         if gateway.shutdown.is_cancelled() {
             return Err(PublishError::ShuttingDown);
         }
-        let plan = offer::plan(&request.offer)?;
+        let preference = match gateway.config.transcode.mode {
+            TranscodeMode::Always => VideoPreference::Vp8,
+            TranscodeMode::Auto => VideoPreference::OfferOrder,
+        };
+        let plan = offer::plan(&request.offer, preference)?;
         let name = request.stream.clone();
         let slot = gateway
             .registry()

@@ -1,6 +1,6 @@
 """A WHIP publisher that is not ours: aiortc sends a test picture and tone to a WHIP URL.
 
-Usage: aiortc_whip.py URL [--token T] [--seconds N] [--no-audio]
+Usage: aiortc_whip.py URL [--token T] [--seconds N] [--no-audio] [--codec h264]
 Prints one JSON line per step: {"step": "created", "status": 201, "location": ...}.
 """
 
@@ -10,7 +10,7 @@ import json
 import sys
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
 
@@ -24,11 +24,16 @@ async def main():
     parser.add_argument("--token")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--no-audio", action="store_true")
+    parser.add_argument("--codec", help="offer only this video codec (h264, vp8)")
     args = parser.parse_args()
 
     pc = RTCPeerConnection()
     video = MediaPlayer("testsrc=size=320x240:rate=30", format="lavfi")
-    pc.addTransceiver(video.video, direction="sendonly")
+    transceiver = pc.addTransceiver(video.video, direction="sendonly")
+    if args.codec:
+        wanted = f"video/{args.codec}".lower()
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == wanted])
     if not args.no_audio:
         audio = MediaPlayer("sine=frequency=440:sample_rate=48000", format="lavfi")
         pc.addTransceiver(audio.audio, direction="sendonly")

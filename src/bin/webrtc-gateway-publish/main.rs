@@ -106,6 +106,10 @@ struct Cli {
     /// `webrtc_gateway::client::clock_stamp` reads it back).
     #[arg(long)]
     clock_stamp: bool,
+    /// Make key frames only when the gateway asks for one (PLI, FIR), as browsers do;
+    /// without it the encoder makes one every 2 s too.
+    #[arg(long)]
+    keyframes_on_request: bool,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -187,16 +191,22 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// The video encoder the publisher uses, ending in H.264 or VP8 frames.
-fn video_encoder(cli: &Cli) -> &'static str {
+fn video_encoder(cli: &Cli) -> String {
+    // A key frame every 2 s, or (as a browser) none but those asked for.
+    let interval = if cli.keyframes_on_request {
+        1_000_000
+    } else {
+        60
+    };
     match cli.codec {
-        Codec::Vp8 => {
-            "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 \
+        Codec::Vp8 => format!(
+            "vp8enc deadline=1 cpu-used=8 keyframe-max-dist={interval} \
              target-bitrate=800000 error-resilient=partitions"
-        }
-        Codec::H264 => {
-            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 bitrate=800 \
+        ),
+        Codec::H264 => format!(
+            "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={interval} bitrate=800 \
              ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"
-        }
+        ),
     }
 }
 

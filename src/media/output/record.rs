@@ -5,8 +5,9 @@
 
 use crate::config::RecordFormat;
 use crate::media::error::PipelineError;
+use crate::media::event::{MediaEvent, MediaEvents};
 use crate::media::pipeline::StreamPipeline;
-use crate::media::probe::probed_buffer;
+use crate::media::probe::{caps_size, probed_buffer};
 use crate::media::spec::{FileOutput, RecordSpec};
 use crate::media::templates::names;
 use crate::name::StreamName;
@@ -93,7 +94,7 @@ impl Recording {
         bin.set_property("name", "record_bin");
         pipeline.gst().add(&bin).map_err(|e| start(&e))?;
         pipeline.clear_failed(FileOutput::Recording);
-        let mut links = Vec::new();
+        let mut pads = Vec::new();
         for (tee, queue) in [
             (names::VIDEO_ENCODED, names::RECORD_VIDEO_QUEUE),
             (names::AUDIO_AAC, names::RECORD_AUDIO_QUEUE),
@@ -108,7 +109,19 @@ impl Recording {
                 .name(queue.name().as_str())
                 .build();
             bin.add_pad(&bin_pad).map_err(|e| start(&e))?;
-            let bin_pad = bin_pad.upcast::<gst::Pad>();
+            pads.push((tee, bin_pad.upcast::<gst::Pad>()));
+        }
+        if self.format == RecordFormat::Mp4 && video {
+            align_track_starts(&bin, audio);
+        }
+        if self.format != RecordFormat::Ts && video {
+            end_on_size_change(&bin, pipeline.events());
+        }
+        // The branch plays before it is linked: a running tee never pushes into a pad
+        // that is not active yet (its flushing answer would stop the stream's thread).
+        bin.sync_state_with_parent().map_err(|e| start(&e))?;
+        let mut links = Vec::new();
+        for (tee, bin_pad) in pads {
             let tee_pad = tee
                 .request_pad_simple("src_%u")
                 .ok_or_else(|| PipelineError::Start("the tee gives no pad".into()))?;
@@ -117,10 +130,6 @@ impl Recording {
                 .map_err(|e| PipelineError::Start(format!("cannot link the recording: {e:?}")))?;
             links.push((tee_pad, bin_pad));
         }
-        if self.format == RecordFormat::Mp4 && video {
-            align_track_starts(&bin, audio);
-        }
-        bin.sync_state_with_parent().map_err(|e| start(&e))?;
         self.branch = Some(Branch { bin, links });
         Ok(())
     }
@@ -155,6 +164,46 @@ impl Recording {
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// MP4 and Matroska describe the picture size once, at the start of the file: when the
+/// pictures change size (a publisher's own H.264, passed through, as a browser raises its
+/// resolution), nothing of the new size reaches this file, which is reported so that it
+/// is finished and the recording goes on in a new one. MPEG-TS carries each size in
+/// band and records on.
+fn end_on_size_change(bin: &gst::Bin, events: MediaEvents) {
+    // After the queue: the probes that align the tracks' starts are on its sink pad.
+    let Some(pad) = bin
+        .by_name(names::RECORD_VIDEO_QUEUE)
+        .and_then(|q| q.static_pad("src"))
+    else {
+        return;
+    };
+    // The first size, and whether it has changed since.
+    let state = Mutex::new((None, false));
+    let kinds = gst::PadProbeType::EVENT_DOWNSTREAM
+        | gst::PadProbeType::BUFFER
+        | gst::PadProbeType::BUFFER_LIST;
+    pad.add_probe(kinds, move |_, info| {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let (size, changed) = &mut *state;
+        if let Some(new) = caps_size(info) {
+            if size.is_some_and(|old| old != new) && !*changed {
+                *changed = true;
+                events.send(MediaEvent::RecordingSizeChanged);
+            }
+            size.get_or_insert(new);
+        }
+        let is_eos = matches!(
+            &info.data,
+            Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos
+        );
+        if *changed && !is_eos {
+            gst::PadProbeReturn::Drop
+        } else {
+            gst::PadProbeReturn::Ok
+        }
+    });
 }
 
 /// Where a recording's tracks start, shared by the probes on its two queues.

@@ -5,8 +5,8 @@
 //! as soon as the muxer has it, and each segment file is written before it is listed.
 
 use crate::hls::live::LiveHls;
-use crate::hls::playlist::{Part, Segment};
-use crate::media::event::MediaEvent;
+use crate::hls::playlist::{Part, Playlist, Segment};
+use crate::media::event::{MediaEvent, MediaEvents};
 use crate::media::pipeline::StreamPipeline;
 use crate::media::spec::FileOutput;
 use crate::media::templates::names;
@@ -23,11 +23,19 @@ pub struct Fmp4Writer {
     pub live: Arc<LiveHls>,
     /// Names of this output's files start with it.
     pub prefix: String,
-    /// This publisher's initialisation section, `<prefix>init<n>.mp4`.
+    /// This publisher's initialisation section, `<prefix>init<n>.mp4`; a later one (the
+    /// publisher's picture size changed, passed through) is `<prefix>init<n>_<k>.mp4`.
     pub init_uri: String,
+    /// Initialisation sections the muxer has made for this publisher.
+    pub headers: u32,
     /// The number the next part's URI gets, over every publisher of this output.
     pub next_part: Arc<AtomicU64>,
     pub low_latency: bool,
+    /// Passed through, the segment duration: isofmp4mux asks for no key frame for the end
+    /// of the fragment that follows a new initialisation section, so the writer does.
+    pub boundary_after_header: Option<u64>,
+    /// A new initialisation section came; the fragment after it has not started yet.
+    pub header_pending: bool,
 }
 
 /// One chunk as the muxer hands it over.
@@ -56,7 +64,7 @@ impl Fmp4Writer {
         let callbacks = gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Err(e) = self.on_sample(&sample, &|rt| clock(rt)) {
+                if let Err(e) = self.on_sample(&sample, &|rt| clock(rt), &events) {
                     events.send(MediaEvent::OutputFailed {
                         output: FileOutput::Hls,
                         message: format!("cannot write an HLS segment: {e}"),
@@ -81,6 +89,7 @@ impl Fmp4Writer {
         &mut self,
         sample: &gst::Sample,
         wall_clock: &dyn Fn(u64) -> SystemTime,
+        events: &MediaEvents,
     ) -> std::io::Result<()> {
         let segment = sample
             .segment()
@@ -92,11 +101,11 @@ impl Fmp4Writer {
             };
             let kind = map.get(4..8);
             if buffer.flags().contains(gst::BufferFlags::HEADER) && kind == Some(b"ftyp") {
-                return write_file(&self.live, &self.init_uri, &map);
+                return self.new_header(&map);
             }
             if kind == Some(b"moof") || chunk.is_none() {
                 if let Some(done) = chunk.take() {
-                    self.add(done, wall_clock)?;
+                    self.add(done, wall_clock, events)?;
                 }
                 chunk = Some(Chunk {
                     bytes: Vec::with_capacity(64 * 1024),
@@ -120,13 +129,39 @@ impl Fmp4Writer {
             each(buffer)?;
         }
         match chunk {
-            Some(done) => self.add(done, wall_clock),
+            Some(done) => self.add(done, wall_clock, events),
             None => Ok(()),
         }
     }
 
+    /// The muxer made an initialisation section: the first, or a new one when the
+    /// stream's caps changed (a publisher's new picture size, passed through). A new one
+    /// gets a file of its own and the next segment comes after a discontinuity.
+    fn new_header(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.headers += 1;
+        if self.headers > 1 {
+            self.header_pending = true;
+            let first = self
+                .init_uri
+                .split_once('_')
+                .map_or(self.init_uri.as_str(), |(f, _)| f);
+            let stem = first.trim_end_matches(".mp4").to_string();
+            self.init_uri = format!("{stem}_{}.mp4", self.headers);
+            self.live.update(Playlist::discontinue);
+        }
+        write_file(&self.live, &self.init_uri, bytes)
+    }
+
     /// Adds a chunk: as a part, or, without parts, as a whole segment.
-    fn add(&mut self, chunk: Chunk, wall_clock: &dyn Fn(u64) -> SystemTime) -> std::io::Result<()> {
+    fn add(
+        &mut self,
+        chunk: Chunk,
+        wall_clock: &dyn Fn(u64) -> SystemTime,
+        events: &MediaEvents,
+    ) -> std::io::Result<()> {
+        if chunk.starts_fragment && std::mem::take(&mut self.header_pending) {
+            self.ask_for_boundary(&chunk, wall_clock, events);
+        }
         let date = chunk
             .running_time
             .map_or_else(SystemTime::now, |rt| wall_clock(rt.nseconds()));
@@ -183,6 +218,30 @@ impl Fmp4Writer {
             super::write_media(&self.live)?;
         }
         Ok(())
+    }
+}
+
+impl Fmp4Writer {
+    /// Passed through, asks for the key frame that ends the fragment after a new
+    /// initialisation section, as isofmp4mux does for every other fragment.
+    fn ask_for_boundary(
+        &self,
+        chunk: &Chunk,
+        wall_clock: &dyn Fn(u64) -> SystemTime,
+        events: &MediaEvents,
+    ) {
+        let (Some(segment_ns), Some(start)) = (self.boundary_after_header, chunk.running_time)
+        else {
+            return;
+        };
+        let end = start.nseconds() + segment_ns;
+        let wait = wall_clock(end)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        events.send(MediaEvent::KeyframeDue {
+            running_time_ns: end,
+            wait,
+        });
     }
 }
 

@@ -26,23 +26,43 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The variant a stream's encoders make.
+/// What the variant's video is: made by the encoder, or the publisher's own passed
+/// through, with its picture size once its SPS is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariantVideo {
+    None,
+    Encoded,
+    PassedThrough(Option<(u32, u32)>),
+}
+
+/// The variant a stream's outputs make. Passed through, the video's bitrate is the
+/// publisher's: `transcode.video_bitrate_kbps` stands for it (browsers send up to about
+/// that at 720p), and the frame rate is not known ahead.
 pub fn variant_of(
     transcode: &TranscodeConfig,
-    video: bool,
+    video: VariantVideo,
     audio: bool,
     codec: Option<String>,
 ) -> Variant {
-    let kbps = if video {
+    let has_video = video != VariantVideo::None;
+    let kbps = if has_video {
         transcode.video_bitrate_kbps
     } else {
         0
     } + if audio { 128 } else { 0 };
+    let (resolution, framerate) = match video {
+        VariantVideo::None => (None, None),
+        VariantVideo::Encoded => (
+            Some((transcode.width, transcode.height)),
+            Some(transcode.framerate),
+        ),
+        VariantVideo::PassedThrough(size) => (size, None),
+    };
     Variant {
         // The encoders' rates plus a tenth for the container's overhead.
         bandwidth: kbps as u64 * 1100,
-        resolution: video.then_some((transcode.width, transcode.height)),
-        framerate: video.then_some(transcode.framerate),
+        resolution,
+        framerate,
         video_codec: codec,
         audio,
     }
@@ -150,8 +170,12 @@ impl HlsOutput {
                 live: self.live.clone(),
                 prefix: self.prefix.clone(),
                 init_uri: format!("{}init{}.mp4", self.prefix, self.publishers),
+                headers: 0,
                 next_part: self.next_part.clone(),
                 low_latency: spec.part_ns.is_some(),
+                boundary_after_header: (pipeline.video_passthrough() && pipeline.tracks().0)
+                    .then_some(spec.segment_ns),
+                header_pending: false,
             }
             .attach(pipeline);
             return;

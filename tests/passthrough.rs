@@ -1,0 +1,433 @@
+//! H.264 pass-through (`transcode.mode = "auto"`): a publisher's H.264 reaches every output
+//! as it came, never decoded or encoded. The test publisher makes key frames only when
+//! the gateway asks (as browsers do), so segments that start on key frames show that the
+//! gateway asked at each boundary. The gateway's own size (320x180) differs from the
+//! publisher's (640x360), so each output's size shows which path it took.
+
+mod common;
+
+use common::fetch::{fetch, ffprobe};
+use common::{Publisher, TestGateway, decode_sdp, eventually, root_path};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const H264_ON_REQUEST: &[&str] = &["--codec", "h264", "--keyframes-on-request"];
+
+/// One segment of a media playlist.
+#[derive(Debug, Clone)]
+struct Segment {
+    uri: String,
+    duration: f64,
+    map: Option<String>,
+    discontinuity: bool,
+    /// Whether the segment's first part is marked independent (low-latency only).
+    first_part_independent: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+struct MediaPlaylist {
+    target: f64,
+    segments: Vec<Segment>,
+}
+
+fn parse(text: &str) -> MediaPlaylist {
+    let mut playlist = MediaPlaylist::default();
+    let (mut map, mut discontinuity, mut first_part) = (None, false, None);
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            playlist.target = value.parse().unwrap();
+        } else if let Some(value) = line.strip_prefix("#EXT-X-MAP:URI=") {
+            map = Some(value.trim_matches('"').to_string());
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if let Some(value) = line.strip_prefix("#EXT-X-PART:") {
+            first_part.get_or_insert(value.contains("INDEPENDENT=YES"));
+        } else if let Some(value) = line.strip_prefix("#EXTINF:") {
+            let duration = value.trim_end_matches(',').parse().unwrap();
+            playlist.segments.push(Segment {
+                uri: String::new(),
+                duration,
+                map: map.clone(),
+                discontinuity: std::mem::take(&mut discontinuity),
+                first_part_independent: first_part.take(),
+            });
+        } else if !line.starts_with('#')
+            && !line.is_empty()
+            && let Some(segment) = playlist.segments.last_mut()
+        {
+            segment.uri = line.to_string();
+        }
+    }
+    playlist
+}
+
+fn media(gateway: &TestGateway, name: &str) -> MediaPlaylist {
+    let response = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
+    if response.status != 200 {
+        return MediaPlaylist::default();
+    }
+    parse(&response.text())
+}
+
+/// Waits (with a deadline) until the media playlist satisfies `done`.
+fn wait_playlist(
+    gateway: &TestGateway,
+    name: &str,
+    what: &str,
+    done: impl Fn(&MediaPlaylist) -> bool,
+) -> MediaPlaylist {
+    eventually(Duration::from_secs(40), || {
+        let playlist = media(gateway, name);
+        done(&playlist).then_some(playlist)
+    })
+    .unwrap_or_else(|| panic!("{what}: {:?}\n{}", media(gateway, name), gateway.log()))
+}
+
+/// The video frames of a segment (with its initialisation section, if any): their
+/// key-frame flags and the picture width.
+fn segment_frames(gateway: &TestGateway, name: &str, segment: &Segment) -> (Vec<bool>, String) {
+    let mut bytes = Vec::new();
+    if let Some(map) = &segment.map {
+        let init = fetch(gateway, &format!("/streams/{name}/{map}"));
+        assert_eq!(init.status, 200, "{map}");
+        bytes.extend(init.body);
+    }
+    let body = fetch(gateway, &format!("/streams/{name}/{}", segment.uri));
+    assert_eq!(body.status, 200, "{}", segment.uri);
+    bytes.extend(body.body);
+    let path = gateway.dir.path().join(format!("probe-{}", segment.uri));
+    std::fs::write(&path, bytes).unwrap();
+    let probe = ffprobe(
+        &path,
+        &[
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=key_frame,width",
+            "-show_frames",
+        ],
+    );
+    let keys = probe.lines().map(|l| l.contains("key_frame=1")).collect();
+    let width = probe
+        .lines()
+        .next()
+        .and_then(|l| l.split("width=").nth(1))
+        .map(|w| w.split('|').next().unwrap_or(w).to_string())
+        .unwrap_or_default();
+    (keys, width)
+}
+
+/// Every complete segment starts with a key frame, decodes, and lasts about the target
+/// (the publisher's key frame arrives just after each boundary).
+fn assert_segments_start_on_key_frames(
+    gateway: &TestGateway,
+    name: &str,
+    playlist: &MediaPlaylist,
+) {
+    assert!(playlist.segments.len() >= 3, "{playlist:?}");
+    for (k, segment) in playlist.segments.iter().enumerate() {
+        let (keys, _) = segment_frames(gateway, name, segment);
+        assert!(keys.len() >= 10, "{}: {} frames", segment.uri, keys.len());
+        assert!(keys[0], "{} does not start with a key frame", segment.uri);
+        assert!(
+            segment.duration.round() <= playlist.target,
+            "{}: {} s past the target {}",
+            segment.uri,
+            segment.duration,
+            playlist.target
+        );
+        // The first segment starts with the stream; the last may be cut by the end.
+        if k > 0 && k + 1 < playlist.segments.len() {
+            assert!(
+                segment.duration >= 1.5,
+                "{}: {} s, a key frame came early",
+                segment.uri,
+                segment.duration
+            );
+        }
+        if let Some(independent) = segment.first_part_independent {
+            assert!(
+                independent,
+                "{}: its first part is not independent",
+                segment.uri
+            );
+        }
+    }
+}
+
+fn recordings(gateway: &TestGateway, name: &str) -> Vec<Value> {
+    let (status, list) = gateway.get_json("/recordings");
+    assert_eq!(status, 200);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["stream"] == name)
+        .cloned()
+        .collect()
+}
+
+/// ffprobe's video size, and the duration of each track, of a recording.
+fn probe_recording(path: &std::path::Path) -> (String, Vec<f64>) {
+    let probe = ffprobe(
+        path,
+        &["-show_entries", "stream=codec_name,width,height,duration"],
+    );
+    let size = probe
+        .lines()
+        .find(|l| l.contains("codec_name=h264"))
+        .map(|l| {
+            let field = |key: &str| {
+                l.split('|')
+                    .find_map(|f| f.strip_prefix(key))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            format!("{}x{}", field("width="), field("height="))
+        })
+        .unwrap_or_default();
+    let durations = probe
+        .lines()
+        .filter_map(|l| l.split("duration=").nth(1)?.parse().ok())
+        .collect();
+    (size, durations)
+}
+
+#[test]
+fn h264_passes_through_to_rtp_low_latency_hls_and_the_recording() {
+    let gateway = TestGateway::start(
+        "[transcode]\nmode = \"auto\"\n[record]\nenabled = true\ndir = \"rec\"\nformat = \"mp4\"",
+    );
+    let mut publisher = Publisher::start(&gateway, "pass", H264_ON_REQUEST);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    let stream = eventually(Duration::from_secs(10), || {
+        let stream = gateway.stream("pass")?;
+        (stream["video"]["width"] == 640).then_some(stream)
+    })
+    .unwrap_or_else(|| panic!("{:?}", gateway.stream("pass")));
+    assert_eq!(stream["video"]["passthrough"], true);
+    assert_eq!(stream["video"]["input_codec"], "H264");
+    assert_eq!(stream["video"]["height"], 360);
+    assert!(
+        gateway
+            .log()
+            .contains("the publisher's H.264 passes through"),
+        "{}",
+        gateway.log()
+    );
+
+    // RTP: the publisher's pictures, at its size, with Opus untouched.
+    let decoded = decode_sdp(&gateway.url("/streams/pass/stream.sdp"), 5.0);
+    decoded.assert_h264_and_opus(60);
+    assert_eq!(decoded.size, Some((640, 360)), "{}", decoded.stderr);
+    // The SDP's parameters come from the publisher's SPS (constrained baseline, 0x42).
+    let sdp = gateway.get("/streams/pass/stream.sdp").text().unwrap();
+    assert!(sdp.contains("profile-level-id=42"), "{sdp}");
+    assert!(sdp.contains("sprop-parameter-sets=Z0"), "{sdp}");
+    let multivariant = fetch(&gateway, "/streams/pass/index.m3u8").text();
+    assert!(multivariant.contains("CODECS=\"avc1.42"), "{multivariant}");
+    assert!(
+        multivariant.contains("RESOLUTION=640x360"),
+        "{multivariant}"
+    );
+
+    // Low-latency HLS: segments and their independent parts start on the publisher's
+    // key frames, which the gateway asked for at each boundary.
+    let playlist = wait_playlist(&gateway, "pass", "four segments", |p| p.segments.len() >= 4);
+    assert_segments_start_on_key_frames(&gateway, "pass", &playlist);
+    let plis = gateway.stream("pass").unwrap()["stats"]["plis_sent"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        plis >= playlist.segments.len() as u64 && plis <= 3 * playlist.segments.len() as u64 + 4,
+        "{plis} key-frame requests for {} segments",
+        playlist.segments.len()
+    );
+
+    // The recording: the publisher's pictures, in sync with the audio, playable.
+    publisher.kill();
+    gateway.wait_stream_ended("pass", Duration::from_secs(10));
+    let listed = recordings(&gateway, "pass");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let file = listed[0]["file"].as_str().unwrap();
+    let (size, durations) = probe_recording(&gateway.dir.path().join("rec").join(file));
+    assert_eq!(size, "640x360");
+    assert_eq!(durations.len(), 2, "{durations:?}");
+    assert!(durations.iter().all(|d| *d >= 5.0), "{durations:?}");
+    assert!(
+        (durations[0] - durations[1]).abs() < 0.2,
+        "tracks of different lengths: {durations:?}"
+    );
+}
+
+#[test]
+fn mpegts_hls_passes_through_on_the_publishers_key_frames() {
+    let gateway = TestGateway::start("[transcode]\nmode = \"auto\"\n[hls]\nvariant = \"mpegts\"");
+    let mut publisher = Publisher::start(&gateway, "ts", H264_ON_REQUEST);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    let playlist = wait_playlist(&gateway, "ts", "four segments", |p| p.segments.len() >= 4);
+    assert!(playlist.segments.iter().all(|s| s.uri.ends_with(".ts")));
+    assert_segments_start_on_key_frames(&gateway, "ts", &playlist);
+    for segment in &playlist.segments {
+        let (_, width) = segment_frames(&gateway, "ts", segment);
+        assert_eq!(width, "640", "{}", segment.uri);
+    }
+}
+
+/// The widths of the pictures ffmpeg (as in ffplay) decodes from the stream's RTP over
+/// `seconds`.
+fn rtp_widths(url: String, seconds: u32) -> std::thread::JoinHandle<Vec<u32>> {
+    std::thread::spawn(move || {
+        let output = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin"])
+            .args(["-protocol_whitelist", "file,http,tcp,udp,rtp", "-i"])
+            .arg(url)
+            .args(["-t", &seconds.to_string(), "-map", "0:v", "-vf", "showinfo"])
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr)
+            .split(" s:")
+            .skip(1)
+            .filter_map(|rest| rest.split('x').next()?.parse().ok())
+            .collect()
+    })
+}
+
+#[test]
+fn a_publisher_that_changes_size_passes_through_every_output() {
+    let gateway = TestGateway::start(
+        "[transcode]\nmode = \"auto\"\n[record]\nenabled = true\ndir = \"rec\"\nformat = \"mp4\"",
+    );
+    let mut args = H264_ON_REQUEST.to_vec();
+    args.extend(["--resize", "1280x720", "--resize-after-s", "4"]);
+    let mut publisher = Publisher::start(&gateway, "grow", &args);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    // ffmpeg (as ffplay) reads the RTP across the change.
+    let widths = rtp_widths(gateway.url("/streams/grow/stream.sdp"), 10);
+
+    // HLS: a discontinuity, then a new initialisation section at the new size.
+    let playlist = wait_playlist(&gateway, "grow", "a new initialisation section", |p| {
+        let maps: std::collections::BTreeSet<_> = p.segments.iter().map(|s| &s.map).collect();
+        maps.len() >= 2 && p.segments.last().is_some_and(|s| !s.discontinuity)
+    });
+    let changed = playlist
+        .segments
+        .iter()
+        .position(|s| s.discontinuity)
+        .unwrap_or_else(|| panic!("no discontinuity: {playlist:?}"));
+    let (before, after) = (&playlist.segments[changed - 1], &playlist.segments[changed]);
+    assert_ne!(before.map, after.map, "{playlist:?}");
+    assert_eq!(segment_frames(&gateway, "grow", before).1, "640");
+    let (keys, width) = segment_frames(&gateway, "grow", after);
+    assert_eq!(width, "1280");
+    assert!(keys[0]);
+    let stream = gateway.stream("grow").unwrap();
+    assert_eq!(stream["video"]["width"], 1280);
+    assert_eq!(stream["video"]["input_width"], 1280);
+
+    let widths = widths.join().unwrap();
+    let count = |w: u32| widths.iter().filter(|x| **x == w).count();
+    assert!(
+        count(640) >= 30 && count(1280) >= 30,
+        "ffmpeg decoded {} pictures 640 and {} 1280 wide",
+        count(640),
+        count(1280)
+    );
+
+    // The recording goes on in a new file at the new size; both play.
+    publisher.kill();
+    gateway.wait_stream_ended("grow", Duration::from_secs(10));
+    let mut listed = recordings(&gateway, "grow");
+    listed.sort_by_key(|r| r["file"].as_str().unwrap().to_string());
+    assert_eq!(listed.len(), 2, "{listed:?}\n{}", gateway.log());
+    let sizes: Vec<String> = listed
+        .iter()
+        .map(|r| {
+            let path = gateway
+                .dir
+                .path()
+                .join("rec")
+                .join(r["file"].as_str().unwrap());
+            let (size, durations) = probe_recording(&path);
+            assert!(
+                durations.len() == 2 && durations.iter().all(|d| *d >= 1.0),
+                "{path:?}: {durations:?}"
+            );
+            size
+        })
+        .collect();
+    assert_eq!(sizes, ["640x360", "1280x720"]);
+}
+
+#[test]
+fn only_h264_under_auto_passes_through() {
+    let gateway = TestGateway::start("[transcode]\nmode = \"auto\"");
+    let mut vp8 = Publisher::start(&gateway, "vp8", &[]);
+    vp8.wait_for("live", LIVE_TIMEOUT);
+    let stream = gateway.stream("vp8").unwrap();
+    assert_eq!(stream["video"]["passthrough"], false);
+    assert_eq!(stream["video"]["width"], 320);
+    assert!(
+        gateway
+            .log()
+            .contains("the publisher's VP8 is transcoded: only H.264 passes through")
+    );
+    let decoded = decode_sdp(&gateway.url("/streams/vp8/stream.sdp"), 3.0);
+    assert_eq!(decoded.size, Some((320, 180)));
+
+    let always = TestGateway::start("");
+    let mut h264 = Publisher::start(&always, "h264", &["--codec", "h264"]);
+    h264.wait_for("live", LIVE_TIMEOUT);
+    assert_eq!(
+        always.stream("h264").unwrap()["video"]["passthrough"],
+        false
+    );
+    assert!(
+        always
+            .log()
+            .contains("the publisher's H264 is transcoded (transcode.mode = \"always\")")
+    );
+}
+
+#[test]
+fn a_whip_publisher_offering_only_h264_passes_through() {
+    let gateway = TestGateway::start("[transcode]\nmode = \"auto\"");
+    let python = root_path("target/venv/bin/python");
+    let mut client = Command::new(python)
+        .arg(root_path("tests/tools/aiortc_whip.py"))
+        .arg(gateway.url("/whip/aioh264"))
+        .args(["--codec", "h264", "--seconds", "12"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("make test installs aiortc in target/venv");
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let created: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(created["status"], 201, "{created}");
+    let stream = eventually(LIVE_TIMEOUT, || {
+        let stream = gateway.stream("aioh264")?;
+        (stream["state"] == "live" && stream["video"]["width"] == 320).then_some(stream)
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", gateway.stream("aioh264"), gateway.log()));
+    assert_eq!(stream["video"]["passthrough"], true);
+    assert_eq!(stream["video"]["input_codec"], "H264");
+    // aiortc's pictures are 320x240; the gateway's own size is 320x180.
+    let decoded = decode_sdp(&gateway.url("/streams/aioh264/stream.sdp"), 3.0);
+    assert_eq!(decoded.size, Some((320, 240)), "{}", decoded.stderr);
+    let playlist = wait_playlist(&gateway, "aioh264", "two segments", |p| {
+        p.segments.len() >= 2
+    });
+    let (keys, width) = segment_frames(&gateway, "aioh264", &playlist.segments[1]);
+    assert_eq!(width, "320");
+    assert!(keys[0], "a segment does not start with a key frame");
+    let started = Instant::now();
+    for line in lines.map_while(Result::ok) {
+        if line.contains("deleted") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    let _ = client.wait();
+}
