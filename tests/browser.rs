@@ -1,9 +1,10 @@
 //! The pages in a real browser: headless Chromium with a fake camera and microphone,
-//! driven over the DevTools protocol.
+//! driven over WebDriver.
 
 mod common;
 
-use common::{Browser, Publisher, TestGateway, decode_sdp};
+use common::browser::{Browser, BrowserKind};
+use common::{Publisher, TestGateway, decode_sdp};
 use serde_json::json;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ const REASON: &str = "document.getElementById('reason').textContent";
 #[test]
 fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
     let gateway = TestGateway::start("[transcode]\nwidth = 640\nheight = 360");
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(BrowserKind::Chromium);
     browser.open(&gateway.url("/publish.html?stream=browser&autostart=1"));
     let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(20));
     assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
@@ -49,7 +50,7 @@ fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
     assert_eq!(stats, json!(true));
 
     // A second page: the dashboard lists the stream and plays it through hls.js.
-    let mut dashboard = Browser::start();
+    let mut dashboard = Browser::start(BrowserKind::Chromium);
     dashboard.open(&gateway.url("/"));
     let row = "document.querySelector('tr[data-stream=\"browser\"]')?.dataset.state";
     assert_eq!(
@@ -93,7 +94,7 @@ fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
 #[test]
 fn the_publish_page_shows_the_gateways_errors() {
     let gateway = TestGateway::start("[auth]\npublish_token = \"letmein\"");
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(BrowserKind::Chromium);
     browser.open(&gateway.url("/publish.html?stream=locked&autostart=1"));
     let state = browser.wait_for(STATE, &json!("error"), Duration::from_secs(20));
     assert_eq!(state, json!("error"));
@@ -130,7 +131,7 @@ fn a_phone_can_publish_over_https_with_a_self_signed_certificate() {
     assert_eq!(fingerprint.len(), 95, "{line}");
     assert_eq!(gateway.get("/healthz").text().unwrap(), "ok");
     // The page is a secure context: the camera is allowed, and the socket is wss.
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(BrowserKind::Chromium);
     browser.open(&gateway.url("/publish.html?stream=phone&autostart=1"));
     let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(20));
     assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
@@ -188,7 +189,7 @@ player.attach(video)
     let _ = common::eventually(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(BrowserKind::Chromium);
     browser.open(&format!("http://127.0.0.1:{port}/index.html"));
     let state = browser.wait_for("window.state", &json!("live"), Duration::from_secs(20));
     let width = browser.wait_for(
