@@ -203,6 +203,41 @@ fn the_publish_page_shows_the_gateways_errors_firefox() {
     publish_page_shows_the_gateways_errors(BrowserKind::Firefox);
 }
 
+/// The gateway goes away under a live page and comes back on the same port: the page
+/// says it is reconnecting, tries again with backoff and is live again.
+fn publish_page_reconnects_when_the_gateway_comes_back(kind: BrowserKind) {
+    let gateway = TestGateway::start("");
+    let port = gateway.port;
+    let mut browser = Browser::start(kind);
+    browser.open(&gateway.url("/publish.html?stream=again&autostart=1"));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(30));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+
+    drop(gateway);
+    let state = browser.wait_for(STATE, &json!("reconnecting"), Duration::from_secs(20));
+    assert_eq!(state, json!("reconnecting"), "{}", browser.eval(REASON));
+    let reason = browser.eval(REASON);
+    assert!(
+        reason.as_str().unwrap().contains("trying again in"),
+        "{reason}"
+    );
+
+    let gateway = TestGateway::start(&format!("[http]\nlisten = \"127.0.0.1:{port}\""));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(40));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+    assert_eq!(gateway.stream("again").unwrap()["state"], "live");
+}
+
+#[test]
+fn the_publish_page_reconnects_when_the_gateway_comes_back_chromium() {
+    publish_page_reconnects_when_the_gateway_comes_back(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_publish_page_reconnects_when_the_gateway_comes_back_firefox() {
+    publish_page_reconnects_when_the_gateway_comes_back(BrowserKind::Firefox);
+}
+
 fn phone_can_publish_over_https_with_a_self_signed_certificate(kind: BrowserKind) {
     let gateway = TestGateway::start("[http]\ntls_self_signed = true");
     let log = gateway.log();

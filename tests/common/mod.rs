@@ -108,6 +108,11 @@ impl TestGateway {
         ))
         .unwrap();
         merge(&mut config, toml::from_str(extra).unwrap());
+        // `extra` may name the port (a gateway restarted where its clients expect it).
+        let port = config["http"]["listen"]
+            .as_str()
+            .and_then(|listen| listen.rsplit_once(':')?.1.parse().ok())
+            .unwrap_or(port);
         let max = config["limits"]["max_publishers"].as_integer().unwrap() as u16;
         let port_base = free_udp_range(4 * max);
         merge(
