@@ -9,8 +9,9 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
 # What the tests use besides: ffmpeg/ffprobe decode the outputs, VLC plays them,
-# Chromium (headless, fake devices) publishes from the pages.
-TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium
+# Chromium and Firefox ESR (headless, fake devices, over WebDriver: chromedriver from
+# chromium-driver, geckodriver below) publish from the pages and play HLS in them.
+TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr
 
 .PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency fuzz clean
 
@@ -37,7 +38,12 @@ HLS_JS := node_modules/hls.js/dist/hls.min.js
 VENV := target/venv
 PYTHON_PACKAGES := aiortc aiohttp prometheus-client
 
-test-deps: deps $(HLS_JS)
+# geckodriver, Firefox's WebDriver server, is not packaged in Debian 12: built from
+# crates.io into an ignored folder, once.
+GECKODRIVER_VERSION := 0.37.1
+GECKODRIVER := target/tools/bin/geckodriver
+
+test-deps: deps $(HLS_JS) $(GECKODRIVER)
 	$(call apt_install,$(TEST_PACKAGES))
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV) || { \
 		$(MAKE) --no-print-directory PKGS=python3-venv apt-pkgs && python3 -m venv $(VENV); }
@@ -51,6 +57,9 @@ $(HLS_JS): package.json
 	@command -v npm >/dev/null || $(MAKE) --no-print-directory PKGS="nodejs npm" apt-pkgs
 	npm install --no-audit --no-fund --no-package-lock
 	@touch $(HLS_JS)
+
+$(GECKODRIVER):
+	$(CARGO) install geckodriver --version $(GECKODRIVER_VERSION) --locked --root target/tools
 
 build: deps
 	$(CARGO) build --release

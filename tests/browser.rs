@@ -1,21 +1,44 @@
-//! The pages in a real browser: headless Chromium with a fake camera and microphone,
-//! driven over the DevTools protocol.
+//! The pages in real browsers: headless Chromium and Firefox ESR with fake cameras and
+//! microphones, driven over WebDriver. Each case runs in both, as `..._chromium` and
+//! `..._firefox`.
 
 mod common;
 
-use common::{Browser, Publisher, TestGateway, decode_sdp};
-use serde_json::json;
+use common::browser::{Browser, BrowserKind};
+use common::{Publisher, TestGateway, decode_sdp};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const STATE: &str = "document.body.dataset.state";
 const REASON: &str = "document.getElementById('reason').textContent";
 
-#[test]
-fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
+/// A helper process, killed when the test ends, also when it panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn screenshot_path(name: &str, kind: BrowserKind) -> std::path::PathBuf {
+    let shots = common::root_path("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    shots.join(format!("{name}-{}.png", format!("{kind:?}").to_lowercase()))
+}
+
+/// Waits until the number `expression` gives passes `floor`; returns the last value.
+fn wait_above(browser: &mut Browser, expression: &str, floor: f64, timeout: Duration) -> Value {
+    browser.wait_for(&format!("{expression} > {floor}"), &json!(true), timeout);
+    browser.eval(expression)
+}
+
+fn publish_page_autostarts_and_the_sdp_output_decodes(kind: BrowserKind) {
     let gateway = TestGateway::start("[transcode]\nwidth = 640\nheight = 360");
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(kind);
     browser.open(&gateway.url("/publish.html?stream=browser&autostart=1"));
-    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(20));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(30));
     assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
     let stream = gateway.stream("browser").unwrap();
     assert_eq!(stream["state"], "live");
@@ -36,66 +59,123 @@ fn the_publish_page_autostarts_and_the_sdp_output_decodes() {
     );
     assert_eq!(decoded.audio_codec.as_deref(), Some("opus"));
 
-    let shots = common::root_path("target/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    browser.screenshot(&shots.join("publish.png"));
-    assert!(std::fs::metadata(shots.join("publish.png")).unwrap().len() > 1000);
     // The page shows the outgoing statistics.
     let stats = browser.wait_for(
         "document.getElementById('stat-resolution').textContent !== '–'",
         &json!(true),
-        Duration::from_secs(5),
+        Duration::from_secs(10),
     );
     assert_eq!(stats, json!(true));
+    let shot = screenshot_path("publish", kind);
+    browser.screenshot(&shot);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
 
-    // A second page: the dashboard lists the stream and plays it through hls.js.
-    let mut dashboard = Browser::start();
+    // Stop ends the stream.
+    browser.eval("document.getElementById('stop').click()");
+    gateway.wait_stream_ended("browser", Duration::from_secs(5));
+    assert_eq!(browser.eval(STATE), json!("stopped"));
+}
+
+#[test]
+fn the_publish_page_autostarts_and_the_sdp_output_decodes_chromium() {
+    publish_page_autostarts_and_the_sdp_output_decodes(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_publish_page_autostarts_and_the_sdp_output_decodes_firefox() {
+    publish_page_autostarts_and_the_sdp_output_decodes(BrowserKind::Firefox);
+}
+
+/// The dashboard lists a live stream and plays it with hls.js in its low-latency mode
+/// (Firefox has no native HLS; Chromium has, and must still take hls.js), says how far
+/// behind live it is, and shows the stream ended.
+fn dashboard_plays_a_stream_with_hls_js(kind: BrowserKind) {
+    let gateway = TestGateway::start("");
+    assert_eq!(
+        gateway.get("/hls.js").status(),
+        200,
+        "the gateway serves no hls.js (make test-deps installs it)"
+    );
+    let mut publisher = Publisher::start(&gateway, "watched", &[]);
+    publisher.wait_for("live", Duration::from_secs(20));
+
+    let mut dashboard = Browser::start(kind);
     dashboard.open(&gateway.url("/"));
-    let row = "document.querySelector('tr[data-stream=\"browser\"]')?.dataset.state";
+    let row = "document.querySelector('tr[data-stream=\"watched\"]')?.dataset.state";
     assert_eq!(
         dashboard.wait_for(row, &json!("live"), Duration::from_secs(10)),
         json!("live")
     );
-    dashboard.eval("document.querySelector('tr[data-stream=\"browser\"] button.watch').click()");
+    dashboard.eval("document.querySelector('tr[data-stream=\"watched\"] button.watch').click()");
+    // hls.js plays, though Chromium would play HLS natively and Firefox cannot.
+    let player = "document.getElementById('player-status').dataset.player ?? null";
+    let chosen = dashboard.wait_for(player, &json!("hls.js"), Duration::from_secs(20));
+    let status = dashboard.eval("document.getElementById('player-status').textContent");
+    assert_eq!(chosen, json!("hls.js"), "{status}");
+    assert_eq!(dashboard.eval("typeof window.Hls"), json!("function"));
     let width = dashboard.wait_for(
         "document.getElementById('player').videoWidth",
-        &json!(640),
-        Duration::from_secs(20),
-    );
-    assert_eq!(width, json!(640), "the player never showed a picture");
-    let first = dashboard.eval("document.getElementById('player').currentTime");
-    std::thread::sleep(Duration::from_secs(3));
-    let later = dashboard.eval("document.getElementById('player').currentTime");
-    assert!(
-        later.as_f64().unwrap() > first.as_f64().unwrap() + 1.0,
-        "currentTime went from {first} to {later}"
-    );
-    // hls.js plays wherever it runs, in its low-latency mode on the default variant's
-    // parts, and the page says how far behind live it is.
-    assert_eq!(
-        dashboard.eval("document.getElementById('player-status').dataset.player"),
-        json!("hls.js")
+        &json!(320),
+        Duration::from_secs(30),
     );
     let status = dashboard.eval("document.getElementById('player-status').textContent");
-    assert!(
-        status.as_str().unwrap_or("").contains("(low-latency)"),
-        "{status}"
+    assert_eq!(
+        width,
+        json!(320),
+        "the player never showed a picture: {status}"
     );
-    dashboard.screenshot(&shots.join("dashboard.png"));
+    let time = "document.getElementById('player').currentTime";
+    let first = dashboard.eval(time).as_f64().unwrap();
+    let later = wait_above(&mut dashboard, time, first + 2.0, Duration::from_secs(20));
+    assert!(
+        later.as_f64().unwrap() > first + 2.0,
+        "currentTime went from {first} to {later}"
+    );
 
-    // Stop in the publisher page ends the stream in the dashboard.
-    browser.eval("document.getElementById('stop').click()");
-    gateway.wait_stream_ended("browser", Duration::from_secs(3));
-    let state = dashboard.wait_for(row, &json!("ended"), Duration::from_secs(5));
+    // In its low-latency mode on the default variant's parts, and the page says how far
+    // behind live it is.
+    let status = dashboard.wait_for(
+        "document.getElementById('player-status').textContent.includes('behind live')",
+        &json!(true),
+        Duration::from_secs(10),
+    );
+    let text = dashboard.eval("document.getElementById('player-status').textContent");
+    assert_eq!(status, json!(true), "{text}");
+    assert!(text.as_str().unwrap().contains("(low-latency)"), "{text}");
+    let latency: f64 = dashboard
+        .eval("document.getElementById('player-status').dataset.latency")
+        .as_str()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("no latency in {text}"));
+    assert!(latency > 0.0 && latency < 10.0, "{text}");
+    dashboard.screenshot(&screenshot_path("dashboard", kind));
+
+    // The operator ends the stream; the dashboard shows it ended.
+    let ended = common::client()
+        .delete(gateway.url("/api/streams/watched"))
+        .send()
+        .unwrap();
+    assert!(ended.status().is_success(), "{}", ended.status());
+    gateway.wait_stream_ended("watched", Duration::from_secs(10));
+    let state = dashboard.wait_for(row, &json!("ended"), Duration::from_secs(10));
     assert_eq!(state, json!("ended"));
 }
 
 #[test]
-fn the_publish_page_shows_the_gateways_errors() {
+fn the_dashboard_plays_a_stream_with_hls_js_chromium() {
+    dashboard_plays_a_stream_with_hls_js(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_dashboard_plays_a_stream_with_hls_js_firefox() {
+    dashboard_plays_a_stream_with_hls_js(BrowserKind::Firefox);
+}
+
+fn publish_page_shows_the_gateways_errors(kind: BrowserKind) {
     let gateway = TestGateway::start("[auth]\npublish_token = \"letmein\"");
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(kind);
     browser.open(&gateway.url("/publish.html?stream=locked&autostart=1"));
-    let state = browser.wait_for(STATE, &json!("error"), Duration::from_secs(20));
+    let state = browser.wait_for(STATE, &json!("error"), Duration::from_secs(30));
     assert_eq!(state, json!("error"));
     assert_eq!(
         browser.eval(REASON),
@@ -105,7 +185,8 @@ fn the_publish_page_shows_the_gateways_errors() {
     let mut taken = Publisher::start(&gateway, "taken", &["--token", "letmein"]);
     taken.wait_for("live", Duration::from_secs(20));
     browser.open(&gateway.url("/publish.html?stream=taken&token=letmein&autostart=1"));
-    browser.wait_for(STATE, &json!("error"), Duration::from_secs(20));
+    let state = browser.wait_for(STATE, &json!("error"), Duration::from_secs(30));
+    assert_eq!(state, json!("error"));
     assert_eq!(
         browser.eval(REASON),
         json!("(409 stream-in-use: stream taken already has a publisher)")
@@ -113,7 +194,51 @@ fn the_publish_page_shows_the_gateways_errors() {
 }
 
 #[test]
-fn a_phone_can_publish_over_https_with_a_self_signed_certificate() {
+fn the_publish_page_shows_the_gateways_errors_chromium() {
+    publish_page_shows_the_gateways_errors(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_publish_page_shows_the_gateways_errors_firefox() {
+    publish_page_shows_the_gateways_errors(BrowserKind::Firefox);
+}
+
+/// The gateway goes away under a live page and comes back on the same port: the page
+/// says it is reconnecting, tries again with backoff and is live again.
+fn publish_page_reconnects_when_the_gateway_comes_back(kind: BrowserKind) {
+    let gateway = TestGateway::start("");
+    let port = gateway.port;
+    let mut browser = Browser::start(kind);
+    browser.open(&gateway.url("/publish.html?stream=again&autostart=1"));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(30));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+
+    drop(gateway);
+    let state = browser.wait_for(STATE, &json!("reconnecting"), Duration::from_secs(20));
+    assert_eq!(state, json!("reconnecting"), "{}", browser.eval(REASON));
+    let reason = browser.eval(REASON);
+    assert!(
+        reason.as_str().unwrap().contains("trying again in"),
+        "{reason}"
+    );
+
+    let gateway = TestGateway::start(&format!("[http]\nlisten = \"127.0.0.1:{port}\""));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(40));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+    assert_eq!(gateway.stream("again").unwrap()["state"], "live");
+}
+
+#[test]
+fn the_publish_page_reconnects_when_the_gateway_comes_back_chromium() {
+    publish_page_reconnects_when_the_gateway_comes_back(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_publish_page_reconnects_when_the_gateway_comes_back_firefox() {
+    publish_page_reconnects_when_the_gateway_comes_back(BrowserKind::Firefox);
+}
+
+fn phone_can_publish_over_https_with_a_self_signed_certificate(kind: BrowserKind) {
     let gateway = TestGateway::start("[http]\ntls_self_signed = true");
     let log = gateway.log();
     let line = log
@@ -130,17 +255,27 @@ fn a_phone_can_publish_over_https_with_a_self_signed_certificate() {
     assert_eq!(fingerprint.len(), 95, "{line}");
     assert_eq!(gateway.get("/healthz").text().unwrap(), "ok");
     // The page is a secure context: the camera is allowed, and the socket is wss.
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(kind);
     browser.open(&gateway.url("/publish.html?stream=phone&autostart=1"));
-    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(20));
+    assert_eq!(browser.eval("location.protocol"), json!("https:"));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(30));
     assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
     assert_eq!(browser.eval("window.isSecureContext"), json!(true));
 }
 
-/// Shaka Player (from the npm registry, in low-latency mode) plays the default
-/// low-latency HLS in Chromium: a picture, and time that goes on.
 #[test]
-fn shaka_player_plays_low_latency_hls() {
+fn a_phone_can_publish_over_https_with_a_self_signed_certificate_chromium() {
+    phone_can_publish_over_https_with_a_self_signed_certificate(BrowserKind::Chromium);
+}
+
+#[test]
+fn a_phone_can_publish_over_https_with_a_self_signed_certificate_firefox() {
+    phone_can_publish_over_https_with_a_self_signed_certificate(BrowserKind::Firefox);
+}
+
+/// Shaka Player (from the npm registry, in low-latency mode) plays the default
+/// low-latency HLS: a picture, and time that goes on.
+fn shaka_player_plays_low_latency_hls(kind: BrowserKind) {
     let gateway = TestGateway::start("");
     let mut publisher = Publisher::start(&gateway, "shaka", &[]);
     publisher.wait_for("live", Duration::from_secs(20));
@@ -171,24 +306,26 @@ player.attach(video)
     )
     .unwrap();
     let port = common::free_tcp_port();
-    let mut server = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(page.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = KillOnDrop(
+        std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(page.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let _ = common::eventually(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
-    let mut browser = Browser::start();
+    let mut browser = Browser::start(kind);
     browser.open(&format!("http://127.0.0.1:{port}/index.html"));
     let state = browser.wait_for("window.state", &json!("live"), Duration::from_secs(20));
     let width = browser.wait_for(
@@ -196,15 +333,23 @@ player.attach(video)
         &json!(320),
         Duration::from_secs(20),
     );
-    let first = browser.eval("document.getElementById('v').currentTime");
-    std::thread::sleep(Duration::from_secs(3));
-    let later = browser.eval("document.getElementById('v').currentTime");
-    let _ = server.kill();
-    let _ = server.wait();
+    let time = "document.getElementById('v').currentTime";
+    let first = browser.eval(time).as_f64().unwrap_or(0.0);
+    let later = wait_above(&mut browser, time, first + 2.0, Duration::from_secs(20));
     assert_eq!(state, json!("live"));
     assert_eq!(width, json!(320), "Shaka Player showed no picture");
     assert!(
-        later.as_f64().unwrap_or(0.0) > first.as_f64().unwrap_or(0.0) + 1.0,
+        later.as_f64().unwrap_or(0.0) > first + 2.0,
         "currentTime went from {first} to {later}"
     );
+}
+
+#[test]
+fn shaka_player_plays_low_latency_hls_chromium() {
+    shaka_player_plays_low_latency_hls(BrowserKind::Chromium);
+}
+
+#[test]
+fn shaka_player_plays_low_latency_hls_firefox() {
+    shaka_player_plays_low_latency_hls(BrowserKind::Firefox);
 }

@@ -1,9 +1,11 @@
 //! The test harness: a real gateway process on free ports, real publishers
 //! (`webrtc-gateway-publish`, a webrtc-rs client sending GStreamer-encoded VP8/Opus),
-//! raw signalling sockets, and ffmpeg decoding the outputs.
+//! raw signalling sockets, ffmpeg decoding the outputs, and browsers over WebDriver
+//! (`browser`).
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fetch;
 pub mod players;
 
@@ -106,6 +108,11 @@ impl TestGateway {
         ))
         .unwrap();
         merge(&mut config, toml::from_str(extra).unwrap());
+        // `extra` may name the port (a gateway restarted where its clients expect it).
+        let port = config["http"]["listen"]
+            .as_str()
+            .and_then(|listen| listen.rsplit_once(':')?.1.parse().ok())
+            .unwrap_or(port);
         let max = config["limits"]["max_publishers"].as_integer().unwrap() as u16;
         let port_base = free_udp_range(4 * max);
         merge(
@@ -544,147 +551,4 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 
 pub fn root_path(relative: &str) -> PathBuf {
     Path::new(ROOT).join(relative)
-}
-
-/// A headless Chromium with a fake camera and microphone, driven over the DevTools
-/// protocol. Killed when dropped.
-pub struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
-    next_id: u64,
-}
-
-impl Browser {
-    pub fn start() -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--remote-debugging-port=0",
-                "--remote-allow-origins=*",
-                "--ignore-certificate-errors",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium is installed");
-        // Chromium says where its DevTools endpoint listens on stderr.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let browser_url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("chromium started its DevTools endpoint");
-        let port = browser_url
-            .trim_start_matches("ws://127.0.0.1:")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        let pages: Value = eventually(Duration::from_secs(10), || {
-            reqwest::blocking::get(format!("http://127.0.0.1:{port}/json"))
-                .ok()?
-                .json()
-                .ok()
-        })
-        .unwrap();
-        let page_url = pages
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["type"] == "page")
-            .expect("a page")["webSocketDebuggerUrl"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let (socket, _) = tungstenite::connect(page_url).unwrap();
-        Browser {
-            child,
-            _profile: profile,
-            socket,
-            next_id: 0,
-        }
-    }
-
-    /// Calls a DevTools method and returns its result.
-    pub fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let message = serde_json::json!({"id": id, "method": method, "params": params});
-        self.socket
-            .send(tungstenite::Message::Text(message.to_string().into()))
-            .unwrap();
-        loop {
-            if let tungstenite::Message::Text(text) = self.socket.read().unwrap() {
-                let value: Value = serde_json::from_str(&text).unwrap();
-                if value["id"] == id {
-                    return value["result"].clone();
-                }
-            }
-        }
-    }
-
-    pub fn open(&mut self, url: &str) {
-        self.call("Page.navigate", serde_json::json!({"url": url}));
-    }
-
-    /// Evaluates a JavaScript expression in the page (awaiting promises).
-    pub fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call(
-            "Runtime.evaluate",
-            serde_json::json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
-        );
-        result["result"]["value"].clone()
-    }
-
-    /// Waits until `expression` gives `want`; returns the last value on timeout.
-    pub fn wait_for(&mut self, expression: &str, want: &Value, timeout: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let value = self.eval(expression);
-            if &value == want || start.elapsed() > timeout {
-                return value;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Saves a PNG screenshot of the page.
-    pub fn screenshot(&mut self, path: &Path) {
-        use base64::Engine;
-        let result = self.call(
-            "Page.captureScreenshot",
-            serde_json::json!({"format": "png"}),
-        );
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(result["data"].as_str().unwrap_or_default())
-            .unwrap();
-        std::fs::write(path, data).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
