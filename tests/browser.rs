@@ -203,6 +203,66 @@ fn the_publish_page_shows_the_gateways_errors_firefox() {
     publish_page_shows_the_gateways_errors(BrowserKind::Firefox);
 }
 
+/// The page's "Prefer H.264" puts H.264 first in its offer (setCodecPreferences), and a
+/// gateway in `transcode.mode = "auto"` passes it through: the players get the page's
+/// own pictures (the browser's size, which grows with its bandwidth estimate) where the
+/// gateway would make 352x198.
+/// A browser that cannot send H.264 (Firefox without its OpenH264 plugin) says so on
+/// the page and its VP8 is transcoded.
+fn publish_page_prefers_h264(kind: BrowserKind) {
+    let gateway = TestGateway::start("[transcode]\nmode = \"auto\"\nwidth = 352\nheight = 198");
+    let mut browser = Browser::start(kind);
+    browser.open(&gateway.url("/publish.html?stream=pref&h264=1&autostart=1"));
+    let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(30));
+    assert_eq!(state, json!("live"), "{}", browser.eval(REASON));
+    assert_eq!(
+        browser.eval("document.getElementById('prefer-h264').checked"),
+        json!(true)
+    );
+    let can_send_h264 = browser.eval(
+        "RTCRtpSender.getCapabilities('video').codecs.some(c => c.mimeType.toLowerCase() === 'video/h264')",
+    );
+    eprintln!("{kind:?} can send H.264: {can_send_h264}");
+    let stream = gateway.stream("pref").unwrap();
+    let decoded = decode_sdp(&gateway.url("/streams/pref/stream.sdp"), 3.0);
+    assert_eq!(
+        decoded.video_codec.as_deref(),
+        Some("h264"),
+        "{}",
+        decoded.stderr
+    );
+    if can_send_h264 == json!(true) {
+        assert_eq!(stream["video"]["input_codec"], "H264", "{stream}");
+        assert_eq!(stream["video"]["passthrough"], true, "{stream}");
+        assert!(decoded.size.is_some(), "{}", decoded.stderr);
+        assert_ne!(decoded.size, Some((352, 198)), "{}", decoded.stderr);
+        let codec = browser.wait_for(
+            "document.getElementById('stat-codec').textContent",
+            &json!("H264"),
+            Duration::from_secs(10),
+        );
+        assert_eq!(codec, json!("H264"));
+    } else {
+        assert_eq!(stream["video"]["input_codec"], "VP8", "{stream}");
+        assert_eq!(stream["video"]["passthrough"], false, "{stream}");
+        assert_eq!(decoded.size, Some((352, 198)), "{}", decoded.stderr);
+        assert_eq!(
+            browser.eval("document.getElementById('codec-note').textContent"),
+            json!("this browser cannot send H.264")
+        );
+    }
+}
+
+#[test]
+fn the_publish_page_can_prefer_h264_chromium() {
+    publish_page_prefers_h264(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_publish_page_can_prefer_h264_firefox() {
+    publish_page_prefers_h264(BrowserKind::Firefox);
+}
+
 /// The gateway goes away under a live page and comes back on the same port: the page
 /// says it is reconnecting, tries again with backoff and is live again.
 fn publish_page_reconnects_when_the_gateway_comes_back(kind: BrowserKind) {

@@ -1,7 +1,7 @@
 // The publisher page: pick a camera and microphone (or the screen), publish them to the
 // gateway over its WebSocket signalling, show the gateway's state and the outgoing
 // statistics, and reconnect with backoff when the connection drops.
-// ?stream=NAME&autostart=1 publishes the default devices at once.
+// ?stream=NAME&autostart=1 publishes the default devices at once; &h264=1 prefers H.264.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -89,6 +89,24 @@ function stopMeter() {
   $("level").style.width = "0";
 }
 
+// Puts H.264 first in the offer (the others stay, as a fallback), where the browser lets
+// a page order its codecs (setCodecPreferences) and can send H.264. Says so otherwise.
+function preferH264(transceiver) {
+  const codecs = window.RTCRtpSender?.getCapabilities?.("video")?.codecs;
+  if (!transceiver.setCodecPreferences || !codecs) {
+    $("codec-note").textContent = "this browser cannot prefer a codec";
+    return;
+  }
+  const h264 = codecs.filter((c) => c.mimeType.toLowerCase() === "video/h264");
+  if (h264.length === 0) {
+    $("codec-note").textContent = "this browser cannot send H.264";
+    return;
+  }
+  const others = codecs.filter((c) => c.mimeType.toLowerCase() !== "video/h264");
+  transceiver.setCodecPreferences([...h264, ...others]);
+  $("codec-note").textContent = "";
+}
+
 // One attempt to publish `media`: a peer connection and a signalling socket.
 async function connect() {
   const stream = $("stream").value.trim();
@@ -96,7 +114,8 @@ async function connect() {
   setState("connecting", attempt > 0 ? `attempt ${attempt + 1}` : "");
   const pc = new RTCPeerConnection();
   for (const track of media.getTracks()) {
-    pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
+    const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
+    if (track.kind === "video" && $("prefer-h264").checked) preferH264(transceiver);
   }
   const current = { pc, ws: null, timer: null, lastStats: null };
   session = current;
@@ -207,7 +226,9 @@ async function showStats(current) {
   let video = null;
   let remote = null;
   let pair = null;
+  const codecs = new Map();
   report.forEach((s) => {
+    if (s.type === "codec") codecs.set(s.id, s.mimeType);
     if (s.type === "outbound-rtp" && s.kind === "video") video = s;
     if (s.type === "remote-inbound-rtp" && s.kind === "video") remote = s;
     if (s.type === "candidate-pair" && s.nominated) pair = s;
@@ -221,6 +242,8 @@ async function showStats(current) {
   current.lastStats = video;
   $("stat-fps").textContent = video.framesPerSecond ? `${Math.round(video.framesPerSecond)} fps` : "–";
   $("stat-resolution").textContent = video.frameWidth ? `${video.frameWidth}×${video.frameHeight}` : "–";
+  const codec = codecs.get(video.codecId);
+  $("stat-codec").textContent = codec ? codec.replace(/^video\//, "") : "–";
   $("stat-lost").textContent = remote ? String(remote.packetsLost) : "0";
   const rtt = remote?.roundTripTime ?? pair?.currentRoundTripTime;
   $("stat-rtt").textContent = rtt !== undefined ? `${Math.round(rtt * 1000)} ms` : "–";
@@ -248,6 +271,7 @@ $("stop").addEventListener("click", () => finish("stopped", ""));
 const params = new URLSearchParams(location.search);
 if (params.get("stream")) $("stream").value = params.get("stream");
 if (params.get("token")) $("token").value = params.get("token");
+if (params.get("h264") === "1") $("prefer-h264").checked = true;
 listDevices().catch(() => {});
 if (params.get("autostart") === "1") {
   start().catch((e) => finish("error", e.message));
