@@ -42,6 +42,15 @@ pub struct Cli {
     /// With `--latency`: the HLS variants measured.
     #[arg(long, default_value = "lowlatency,fmp4,mpegts")]
     pub variants: String,
+    /// Instead of the sweep: H.264 publishers passed through (`transcode.mode = "auto"`)
+    /// against the same publishers transcoded, at each size, in one run: the receive-only
+    /// cost, then capacity (by frame rate and within the delay target), cores and RSS per
+    /// stream of both.
+    #[arg(long)]
+    pub passthrough: bool,
+    /// With `--passthrough`: the most publishers the pass-through sweep tries.
+    #[arg(long, default_value_t = 256)]
+    pub max_passthrough: usize,
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/bench.json")]
     pub json: PathBuf,
@@ -57,3 +66,19 @@ pub const JITTER_BUFFER_MS: u32 = 200;
 pub const FPS: f64 = 30.0;
 /// The delay target at p99: the most streams that met it is reported beside capacity.
 pub const MAX_DELAY_P99_MS: u64 = 150;
+
+/// What the publishers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum SourceCodec {
+    Vp8,
+    H264,
+}
+
+/// How the gateway under test runs: its `transcode.mode` and outputs.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct GatewaySettings {
+    /// `transcode.mode = "auto"`: H.264 passes through.
+    pub passthrough: bool,
+    pub rtp: bool,
+    pub hls: bool,
+}

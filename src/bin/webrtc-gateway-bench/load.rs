@@ -24,6 +24,7 @@ use webrtc_gateway::client::{Encoder, SampleTrack};
 // ── The clip, encoded once ───────────────────────────────────────────────────
 
 pub struct Clip {
+    pub codec: SourceCodec,
     pub video: Vec<(Bytes, Duration)>,
     pub audio: Vec<(Bytes, Duration)>,
 }
@@ -33,13 +34,24 @@ pub fn encode(description: &str) -> Result<Vec<(Bytes, Duration)>> {
     Ok(std::iter::from_fn(|| encoder.next_frame()).collect())
 }
 
-/// Ten seconds of VP8 (a key frame every two seconds) and Opus.
-pub fn clip(width: u32, height: u32) -> Result<Clip> {
+/// Ten seconds of VP8 or H.264 (constrained baseline, as browsers send it; a key frame
+/// every two seconds) and Opus.
+pub fn clip(width: u32, height: u32, codec: SourceCodec) -> Result<Clip> {
+    let encoder = match codec {
+        SourceCodec::Vp8 => {
+            "vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=800000 \
+             error-resilient=partitions"
+        }
+        SourceCodec::H264 => {
+            "x264enc tune=zerolatency speed-preset=veryfast key-int-max=60 bitrate=800 \
+             ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"
+        }
+    };
     Ok(Clip {
+        codec,
         video: encode(&format!(
             "videotestsrc num-buffers=300 pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
-             ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=800000 error-resilient=partitions \
-             ! appsink name=sink sync=false"
+             ! {encoder} ! appsink name=sink sync=false"
         ))?,
         audio: encode(
             "audiotestsrc num-buffers=500 samplesperbuffer=960 wave=sine freq=440 \
@@ -80,17 +92,24 @@ impl Drop for Publisher {
     }
 }
 
-pub fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
-    let (mime, clock_rate, channels, pt) = match kind {
-        RtpCodecKind::Audio => ("audio/opus", 48000, 2, 111),
-        _ => ("video/VP8", 90000, 0, 96),
+pub fn codec(kind: RtpCodecKind, video: SourceCodec) -> RTCRtpCodecParameters {
+    let (mime, clock_rate, channels, pt, fmtp) = match (kind, video) {
+        (RtpCodecKind::Audio, _) => ("audio/opus", 48000, 2, 111, ""),
+        (_, SourceCodec::Vp8) => ("video/VP8", 90000, 0, 96, ""),
+        (_, SourceCodec::H264) => (
+            "video/H264",
+            90000,
+            0,
+            102,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
     };
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: mime.into(),
             clock_rate,
             channels,
-            sdp_fmtp_line: String::new(),
+            sdp_fmtp_line: fmtp.into(),
             rtcp_feedback: vec![],
         },
         payload_type: pt,
@@ -100,7 +119,7 @@ pub fn codec(kind: RtpCodecKind) -> RTCRtpCodecParameters {
 pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     let mut media_engine = MediaEngine::default();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        media_engine.register_codec(codec(kind), kind)?;
+        media_engine.register_codec(codec(kind, clip.codec), kind)?;
     }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -121,7 +140,8 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     );
     let mut tracks = Vec::new();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        tracks.push(SampleTrack::add(pc.as_ref(), "bench", kind, &codec(kind), false).await?);
+        let parameters = codec(kind, clip.codec);
+        tracks.push(SampleTrack::add(pc.as_ref(), "bench", kind, &parameters, false).await?);
     }
     pc.set_local_description(pc.create_offer(None).await?)
         .await?;

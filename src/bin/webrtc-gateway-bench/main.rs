@@ -23,6 +23,7 @@ mod bare;
 mod cli;
 mod latency;
 mod load;
+mod passthrough;
 mod steps;
 mod system;
 
@@ -51,6 +52,11 @@ async fn main() -> Result<()> {
         write_report(&cli, &report)?;
         return Ok(());
     }
+    if cli.passthrough {
+        let report = passthrough::run(&cli).await?;
+        write_report(&cli, &report)?;
+        return Ok(());
+    }
     let tps = ticks_per_second();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut report = json!({
@@ -70,9 +76,14 @@ async fn main() -> Result<()> {
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
             .context("sizes are WxH")?;
-        let clip = Arc::new(clip(width, height)?);
+        let clip = Arc::new(clip(width, height, SourceCodec::Vp8)?);
         if let Some(n) = cli.only {
-            let step = run_step(&cli, width, height, n, &clip, tps).await?;
+            let settings = GatewaySettings {
+                passthrough: false,
+                rtp: true,
+                hls: cli.hls,
+            };
+            let step = run_step(&cli, (width, height), settings, n, &clip, tps).await?;
             println!("{}", serde_json::to_string_pretty(&step)?);
             return Ok(());
         }
@@ -106,7 +117,12 @@ async fn main() -> Result<()> {
         let mut startups = Vec::new();
         if index == 0 && cli.startups > 0 {
             let dir = tempfile::tempdir()?;
-            let gateway = start_gateway(width, height, &cli, true, dir.path())?;
+            let settings = GatewaySettings {
+                passthrough: false,
+                rtp: true,
+                hls: true,
+            };
+            let gateway = start_gateway(width, height, &cli, settings, dir.path())?;
             for run in 0..cli.startups {
                 startups.push(
                     startup(&clip, run)
@@ -140,14 +156,14 @@ async fn main() -> Result<()> {
             "delay 50/95/99",
             "generator"
         );
-        let mut steps: Vec<(Step, bool)> = Vec::new();
-        // Doubling until a step fails, then halving the gap between the last good and the
-        // first bad until it is within an eighth.
-        let (mut good_n, mut bad_n) = (0usize, None::<usize>);
-        let mut n = 1;
-        while n <= cli.max_streams && n > good_n {
-            let step = run_step(&cli, width, height, n, &clip, tps).await?;
-            println!(
+        let settings = GatewaySettings {
+            passthrough: false,
+            rtp: true,
+            hls: cli.hls,
+        };
+        let line = |step: &Step| {
+            let n = step.publishers;
+            format!(
                 "{:>4} {:>7.2} {:>8.3} {:>9.2} {:>10.2} {:>6.1}MB {:>8.1} {:>8.1} {:>8.1} {:>6}/{}/{} ms {:>6.2} cores",
                 n,
                 step.cores,
@@ -162,30 +178,22 @@ async fn main() -> Result<()> {
                 step.delay_p95_ms,
                 step.delay_p99_ms,
                 step.generator_cores
-            );
-            let good = step.min_output_fps >= 0.95 * FPS && step.min_picture_fps >= 0.95 * FPS;
-            steps.push((step, good));
-            if good {
-                good_n = n;
-            } else {
-                bad_n = Some(n);
-            }
-            n = match bad_n {
-                None => n * 2,
-                Some(bad) if bad - good_n > (good_n / 8).max(1) => (good_n + bad) / 2,
-                Some(_) => break,
-            };
-        }
-        let capacity_with = |held: &dyn Fn(&Step) -> bool| {
-            steps
-                .iter()
-                .filter(|(s, good)| *good && held(s))
-                .map(|(s, _)| s.publishers)
-                .max()
-                .unwrap_or(0)
+            )
         };
-        let capacity = capacity_with(&|_| true);
-        let delay_held = capacity_with(&|s| s.delay_p99_ms <= MAX_DELAY_P99_MS);
+        let Sweep {
+            steps,
+            capacity,
+            delay_held,
+        } = sweep(
+            &cli,
+            (width, height),
+            settings,
+            &clip,
+            cli.max_streams,
+            tps,
+            &line,
+        )
+        .await?;
         println!(
             "capacity at {width}x{height} (every stream at 95% of {FPS} fps or more, new pictures \
              and at its port): {capacity} publishers ({:.0}% of the bare limit); \

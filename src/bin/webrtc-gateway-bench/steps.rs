@@ -30,14 +30,14 @@ pub struct Step {
 
 pub async fn run_step(
     cli: &Cli,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
+    settings: GatewaySettings,
     n: usize,
     clip: &Arc<Clip>,
     tps: f64,
 ) -> Result<Step> {
     let dir = tempfile::tempdir()?;
-    let gateway = start_gateway(width, height, cli, cli.hls, dir.path())?;
+    let gateway = start_gateway(width, height, cli, settings, dir.path())?;
     let pid = gateway.0.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_mib(pid)?;
@@ -105,6 +105,64 @@ pub async fn run_step(
     drop(publishers);
     drop(gateway);
     Ok(step)
+}
+
+/// The steps of one sweep, and what they show.
+pub struct Sweep {
+    pub steps: Vec<(Step, bool)>,
+    /// The most publishers with every stream at 95% of its frame rate or more.
+    pub capacity: usize,
+    /// Of those, the most whose delay p99 stayed within the target.
+    pub delay_held: usize,
+}
+
+/// Sweeps 1, 2, 4, ... publishers, doubling until a step fails, then halving the gap
+/// between the last good and the first bad until it is within an eighth. `line` prints
+/// each step.
+pub async fn sweep(
+    cli: &Cli,
+    size: (u32, u32),
+    settings: GatewaySettings,
+    clip: &Arc<Clip>,
+    max: usize,
+    tps: f64,
+    line: &dyn Fn(&Step) -> String,
+) -> Result<Sweep> {
+    let mut steps: Vec<(Step, bool)> = Vec::new();
+    let (mut good_n, mut bad_n) = (0usize, None::<usize>);
+    let mut n = 1;
+    while n <= max && n > good_n {
+        let step = run_step(cli, size, settings, n, clip, tps).await?;
+        println!("{}", line(&step));
+        let good = step.min_output_fps >= 0.95 * FPS && step.min_picture_fps >= 0.95 * FPS;
+        steps.push((step, good));
+        if good {
+            good_n = n;
+        } else {
+            bad_n = Some(n);
+        }
+        n = match bad_n {
+            None if n < max => (n * 2).min(max),
+            None => break,
+            Some(bad) if bad - good_n > (good_n / 8).max(1) => (good_n + bad) / 2,
+            Some(_) => break,
+        };
+    }
+    let capacity_with = |held: &dyn Fn(&Step) -> bool| {
+        steps
+            .iter()
+            .filter(|(s, good)| *good && held(s))
+            .map(|(s, _)| s.publishers)
+            .max()
+            .unwrap_or(0)
+    };
+    let capacity = capacity_with(&|_| true);
+    let delay_held = capacity_with(&|s| s.delay_p99_ms <= MAX_DELAY_P99_MS);
+    Ok(Sweep {
+        steps,
+        capacity,
+        delay_held,
+    })
 }
 
 /// Every stream's `pictures_out`, by name.

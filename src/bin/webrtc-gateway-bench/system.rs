@@ -61,21 +61,27 @@ pub fn start_gateway(
     width: u32,
     height: u32,
     cli: &Cli,
-    hls: bool,
+    settings: GatewaySettings,
     dir: &std::path::Path,
 ) -> Result<Process> {
+    let GatewaySettings {
+        passthrough,
+        rtp,
+        hls,
+    } = settings;
+    let mode = if passthrough { "auto" } else { "always" };
     let root = std::env::current_dir()?;
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n\
+             [rtp]\nenabled = {rtp}\nport_base = {RTP_BASE}\n\
              [hls]\nenabled = {hls}\nlinger_s = 0\n\
-             [transcode]\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
+             [transcode]\nmode = \"{mode}\"\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
              encoder_threads = {threads}\njitter_buffer_ms = {JITTER_BUFFER_MS}\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 128\n",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 512\n",
             root = root.display(),
             preset = cli.preset,
             threads = cli.encoder_threads,
