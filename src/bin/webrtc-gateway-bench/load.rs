@@ -5,7 +5,7 @@ use crate::cli::*;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use serde_json::{Value, json};
 use std::net::UdpSocket;
@@ -19,13 +19,15 @@ use webrtc::peer_connection::{
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
     SettingEngineBuilder, register_default_interceptors,
 };
-use webrtc_gateway::client::{Encoder, SampleTrack};
+use webrtc_gateway::client::{Encoder, KeyFrameRequests, SampleTrack};
 
 // ── The clip, encoded once ───────────────────────────────────────────────────
 
 pub struct Clip {
     pub codec: SourceCodec,
     pub video: Vec<(Bytes, Duration)>,
+    /// Which video frames are key frames.
+    pub key_frames: Vec<bool>,
     pub audio: Vec<(Bytes, Duration)>,
 }
 
@@ -47,17 +49,30 @@ pub fn clip(width: u32, height: u32, codec: SourceCodec) -> Result<Clip> {
              ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au"
         }
     };
+    let video = encode(&format!(
+        "videotestsrc num-buffers=300 pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
+         ! {encoder} ! appsink name=sink sync=false"
+    ))?;
     Ok(Clip {
         codec,
-        video: encode(&format!(
-            "videotestsrc num-buffers=300 pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
-             ! {encoder} ! appsink name=sink sync=false"
-        ))?,
+        key_frames: video.iter().map(|(f, _)| is_key_frame(codec, f)).collect(),
+        video,
         audio: encode(
             "audiotestsrc num-buffers=500 samplesperbuffer=960 wave=sine freq=440 \
              ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 ! appsink name=sink sync=false",
         )?,
     })
+}
+
+/// Whether an encoded frame is a key frame: a VP8 key frame (RFC 6386, 9.1), or H.264
+/// with an IDR slice.
+fn is_key_frame(codec: SourceCodec, frame: &[u8]) -> bool {
+    match codec {
+        SourceCodec::Vp8 => frame.first().is_some_and(|b| b & 1 == 0),
+        SourceCodec::H264 => frame
+            .windows(4)
+            .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5),
+    }
 }
 
 // ── Synthetic publishers ──────────────────────────────────────────────────────
@@ -121,7 +136,12 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         media_engine.register_codec(codec(kind, clip.codec), kind)?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    // Key-frame requests reach the sender, which answers with the clip's next key frame
+    // at once, as a browser makes one.
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        Slot::from(KeyFrameRequests::SLOT),
+        KeyFrameRequests::default(),
+    );
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
@@ -196,24 +216,41 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
         while incoming.next().await.is_some() {}
     }));
     for track in tracks {
-        let frames = if track.kind == RtpCodecKind::Video {
-            clip.video.clone()
+        let track = Arc::new(track);
+        let video = track.kind == RtpCodecKind::Video;
+        let (frames, key_frames) = if video {
+            (clip.video.clone(), clip.key_frames.clone())
         } else {
-            clip.audio.clone()
+            (clip.audio.clone(), vec![true; clip.audio.len()])
         };
+        let key_wanted = Arc::new(AtomicBool::new(false));
+        if video {
+            let (track, key_wanted) = (track.clone(), key_wanted.clone());
+            tasks.push(tokio::spawn(async move {
+                while track.key_frame_requested().await.is_some() {
+                    key_wanted.store(true, Ordering::Relaxed);
+                }
+            }));
+        }
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let period = frames.first().map_or(Duration::from_millis(20), |f| f.1);
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            for (data, duration) in frames.iter().cycle() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if key_wanted.swap(false, Ordering::Relaxed) && !key_frames[k] {
+                    // Skips ahead to the next key frame.
+                    while !key_frames[k] {
+                        k = (k + 1) % frames.len();
+                    }
                 }
                 tick.tick().await;
+                let (data, duration) = &frames[k];
                 if track.write(data.clone(), *duration).await.is_err() {
                     break;
                 }
+                k = (k + 1) % frames.len();
             }
         }));
     }

@@ -92,12 +92,26 @@ pub fn start_gateway(
 
 /// Starts the release gateway with `config` and waits for it to listen on `HTTP_PORT`.
 pub fn spawn_gateway(config: &std::path::Path) -> Result<Process> {
+    // WEBRTC_GATEWAY_BENCH_LOG=FILE keeps the gateway's log (at RUST_LOG, or debug for
+    // the gateway), to see what happened in a step.
+    let (level, stderr) = match std::env::var_os("WEBRTC_GATEWAY_BENCH_LOG") {
+        Some(path) => (
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webrtc_gateway=debug".into()),
+            Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        ),
+        None => ("warn".to_string(), Stdio::null()),
+    };
     let child = Command::new(sibling("webrtc-gateway")?)
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
