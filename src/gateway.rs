@@ -2,6 +2,7 @@
 //! factory, the HLS store, metrics, the shutdown signal and the task trackers. Created
 //! once in `main`; it holds no session handles (those are `session::Sessions`'s).
 
+use crate::cluster::{Node, host_name};
 use crate::config::Config;
 use crate::media::PipelineFactory;
 use crate::media::output::hls::HlsStore;
@@ -18,6 +19,8 @@ const REAP_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
+    /// This node: its name in the cluster and its URL.
+    pub node: Node,
     pub media: PipelineFactory,
     registry: Mutex<Registry>,
     /// Where HLS files go, and ended streams' lingering outputs.
@@ -34,8 +37,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Arc<Self> {
+        let node = Node::from_config(&config.cluster, &config.http, &host_name());
         Arc::new(Self {
-            registry: Mutex::new(Registry::new(config.limits.max_publishers)),
+            registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
+            node,
             config,
             media,
             hls,

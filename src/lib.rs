@@ -6,6 +6,7 @@
 
 pub mod blocking;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod hls;

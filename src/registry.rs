@@ -37,15 +37,28 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     max_publishers: u32,
+    /// The node the streams are on, as the stream objects say.
+    node: String,
     streams: BTreeMap<StreamName, StreamEntry>,
 }
 
 impl Registry {
-    pub fn new(max_publishers: u32) -> Self {
+    pub fn new(max_publishers: u32, node: &str) -> Self {
         Self {
             max_publishers,
+            node: node.to_string(),
             streams: BTreeMap::new(),
         }
+    }
+
+    /// Streams that hold a publisher (connecting or live).
+    pub fn publishers(&self) -> u32 {
+        self.streams.values().filter(|s| s.is_active()).count() as u32
+    }
+
+    /// The most publishers this node takes.
+    pub fn max_publishers(&self) -> u32 {
+        self.max_publishers
     }
 
     /// Claims `name` and the lowest free port slot; returns the slot. An ended stream of
@@ -83,6 +96,7 @@ impl Registry {
                     outputs: Outputs::default(),
                     slot: Some(slot),
                     publisher: publisher.to_string(),
+                    node: self.node.clone(),
                     recording_error: None,
                     hls_error: None,
                     stats: StreamStats::default(),
@@ -161,7 +175,7 @@ mod tests {
 
     #[test]
     fn slots_are_lowest_free_and_reused() {
-        let mut r = Registry::new(3);
+        let mut r = Registry::new(3, "n");
         let now = SystemTime::UNIX_EPOCH;
         assert_eq!(r.reserve(&name("a"), "websocket", now), Ok(0));
         assert_eq!(r.reserve(&name("b"), "websocket", now), Ok(1));
@@ -182,7 +196,7 @@ mod tests {
 
     #[test]
     fn an_ended_stream_stays_listed_frees_its_slot_and_can_be_taken_over() {
-        let mut r = Registry::new(1);
+        let mut r = Registry::new(1, "n");
         let start = Instant::now();
         let until = start + Duration::from_secs(30);
         r.reserve(&name("a"), "websocket", SystemTime::now())

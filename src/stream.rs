@@ -100,6 +100,8 @@ pub struct StreamInfo {
     pub slot: Option<u32>,
     /// How the publisher connected (`websocket`, `whip`).
     pub publisher: String,
+    /// The node that holds the stream (`/api/cluster`).
+    pub node: String,
     /// Why the recording stopped early, if it did; the stream went on.
     pub recording_error: Option<String>,
     /// Why HLS stopped early, if it did; the stream went on.

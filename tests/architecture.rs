@@ -163,7 +163,7 @@ fn layer(module: &str) -> usize {
         &["session"],
         &["gateway", "tls"],
         &["media", "metrics"],
-        &["registry"],
+        &["registry", "cluster"],
         &["config", "stream", "client"],
         &["name", "blocking", "hls", ""],
     ];

@@ -345,3 +345,28 @@ fn the_read_token_guards_media_and_travels_in_playlists() {
     );
     assert!(!gateway.log().contains("reader-42"));
 }
+
+#[test]
+fn a_node_on_its_own_shows_itself_as_the_cluster() {
+    let gateway = TestGateway::start("[cluster]\nnode_id = \"gw-a\"\n[limits]\nmax_publishers = 3");
+    let (status, cluster) = gateway.get_json("/api/cluster");
+    assert_eq!(status, 200);
+    assert_eq!(cluster["node"], "gw-a");
+    assert_eq!(cluster["redis"], Value::Null);
+    let nodes = cluster["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{cluster}");
+    assert_eq!(nodes[0]["id"], "gw-a");
+    assert_eq!(
+        nodes[0]["url"],
+        format!("http://127.0.0.1:{}", gateway.port)
+    );
+    assert_eq!(nodes[0]["state"], "serving");
+    assert_eq!(nodes[0]["publishers"], 0);
+    assert_eq!(nodes[0]["max_publishers"], 3);
+
+    let mut publisher = Publisher::start(&gateway, "onnode", &[]);
+    publisher.wait_for("live", Duration::from_secs(20));
+    assert_eq!(gateway.stream("onnode").unwrap()["node"], "gw-a");
+    let (_, cluster) = gateway.get_json("/api/cluster");
+    assert_eq!(cluster["nodes"][0]["publishers"], 1);
+}

@@ -296,6 +296,71 @@ fn rtp_widths(url: String, seconds: u32) -> std::thread::JoinHandle<Vec<u32>> {
     })
 }
 
+/// The picture sizes GStreamer's `sdpdemux` and `avdec_h264` decode from the stream's RTP
+/// (until it has rendered 60 frames after a change of size, or a deadline that only a
+/// broken stream reaches), and the frames rendered since the last change.
+fn gstreamer_sizes(sdp: std::path::PathBuf) -> std::thread::JoinHandle<(Vec<String>, u32)> {
+    std::thread::spawn(move || {
+        let mut child = Command::new("gst-launch-1.0")
+            .args(["-e", "-v", "filesrc"])
+            .arg(format!("location={}", sdp.display()))
+            .args(["!", "sdpdemux", "latency=100", "name=d", "d.", "!", "queue"])
+            .args(["!", "rtph264depay", "!", "avdec_h264", "!", "videoconvert"])
+            .args([
+                "!",
+                "fpsdisplaysink",
+                "video-sink=fakesink",
+                "text-overlay=false",
+            ])
+            .arg("sync=false")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let (mut sizes, mut rendered_at_change, mut rendered) = (Vec::<String>::new(), 0, 0);
+        while sizes.len() < 2 || rendered < rendered_at_change + 60 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                break;
+            };
+            if line.contains("avdec_h264") && line.contains("src: caps = video/x-raw") {
+                let field = |key: &str| {
+                    line.split(key)
+                        .nth(1)
+                        .and_then(|rest| rest.split([',', ' ']).next())
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                let size = format!("{}x{}", field("width=(int)"), field("height=(int)"));
+                if sizes.last() != Some(&size) {
+                    sizes.push(size);
+                    rendered_at_change = rendered;
+                }
+            }
+            if let Some(count) = line
+                .split("rendered: ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next()?.parse::<u32>().ok())
+            {
+                rendered = rendered.max(count);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        (sizes, rendered.saturating_sub(rendered_at_change))
+    })
+}
+
 #[test]
 fn a_publisher_that_changes_size_passes_through_every_output() {
     let gateway = TestGateway::start(
@@ -305,8 +370,15 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
     args.extend(["--resize", "1280x720", "--resize-after-s", "4"]);
     let mut publisher = Publisher::start(&gateway, "grow", &args);
     publisher.wait_for("live", LIVE_TIMEOUT);
-    // ffmpeg (as ffplay) reads the RTP across the change.
+    // ffmpeg (as ffplay) and GStreamer read the RTP across the change.
     let widths = rtp_widths(gateway.url("/streams/grow/stream.sdp"), 10);
+    let sdp = gateway.dir.path().join("grow.sdp");
+    std::fs::write(
+        &sdp,
+        gateway.get("/streams/grow/stream.sdp").text().unwrap(),
+    )
+    .unwrap();
+    let gstreamer = gstreamer_sizes(sdp);
 
     // HLS: a discontinuity, then a new initialisation section at the new size.
     let playlist = wait_playlist(&gateway, "grow", "a new initialisation section", |p| {
@@ -335,6 +407,16 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
         "ffmpeg decoded {} pictures 640 and {} 1280 wide",
         count(640),
         count(1280)
+    );
+
+    let (sizes, after_change) = gstreamer.join().unwrap();
+    assert!(
+        sizes.contains(&"640x360".to_string()) && sizes.contains(&"1280x720".to_string()),
+        "GStreamer decoded {sizes:?}"
+    );
+    assert!(
+        after_change >= 30,
+        "GStreamer rendered {after_change} frames at 1280x720"
     );
 
     // The recording goes on in a new file at the new size; both play.

@@ -128,7 +128,13 @@ fn assert_in_sync(what: &str, offset_ms: f64) {
 /// publisher) and measures every output: RTP through the SDP file, the recording in
 /// `format` of each publication, and HLS in `variant` (the first publication's, before
 /// any discontinuity).
-fn lip_sync_in_every_output(
+fn lip_sync_in_every_output(outputs: (&str, &str), rtp: bool, args: &[&str], publications: usize) {
+    lip_sync_with("", outputs, rtp, args, publications);
+}
+
+/// [`lip_sync_in_every_output`] with `extra` configuration.
+fn lip_sync_with(
+    extra: &str,
     (format, variant): (&str, &str),
     rtp: bool,
     args: &[&str],
@@ -137,7 +143,7 @@ fn lip_sync_in_every_output(
     let records = tempfile::tempdir().unwrap();
     let gateway = TestGateway::start(&format!(
         "[hls]\nplaylist_length = 15\nvariant = \"{variant}\"\n\
-         [record]\nenabled = true\nformat = \"{format}\"\ndir = \"{}\"",
+         [record]\nenabled = true\nformat = \"{format}\"\ndir = \"{}\"\n{extra}",
         records.path().display()
     ));
     let source = sync_source(gateway.dir.path());
@@ -198,6 +204,18 @@ fn lip_sync_in_every_output(
 fn lip_sync_in_rtp_hls_and_mp4_recordings() {
     let _serial = one_at_a_time();
     lip_sync_in_every_output(("mp4", "lowlatency"), true, &[], 1);
+}
+
+#[test]
+fn lip_sync_in_every_output_when_h264_passes_through() {
+    let _serial = one_at_a_time();
+    lip_sync_with(
+        "[transcode]\nmode = \"auto\"",
+        ("mp4", "lowlatency"),
+        true,
+        &["--codec", "h264", "--keyframes-on-request"],
+        1,
+    );
 }
 
 #[test]

@@ -62,7 +62,7 @@ impl Config {
             )*};
         }
         read!(
-            http, rtp, hls, record, transcode, webrtc, signalling, limits, auth
+            http, rtp, hls, record, transcode, webrtc, signalling, limits, auth, cluster
         );
         if let Err(invalid) = config.validate() {
             // A failed section holds defaults: its values were not checked.
@@ -140,6 +140,22 @@ impl Config {
             p.push(
                 "http.tls_self_signed",
                 "must be false when http.tls_cert is set".into(),
+            );
+        }
+        p.range("cluster.lease_ms", self.cluster.lease_ms, 1000, 600_000);
+        if !self.cluster.redis_url.is_empty() {
+            p.push(
+                "cluster.redis_url",
+                "this gateway runs as one node on its own so far (no cluster on Redis yet): \
+                 leave it empty"
+                    .into(),
+            );
+        }
+        let url = &self.cluster.advertise_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            p.push(
+                "cluster.advertise_url",
+                format!("must be an http:// or https:// URL or empty, got {url:?}"),
             );
         }
         p.range("rtp.port_base", self.rtp.port_base, 1024, 65532);
@@ -275,7 +291,7 @@ impl Config {
 }
 
 /// The sections, in the order `gateway.toml` has them.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "http",
     "rtp",
     "hls",
@@ -285,6 +301,7 @@ const SECTIONS: [&str; 9] = [
     "signalling",
     "limits",
     "auth",
+    "cluster",
 ];
 
 /// One section of the file, or its first problem, named by its key.
@@ -466,6 +483,18 @@ mod tests {
             (
                 "http = 5",
                 &["http: invalid type: integer `5`, expected struct HttpConfig"],
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nlease_ms = 10\nadvertise_url = \"gw1\"",
+                &[
+                    "cluster.lease_ms: must be between 1000 and 600000, got 10",
+                    "cluster.redis_url: this gateway runs as one node on its own so far (no cluster on Redis yet): leave it empty",
+                    "cluster.advertise_url: must be an http:// or https:// URL or empty, got \"gw1\"",
+                ],
+            ),
+            (
+                "[transcode]\nmode = \"never\"",
+                &["transcode.mode: must be one of \"always\", \"auto\", got \"never\""],
             ),
         ];
         for (text, want) in table {

@@ -22,6 +22,7 @@ pub struct Config {
     pub signalling: SignallingConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,4 +269,30 @@ pub struct AuthConfig {
 pub struct StreamTokenConfig {
     pub name: StreamName,
     pub token: String,
+}
+
+/// Several gateways as one service. Empty `redis_url`: this node on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis that holds the cluster; empty: one node on its own.
+    pub redis_url: String,
+    /// This node's name in the cluster; empty: the host name and the HTTP port.
+    pub node_id: String,
+    /// The base URL the other nodes reach this one by; empty: `http://` this node's
+    /// address and HTTP port.
+    pub advertise_url: String,
+    /// A node that has not renewed its claims for this long is taken as gone.
+    pub lease_ms: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            node_id: String::new(),
+            advertise_url: String::new(),
+            lease_ms: 5000,
+        }
+    }
 }

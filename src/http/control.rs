@@ -3,6 +3,7 @@
 //! commands to the stream's session.
 
 use super::error::{ApiError, stream_name};
+use crate::cluster::{ClusterView, NodeState};
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::session::{SessionCommand, SessionHandle, Sessions};
@@ -16,6 +17,20 @@ use std::sync::Arc;
 
 pub async fn list_streams(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     Json(gateway.registry().list())
+}
+
+/// The cluster as this node sees it.
+pub async fn cluster(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    let state = if gateway.shutdown.is_cancelled() {
+        NodeState::Draining
+    } else {
+        NodeState::Serving
+    };
+    let (publishers, max) = {
+        let registry = gateway.registry();
+        (registry.publishers(), registry.max_publishers())
+    };
+    Json(ClusterView::single(&gateway.node, state, publishers, max))
 }
 
 pub async fn get_stream(

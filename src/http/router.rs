@@ -92,6 +92,7 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(websocket::upgrade))
         .route("/api/streams", get(control::list_streams))
+        .route("/api/cluster", get(control::cluster))
         .route("/api/streams/{name}", get(control::get_stream))
         .route("/metrics", get(control::render_metrics))
         .route("/hls.js", get(media_files::hls_js))

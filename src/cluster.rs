@@ -1,0 +1,145 @@
+//! The cluster as this node sees it: the node's name and the URL other nodes reach it
+//! by, and what `/api/cluster` shows. This gateway runs as one node on its own so far
+//! (`cluster.redis_url` must be empty), so the cluster it shows is itself. Plain data.
+
+use crate::config::{ClusterConfig, HttpConfig};
+use serde::Serialize;
+
+/// This node: its name in the cluster and its base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub url: String,
+}
+
+impl Node {
+    /// From `cluster.node_id` and `cluster.advertise_url`, or, when they are empty, the
+    /// host name and the HTTP port (`host:8080`), and `http(s)://` the listening address
+    /// (the host name when it listens on every address) and port.
+    pub fn from_config(cluster: &ClusterConfig, http: &HttpConfig, host_name: &str) -> Node {
+        let port = http.listen.port();
+        let id = if cluster.node_id.is_empty() {
+            format!("{host_name}:{port}")
+        } else {
+            cluster.node_id.clone()
+        };
+        let url = if cluster.advertise_url.is_empty() {
+            let tls = http.tls_self_signed || !http.tls_cert.as_os_str().is_empty();
+            let scheme = if tls { "https" } else { "http" };
+            let ip = http.listen.ip();
+            let host = if ip.is_unspecified() {
+                host_name.to_string()
+            } else if ip.is_ipv6() {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            format!("{scheme}://{host}:{port}")
+        } else {
+            cluster.advertise_url.trim_end_matches('/').to_string()
+        };
+        Node { id, url }
+    }
+}
+
+/// This machine's host name, or `localhost` when it cannot be read.
+pub fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            let name = std::fs::read_to_string(path).ok()?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Takes publishers.
+    Serving,
+    /// Shutting down: takes no new publishers.
+    Draining,
+}
+
+/// One node as `/api/cluster` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub url: String,
+    pub state: NodeState,
+    pub publishers: u32,
+    pub max_publishers: u32,
+}
+
+/// What `/api/cluster` answers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterView {
+    /// The node that answers.
+    pub node: String,
+    /// The cluster's Redis: `connected`, `unavailable`, or null for a node on its own.
+    pub redis: Option<String>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl ClusterView {
+    /// A node on its own: the cluster is itself.
+    pub fn single(node: &Node, state: NodeState, publishers: u32, max_publishers: u32) -> Self {
+        ClusterView {
+            node: node.id.clone(),
+            redis: None,
+            nodes: vec![NodeInfo {
+                id: node.id.clone(),
+                url: node.url.clone(),
+                state,
+                publishers,
+                max_publishers,
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_named_by_its_host_and_port_unless_told() {
+        let mut http = HttpConfig::default();
+        let mut cluster = ClusterConfig::default();
+        let node = Node::from_config(&cluster, &http, "gw1");
+        assert_eq!(node.id, "gw1:8080");
+        assert_eq!(node.url, "http://gw1:8080");
+        http.listen = "127.0.0.1:9000".parse().unwrap();
+        http.tls_self_signed = true;
+        let node = Node::from_config(&cluster, &http, "gw1");
+        assert_eq!(
+            (node.id.as_str(), node.url.as_str()),
+            ("gw1:9000", "https://127.0.0.1:9000")
+        );
+        cluster.node_id = "a".into();
+        cluster.advertise_url = "http://10.0.0.5:8080/".into();
+        let node = Node::from_config(&cluster, &http, "gw1");
+        assert_eq!(
+            (node.id.as_str(), node.url.as_str()),
+            ("a", "http://10.0.0.5:8080")
+        );
+    }
+
+    #[test]
+    fn a_single_node_shows_itself() {
+        let node = Node {
+            id: "gw1:8080".into(),
+            url: "http://gw1:8080".into(),
+        };
+        let view = ClusterView::single(&node, NodeState::Serving, 2, 16);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"node": "gw1:8080", "redis": null, "nodes": [
+                {"id": "gw1:8080", "url": "http://gw1:8080", "state": "serving",
+                 "publishers": 2, "max_publishers": 16}]})
+        );
+    }
+}
