@@ -313,6 +313,7 @@ fn gstreamer_sizes(sdp: std::path::PathBuf) -> std::thread::JoinHandle<(Vec<Stri
                 "text-overlay=false",
             ])
             .arg("sync=false")
+            .args(["d.", "!", "queue", "!", "fakesink"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -372,12 +373,21 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
     publisher.wait_for("live", LIVE_TIMEOUT);
     // ffmpeg (as ffplay) and GStreamer read the RTP across the change.
     let widths = rtp_widths(gateway.url("/streams/grow/stream.sdp"), 10);
+    // GStreamer on a second destination (the ports of a slot no stream uses), since
+    // ffmpeg holds the stream's own.
+    let port = gateway.port_base + 4 * 3;
+    let added: Value = reqwest::blocking::Client::new()
+        .post(gateway.url("/api/streams/grow/rtp"))
+        .body(format!(
+            r#"{{"host": "127.0.0.1", "video_port": {port}, "audio_port": {}}}"#,
+            port + 2
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let sdp = gateway.dir.path().join("grow.sdp");
-    std::fs::write(
-        &sdp,
-        gateway.get("/streams/grow/stream.sdp").text().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&sdp, added["sdp"].as_str().expect("an SDP")).unwrap();
     let gstreamer = gstreamer_sizes(sdp);
 
     // HLS: a discontinuity, then a new initialisation section at the new size.
