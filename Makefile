@@ -13,7 +13,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # chromium-driver, geckodriver below) publish from the pages and play HLS in them.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency fuzz clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -92,6 +92,11 @@ bench: build
 # WebSockets, datagrams under a candidate flood, the time a silent publisher is held.
 bench-abuse: build
 	./target/release/webrtc-gateway-bench --abuse --json target/bench-abuse.json
+
+# H.264 publishers passed through (transcode.mode = "auto") against the same publishers
+# transcoded, at 1280x720: receive-only cost, capacity, cores and RSS per stream.
+bench-passthrough: build
+	./target/release/webrtc-gateway-bench --passthrough --sizes 1280x720 --seconds 10 --max-passthrough 256 --max-streams 32 --json target/bench-passthrough.json
 
 # Glass-to-glass latency of RTP (ffmpeg) and HLS (hls.js in headless Chromium) in each HLS
 # variant, and 1,000 held playlist requests. Needs what `make test-deps` installs.

@@ -8,6 +8,7 @@ let hls = null;           // the hls.js player, when one is used
 let playing = null;       // the name of the stream in the player
 let hlsScript = null;     // loading hls.js, once
 let statusTimer = null;   // refreshes the player's latency line
+let cacheAge = null;      // the Age header of the last media playlist, when a cache sent one
 
 function cell(content) {
   const td = document.createElement("td");
@@ -87,7 +88,17 @@ async function play(stream) {
     // them (a live-sync setting of our own would override it), and hls.js's three
     // target durations behind the live edge where it has not. Played up to 1.5 times
     // as fast, it catches up with that target after a stall.
-    hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+    // The Age a shared cache (a CDN, Varnish) puts on the media playlist says how long it
+    // held it: noted, and shown beside the latency.
+    cacheAge = null;
+    const noteAge = (xhr, url) => {
+      if (!url.includes(".m3u8")) return;
+      xhr.addEventListener("load", () => {
+        const age = xhr.getResponseHeader("Age");
+        cacheAge = age === null ? null : Number(age);
+      });
+    };
+    hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, xhrSetup: noteAge });
     hls.loadSource(url);
     hls.attachMedia(video);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
@@ -111,7 +122,8 @@ function showStatus() {
   }
   const mode = hls.lowLatencyMode && hls.levels?.[0]?.details?.partList ? "low-latency" : "standard";
   const latency = Number.isFinite(hls.latency) && hls.latency > 0 ? `, ${hls.latency.toFixed(1)} s behind live` : "";
-  line.textContent = `hls.js ${window.Hls.version} (${mode})${latency}`;
+  const age = cacheAge === null ? "" : `; the playlist's Age from a cache: ${cacheAge} s`;
+  line.textContent = `hls.js ${window.Hls.version} (${mode})${latency}${age}`;
   line.dataset.player = "hls.js";
   line.dataset.latency = Number.isFinite(hls.latency) ? hls.latency.toFixed(2) : "";
 }

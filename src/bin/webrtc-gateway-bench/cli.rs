@@ -24,7 +24,8 @@ pub struct Cli {
     /// bare pipeline; 0 lets x264 choose.
     #[arg(long, default_value_t = 1)]
     pub encoder_threads: u32,
-    /// Run only this many publishers at the first size (no sweep, no baseline).
+    /// Run only this many publishers at the first size (no sweep, no baseline); with
+    /// `--passthrough`, H.264 publishers passed through.
     #[arg(long)]
     pub only: Option<usize>,
     /// Keep HLS on during the sweep (AAC encoding and MPEG-TS segments cost more; the

@@ -60,7 +60,27 @@ pub async fn run(cli: &Cli) -> Result<Value> {
             .context("sizes are WxH")?;
         let clip = Arc::new(clip(width, height, SourceCodec::H264)?);
         println!("\n{width}x{height}, H.264 publishers:");
-
+        if let Some(n) = cli.only {
+            // N publishers received only, then passed through to RTP: the cost of
+            // passing through against receiving, at the same load (and a step to
+            // profile the gateway in).
+            let mut steps = Vec::new();
+            for (name, rtp) in [("received only", false), ("passed through", true)] {
+                let settings = GatewaySettings {
+                    passthrough: true,
+                    rtp,
+                    hls: rtp && cli.hls,
+                };
+                let step = run_step(cli, (width, height), settings, n, &clip, tps).await?;
+                println!("{name}:\n{HEADER}\n{}", line(&step));
+                steps.push(step);
+            }
+            println!(
+                "a passed-through stream costs {:.2}x a stream received only, at {n} publishers",
+                steps[1].cores_per_stream / steps[0].cores_per_stream
+            );
+            return Ok(json!({"received_only": steps[0], "passed_through": steps[1]}));
+        }
         let receive_only = GatewaySettings {
             passthrough: true,
             rtp: false,
