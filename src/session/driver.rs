@@ -688,7 +688,10 @@ impl Session {
                         progress
                             .keyframes_due
                             .retain(|(wanted, _)| last.is_none_or(|at| at < *wanted));
-                        let already = progress.keyframes_due.iter().any(|(at, _)| *at <= now);
+                        let already = progress
+                            .keyframes_due
+                            .iter()
+                            .any(|(wanted, _)| *wanted <= now);
                         if !already {
                             progress.keyframes_due.push((now, next.into()));
                             progress.keyframes_due.sort_by_key(|(_, at)| *at);
