@@ -296,6 +296,70 @@ fn rtp_widths(url: String, seconds: u32) -> std::thread::JoinHandle<Vec<u32>> {
     })
 }
 
+/// Adds an RTP destination on the ports of `slot` (which no stream uses) to `stream`;
+/// returns the path of its SDP file, readable by every user.
+fn destination(gateway: &TestGateway, stream: &str, slot: u16) -> std::path::PathBuf {
+    let port = gateway.port_base + 4 * slot;
+    let added: Value = reqwest::blocking::Client::new()
+        .post(gateway.url(&format!("/api/streams/{stream}/rtp")))
+        .body(format!(
+            r#"{{"host": "127.0.0.1", "video_port": {port}, "audio_port": {}}}"#,
+            port + 2
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let dir = gateway.dir.path().join(format!("slot{slot}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sdp = dir.join(format!("{stream}.sdp"));
+    std::fs::write(&sdp, added["sdp"].as_str().expect("an SDP")).unwrap();
+    sdp
+}
+
+/// VLC (through its avformat demuxer, as the README shows) receives the RTP that `sdp`
+/// describes for `seconds` and records it to MPEG-TS; the widths of the pictures ffmpeg
+/// decodes from that recording, and VLC's log.
+fn vlc_sizes(
+    sdp: std::path::PathBuf,
+    seconds: u32,
+) -> std::thread::JoinHandle<(Vec<String>, String)> {
+    std::thread::spawn(move || {
+        let dir = sdp.parent().unwrap().to_path_buf();
+        let recorded = dir.join("vlc.ts");
+        let output = common::players::unprivileged("cvlc")
+            .env("HOME", &dir)
+            .args([
+                "--demux=avformat",
+                "--avformat-format=sdp",
+                "--intf",
+                "dummy",
+            ])
+            .arg(&sdp)
+            .arg(format!("--run-time={seconds}"))
+            .args(["--play-and-exit", "--sout"])
+            .arg(format!(
+                "#std{{access=file,mux=ts,dst={}}}",
+                recorded.display()
+            ))
+            .output()
+            .unwrap();
+        let decoded = Command::new("ffmpeg")
+            .args(["-v", "info", "-i"])
+            .arg(&recorded)
+            .args(["-map", "0:v", "-vf", "showinfo", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        let sizes = String::from_utf8_lossy(&decoded.stderr)
+            .split(" s:")
+            .skip(1)
+            .filter_map(|rest| Some(rest.split('x').next()?.to_string()))
+            .collect();
+        (sizes, String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+}
+
 /// The picture sizes GStreamer's `sdpdemux` and `avdec_h264` decode from the stream's RTP
 /// (until it has rendered 60 frames after a change of size, or a deadline that only a
 /// broken stream reaches), and the frames rendered since the last change.
@@ -375,20 +439,10 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
     let widths = rtp_widths(gateway.url("/streams/grow/stream.sdp"), 10);
     // GStreamer on a second destination (the ports of a slot no stream uses), since
     // ffmpeg holds the stream's own.
-    let port = gateway.port_base + 4 * 3;
-    let added: Value = reqwest::blocking::Client::new()
-        .post(gateway.url("/api/streams/grow/rtp"))
-        .body(format!(
-            r#"{{"host": "127.0.0.1", "video_port": {port}, "audio_port": {}}}"#,
-            port + 2
-        ))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let sdp = gateway.dir.path().join("grow.sdp");
-    std::fs::write(&sdp, added["sdp"].as_str().expect("an SDP")).unwrap();
+    let sdp = destination(&gateway, "grow", 3);
     let gstreamer = gstreamer_sizes(sdp);
+    // VLC too, on a third, recording what it receives.
+    let vlc = vlc_sizes(destination(&gateway, "grow", 2), 10);
 
     // HLS: a discontinuity, then a new initialisation section at the new size.
     let playlist = wait_playlist(&gateway, "grow", "a new initialisation section", |p| {
@@ -427,6 +481,15 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
     assert!(
         after_change >= 30,
         "GStreamer rendered {after_change} frames at 1280x720"
+    );
+
+    let (sizes, vlc_log) = vlc.join().unwrap();
+    let count = |w: &str| sizes.iter().filter(|x| x.as_str() == w).count();
+    assert!(
+        count("640") >= 30 && count("1280") >= 30,
+        "VLC's recording has {} pictures 640 and {} 1280 wide:\n{vlc_log}",
+        count("640"),
+        count("1280")
     );
 
     // The recording goes on in a new file at the new size; both play.
