@@ -586,3 +586,23 @@ fn a_whip_publisher_offering_only_h264_passes_through() {
     }
     let _ = client.wait();
 }
+
+#[test]
+fn h264_with_b_frames_ends_with_a_reason_that_says_so() {
+    let gateway = TestGateway::start("[transcode]\nmode = \"auto\"");
+    let mut publisher = Publisher::start(&gateway, "bframes", &["--codec", "h264", "--b-frames"]);
+    let ended = publisher.wait_for("ended", Duration::from_secs(30));
+    let reason = ended["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("pipeline-error: ") && reason.contains("B-frames"),
+        "{ended}\n{}",
+        gateway.log()
+    );
+    // The gateway goes on: a publisher without B-frames passes through.
+    let mut plain = Publisher::start(&gateway, "plain", H264_ON_REQUEST);
+    plain.wait_for("live", LIVE_TIMEOUT);
+    assert_eq!(
+        gateway.stream("plain").unwrap()["video"]["passthrough"],
+        true
+    );
+}

@@ -7,7 +7,7 @@
 use crate::config::{RtpConfig, TranscodeConfig};
 use crate::media::error::PipelineError;
 use crate::media::event::{MediaEvent, MediaEventReceiver, MediaEvents, media_events};
-use crate::media::h264::avc1_codec;
+use crate::media::h264::{avc1_codec, has_b_slice};
 use crate::media::input::MediaInput;
 use crate::media::measure::Measurements;
 use crate::media::probe::{caps_size, on_first_buffer};
@@ -95,6 +95,7 @@ impl PipelineFactory {
         refuse_large_caps(&pipeline, spec.max_input, events.clone());
         if spec.video_passthrough {
             stamp_decode_times(&pipeline);
+            refuse_b_frames(&pipeline, events.clone());
         }
         report_input_size(&pipeline, events.clone());
         take_off_aac_priming(&pipeline);
@@ -370,6 +371,42 @@ fn stamp_decode_times(pipeline: &gst::Pipeline) {
             buffer.set_dts(buffer.pts());
         }
         gst::PadProbeReturn::Ok
+    });
+}
+
+/// Ends a passed-through stream whose H.264 has B-frames, with a reason that says so:
+/// its frames come over RTP without decode times, and the muxers would get them out of
+/// order. Browsers, OBS and the WHIP tools send none; `transcode.mode = "always"`
+/// transcodes such a publisher.
+fn refuse_b_frames(pipeline: &gst::Pipeline, events: MediaEvents) {
+    let Some(pad) = pipeline
+        .by_name(names::VIDEO_IN_PARSE)
+        .and_then(|p| p.static_pad("src"))
+    else {
+        return;
+    };
+    let refused = AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if refused.load(Ordering::Relaxed) {
+            return gst::PadProbeReturn::Drop;
+        }
+        let b_frame = match &info.data {
+            Some(gst::PadProbeData::Buffer(buffer)) => {
+                buffer.map_readable().is_ok_and(|map| has_b_slice(&map))
+            }
+            _ => false,
+        };
+        if !b_frame {
+            return gst::PadProbeReturn::Ok;
+        }
+        refused.store(true, Ordering::Relaxed);
+        events.send(MediaEvent::Error {
+            element: names::VIDEO_IN_PARSE.into(),
+            message: "the publisher's H.264 has B-frames, which cannot pass through \
+                      (transcode.mode = \"always\" transcodes them)"
+                .into(),
+        });
+        gst::PadProbeReturn::Drop
     });
 }
 

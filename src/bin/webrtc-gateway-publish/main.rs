@@ -110,6 +110,9 @@ struct Cli {
     /// without it the encoder makes one every 2 s too.
     #[arg(long)]
     keyframes_on_request: bool,
+    /// With `--codec h264`: B-frames, as some encoders make and no browser does.
+    #[arg(long)]
+    b_frames: bool,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -202,6 +205,10 @@ fn video_encoder(cli: &Cli) -> String {
         Codec::Vp8 => format!(
             "vp8enc deadline=1 cpu-used=8 keyframe-max-dist={interval} \
              target-bitrate=800000 error-resilient=partitions"
+        ),
+        Codec::H264 if cli.b_frames => format!(
+            "x264enc speed-preset=ultrafast key-int-max={interval} bitrate=800 bframes=2 \
+             b-adapt=false ! video/x-h264,profile=main,stream-format=byte-stream,alignment=au"
         ),
         Codec::H264 => format!(
             "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={interval} bitrate=800 \
