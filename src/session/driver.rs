@@ -7,7 +7,7 @@
 use crate::blocking::blocking;
 use crate::config::{TranscodeConfig, TranscodeMode};
 use crate::gateway::Gateway;
-use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
+use crate::media::output::hls::HlsOutput;
 use crate::media::output::record::Recording;
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{
@@ -15,10 +15,10 @@ use crate::media::{
 };
 use crate::name::StreamName;
 use crate::session::handle::{Reply, SessionCommand, SessionEvent};
+use crate::session::keyframes::{self, KeyframeSchedule};
 use crate::session::offer::OfferPlan;
 use crate::session::peer::{Peer, PeerEvent};
 use crate::stream::{EndReason, Outputs, StreamState, StreamStats};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -27,8 +27,6 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 /// How long a publisher may take to connect before it is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Fewest milliseconds between two key-frame requests to the publisher.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the file outputs may take to finish their files at the end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the statistics are sampled.
@@ -70,11 +68,8 @@ pub(super) struct Progress {
     pub(super) connected_at: Option<Instant>,
     pub(super) live: bool,
     pub(super) tracks_open: usize,
-    pub(super) last_keyframe_request: Option<Instant>,
-    /// Pass-through: the running times at or after which muxers need a key frame, and
-    /// when to ask the publisher for each; asked again until one has arrived. Earliest
-    /// first; bounded (a muxer asks for the next once its last has come).
-    pub(super) keyframes_due: Vec<(u64, tokio::time::Instant)>,
+    /// When to ask the publisher for key frames.
+    pub(super) keyframes: KeyframeSchedule,
     /// RTP packets counted at the last check, and when that count last grew; none
     /// before the first packet.
     pub(super) packets_seen: Option<(u64, Instant)>,
@@ -82,12 +77,12 @@ pub(super) struct Progress {
     pub(super) pending_outputs: Vec<FileOutput>,
 }
 
-/// When the pending key frame is due (far ahead when none is).
+/// When the next key-frame request is due (far ahead when none is).
 fn keyframe_due_at(progress: &Progress) -> tokio::time::Instant {
-    progress.keyframes_due.first().map_or_else(
-        || tokio::time::Instant::now() + Duration::from_secs(3600),
-        |(_, at)| *at,
-    )
+    progress
+        .keyframes
+        .next_due()
+        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))
 }
 
 /// Whether the publisher's video goes to the outputs without transcoding: H.264 under
@@ -211,52 +206,6 @@ impl Session {
         })
     }
 
-    /// Opens the outputs the configuration asks for: RTP, HLS (continuing a lingering
-    /// playlist) and the recording; says what the pipeline must feed.
-    fn open_outputs(&mut self) -> OutputSpec {
-        let gateway = self.gateway.clone();
-        let config = &gateway.config;
-        let (video, audio) = (self.spec.video.is_some(), self.spec.audio.is_some());
-        let mut outputs = OutputSpec {
-            rtp: config.rtp.enabled,
-            ..OutputSpec::default()
-        };
-        if config.rtp.enabled {
-            self.rtp = Some(RtpOutput::new(
-                &self.name,
-                self.spec.slot,
-                &config.rtp,
-                video,
-                audio,
-            ));
-        }
-        if config.hls.enabled {
-            match gateway.hls.open(&self.name) {
-                Ok(hls) => {
-                    outputs.hls = Some(hls.spec(config.hls.segment_duration_s));
-                    let live = hls.live.clone();
-                    gateway
-                        .registry()
-                        .update(&self.name, |entry| entry.hls = Some(live));
-                    self.hls = Some(hls);
-                }
-                Err(e) => {
-                    self.output_failed(FileOutput::Hls, &format!("cannot write HLS files: {e}"))
-                }
-            }
-        }
-        if config.record.enabled {
-            match Recording::create(&config.record.dir, &self.name, config.record.format) {
-                Ok(recording) => {
-                    outputs.record = Some(recording.spec());
-                    self.recording = Some(recording);
-                }
-                Err(message) => self.output_failed(FileOutput::Recording, &message),
-            }
-        }
-        outputs
-    }
-
     /// Builds the pipeline, attaches the outputs and plays it.
     async fn start_pipeline(&mut self) -> Result<(StreamPipeline, MediaEventReceiver), EndReason> {
         let factory = self.gateway.media.clone();
@@ -277,26 +226,6 @@ impl Session {
             EndReason::PipelineError(e.to_string())
         })?;
         Ok((pipeline, media_events))
-    }
-
-    /// Attaches the opened outputs to the pipeline, before it plays.
-    fn attach_outputs(&mut self, pipeline: &StreamPipeline) {
-        if let Some(rtp) = &self.rtp {
-            rtp.attach(pipeline);
-        }
-        if let (Some(hls), Some(spec)) = (&mut self.hls, &self.spec.outputs.hls) {
-            hls.attach(pipeline, spec);
-        }
-        if let Some(mut recording) = self.recording.take() {
-            match recording.attach(pipeline) {
-                Ok(()) => self.recording = Some(recording),
-                Err(e) => {
-                    recording.discard();
-                    let message = format!("cannot start the recording: {e}");
-                    self.output_failed(FileOutput::Recording, &message);
-                }
-            }
-        }
     }
 
     async fn drive(
@@ -334,7 +263,7 @@ impl Session {
                     self.sample_stats(pipeline).await;
                     self.keep_keyframe_interval(pipeline, progress).await;
                 }
-                _ = tokio::time::sleep_until(keyframe_due_at(progress)), if !progress.keyframes_due.is_empty() => {
+                _ = tokio::time::sleep_until(keyframe_due_at(progress)), if progress.keyframes.next_due().is_some() => {
                     self.keyframe_due(pipeline, progress).await;
                 }
                 event = self.peer_events.recv() => {
@@ -414,81 +343,6 @@ impl Session {
         None
     }
 
-    fn start_recording(
-        &mut self,
-        pipeline: &StreamPipeline,
-        progress: &mut Progress,
-    ) -> Result<String, String> {
-        if self.recording.as_ref().is_some_and(Recording::is_attached) {
-            return Err("the stream is already being recorded".into());
-        }
-        let config = &self.gateway.config.record;
-        let mut recording = Recording::create(&config.dir, &self.name, config.format)?;
-        if let Err(e) = recording.attach(pipeline) {
-            recording.discard();
-            return Err(e.to_string());
-        }
-        progress.pending_outputs.push(FileOutput::Recording);
-        let file = recording.file().to_string();
-        self.recording = Some(recording);
-        let shown = file.clone();
-        self.gateway.registry().update(&self.name, |entry| {
-            entry.info.outputs.recording = Some(shown);
-            entry.info.recording_error = None;
-        });
-        Ok(file)
-    }
-
-    /// A recording stopped from the control API (or for a new picture size) is complete:
-    /// take its branch out, and in the second case go on in a new file.
-    fn recording_finished(&mut self, pipeline: &StreamPipeline, progress: &mut Progress) {
-        let continues = std::mem::take(&mut self.recording_continues);
-        let reply = self.stop_recording_reply.take();
-        if reply.is_none() && !continues {
-            return;
-        }
-        let Some(recording) = self.recording.take() else {
-            return;
-        };
-        let file = recording.detach(pipeline);
-        tracing::info!(%file, "recording stopped");
-        self.gateway
-            .registry()
-            .update(&self.name, |entry| entry.info.outputs.recording = None);
-        if let Some(reply) = reply {
-            let _ = reply.send(Ok(file));
-        } else if let Err(message) = self.start_recording(pipeline, progress) {
-            self.output_failed(FileOutput::Recording, &message);
-        }
-    }
-
-    fn add_rtp_destination(
-        &mut self,
-        pipeline: &StreamPipeline,
-        host: IpAddr,
-        video_port: u16,
-        audio_port: u16,
-    ) -> Result<crate::stream::RtpDestination, String> {
-        let limit = self.gateway.config.limits.max_rtp_destinations;
-        let Some(rtp) = &mut self.rtp else {
-            return Err("RTP output is disabled (rtp.enabled = false)".into());
-        };
-        let destination = rtp.add_destination(pipeline, (host, video_port, audio_port), limit)?;
-        self.publish_destinations();
-        Ok(destination)
-    }
-
-    fn publish_destinations(&self) {
-        let destinations = self
-            .rtp
-            .as_ref()
-            .map(|rtp| rtp.destinations().to_vec())
-            .unwrap_or_default();
-        self.gateway.registry().update(&self.name, |entry| {
-            entry.info.rtp_destinations = destinations
-        });
-    }
-
     /// Ends the inputs and waits (at most 2 s) for the file outputs to finish their files.
     async fn drain(
         &mut self,
@@ -511,41 +365,6 @@ impl Session {
                     break;
                 }
             }
-        }
-    }
-
-    /// Closes the playlist with ENDLIST and hands the HLS output back.
-    fn end_hls(&mut self) -> Option<HlsOutput> {
-        let mut hls = self.hls.take()?;
-        hls.end();
-        Some(hls)
-    }
-
-    fn output_failed(&self, output: FileOutput, message: &str) {
-        tracing::error!(?output, "{message}; the stream goes on without it");
-        let message = message.to_string();
-        self.gateway
-            .registry()
-            .update(&self.name, |entry| match output {
-                FileOutput::Hls => entry.info.hls_error = Some(message),
-                FileOutput::Recording => entry.info.recording_error = Some(message),
-            });
-    }
-
-    fn write_variant(&mut self, video_codec: Option<String>) {
-        let video = match (&self.spec.video, self.spec.video_passthrough) {
-            (None, _) => VariantVideo::None,
-            (Some(_), false) => VariantVideo::Encoded,
-            (Some(_), true) => VariantVideo::PassedThrough(self.input_size),
-        };
-        let variant = variant_of(
-            &self.gateway.config.transcode,
-            video,
-            self.spec.audio.is_some(),
-            video_codec,
-        );
-        if let Some(hls) = &mut self.hls {
-            hls.write_variant(&variant);
         }
     }
 
@@ -602,25 +421,13 @@ impl Session {
         None
     }
 
-    /// A key frame is due (a muxer's, passed through; or a request that came too soon
-    /// after the last): asks the publisher for it, and again every half second until a
-    /// key frame at or after the time it was wanted for has passed.
+    /// A key-frame request is due: asks the publisher unless the key frame came.
     async fn keyframe_due(&mut self, pipeline: &StreamPipeline, progress: &mut Progress) {
         let last = pipeline.measurements().last_key_frame();
-        progress
-            .keyframes_due
-            .retain(|(wanted, _)| last.is_none_or(|at| at < *wanted));
-        let now = tokio::time::Instant::now();
-        let Some(first) = progress.keyframes_due.first_mut() else {
-            return;
-        };
-        if first.1 > now {
-            return;
+        if progress.keyframes.fire(tokio::time::Instant::now(), last) {
+            tracing::debug!("asking the publisher for a key frame that is due");
+            self.request_keyframe(progress).await;
         }
-        first.1 = now + KEYFRAME_REQUEST_INTERVAL;
-        progress.keyframes_due.sort_by_key(|(_, at)| *at);
-        tracing::debug!("asking the publisher for a key frame that is due");
-        self.request_keyframe(progress).await;
     }
 
     /// Pass-through: the publisher makes every key frame, and a browser makes none it is
@@ -630,16 +437,12 @@ impl Session {
     /// should a segment's key frame not have come (a muxer that missed one, as
     /// isofmp4mux can around a change of picture size, would wait for it for ever).
     async fn keep_keyframe_interval(&mut self, pipeline: &StreamPipeline, progress: &mut Progress) {
-        // A muxer waiting for a key frame it asked for is waited for.
-        if !self.spec.video_passthrough
-            || progress.connected_at.is_none()
-            || !progress.keyframes_due.is_empty()
-        {
+        if !self.spec.video_passthrough || progress.connected_at.is_none() {
             return;
         }
         let config = &self.gateway.config;
         let interval = if self.hls.is_some() {
-            Duration::from_secs(config.hls.segment_duration_s.into()) + KEYFRAME_REQUEST_INTERVAL
+            Duration::from_secs(config.hls.segment_duration_s.into()) + keyframes::REQUEST_INTERVAL
         } else {
             Duration::from_secs(config.transcode.keyframe_interval_s.into())
         };
@@ -650,10 +453,10 @@ impl Session {
             (Some(now), Some(last)) => Duration::from_nanos(now.saturating_sub(last)),
             _ => return,
         };
-        let asked_lately = progress
-            .last_keyframe_request
-            .is_some_and(|at| at.elapsed() < interval.min(since_key_frame));
-        if since_key_frame >= interval && !asked_lately {
+        if progress
+            .keyframes
+            .overdue(tokio::time::Instant::now(), since_key_frame, interval)
+        {
             tracing::debug!(
                 ?since_key_frame,
                 "no key frame for a while: asking the publisher"
@@ -665,7 +468,7 @@ impl Session {
     async fn request_keyframe(&mut self, progress: &mut Progress) {
         self.peer.request_keyframe().await;
         self.plis_sent += 1;
-        progress.last_keyframe_request = Some(Instant::now());
+        progress.keyframes.asked(tokio::time::Instant::now());
     }
 
     async fn on_media_event(
@@ -676,32 +479,14 @@ impl Session {
     ) -> Option<EndReason> {
         match event {
             MediaEvent::KeyframeRequested => {
-                let next = progress
-                    .last_keyframe_request
-                    .map(|at| at + KEYFRAME_REQUEST_INTERVAL)
-                    .filter(|next| *next > Instant::now());
-                match (next, pipeline.running_time()) {
-                    // Asked too soon after the last request: asked when the interval is
-                    // over, unless a key frame has come by then.
-                    (Some(next), Some(now)) => {
-                        let last = pipeline.measurements().last_key_frame();
-                        progress
-                            .keyframes_due
-                            .retain(|(wanted, _)| last.is_none_or(|at| at < *wanted));
-                        let already = progress
-                            .keyframes_due
-                            .iter()
-                            .any(|(wanted, _)| *wanted <= now);
-                        if !already {
-                            progress.keyframes_due.push((now, next.into()));
-                            progress.keyframes_due.sort_by_key(|(_, at)| *at);
-                        }
-                    }
-                    (Some(_), None) => {}
-                    (None, _) => {
-                        tracing::debug!("asking the publisher for a key frame");
-                        self.request_keyframe(progress).await;
-                    }
+                let ask = progress.keyframes.on_loss(
+                    tokio::time::Instant::now(),
+                    pipeline.running_time(),
+                    pipeline.measurements().last_key_frame(),
+                );
+                if ask {
+                    tracing::debug!("asking the publisher for a key frame");
+                    self.request_keyframe(progress).await;
                 }
             }
             MediaEvent::KeyframeDue {
@@ -709,8 +494,7 @@ impl Session {
                 wait,
             } => {
                 let at = tokio::time::Instant::now() + wait;
-                progress.keyframes_due.push((running_time_ns, at));
-                progress.keyframes_due.sort_by_key(|(_, at)| *at);
+                progress.keyframes.on_due(running_time_ns, at);
             }
             // With RTP on, `live` waits for the RTP output, so that the SDP file is
             // served as soon as a publisher hears `live`.

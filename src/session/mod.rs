@@ -5,12 +5,17 @@
 //! - `sessions`: [`Sessions::publish`] starts one; live sessions' handles by name;
 //! - `handle`: [`SessionHandle`], its commands and the events a session reports;
 //! - `driver`: the task itself, the `select!` loop over commands and events;
+//! - `outputs`: what the task does with the outputs: opens and attaches them, recordings,
+//!   RTP destinations, the multivariant playlist, failures;
+//! - `keyframes`: when to ask the publisher for a key frame (plain data);
 //! - `report`: the stream object, its statistics, the media timeout;
 //! - `offer`: what an SDP offer asks for; `peer`: the peer connection and its callbacks.
 
 mod driver;
 pub mod handle;
+mod keyframes;
 pub mod offer;
+mod outputs;
 mod peer;
 mod report;
 pub mod sessions;
