@@ -4,7 +4,7 @@
 //! The probes keep their own counters (atomics, and the short arrival lists under their
 //! own locks); they touch no session state.
 
-use crate::media::probe::running_time;
+use crate::media::probe::{element_pad, running_time};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
@@ -197,10 +197,7 @@ fn rtp_timestamp(packet: &[u8]) -> Option<u32> {
 
 /// Notes, at the jitter buffer's output, the running time each picture was given.
 fn note_released_pictures(pipeline: &gst::Pipeline, measurements: Arc<Measurements>) {
-    let Some(pad) = pipeline
-        .by_name("video_jitter")
-        .and_then(|j| j.static_pad("src"))
-    else {
+    let Some(pad) = element_pad(pipeline, ("video_jitter", "src")) else {
         return;
     };
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
@@ -218,10 +215,7 @@ fn note_released_pictures(pipeline: &gst::Pipeline, measurements: Arc<Measuremen
 /// Notes the running time of each key frame the publisher sent, as it leaves the input
 /// parser (before any decoder).
 fn note_key_frames(pipeline: &gst::Pipeline, measurements: Arc<Measurements>) {
-    let Some(pad) = pipeline
-        .by_name("video_in_parse")
-        .and_then(|p| p.static_pad("src"))
-    else {
+    let Some(pad) = element_pad(pipeline, ("video_in_parse", "src")) else {
         return;
     };
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {

@@ -10,7 +10,7 @@ use crate::media::event::{MediaEvent, MediaEventReceiver, MediaEvents, media_eve
 use crate::media::h264::{avc1_codec, has_b_slice};
 use crate::media::input::MediaInput;
 use crate::media::measure::Measurements;
-use crate::media::probe::{caps_size, on_first_buffer};
+use crate::media::probe::{caps_size, element_pad, on_first_buffer};
 use crate::media::spec::{FileOutput, RecordSpec, StreamSpec, VideoCodec};
 use crate::media::templates::{Templates, names};
 use gstreamer as gst;
@@ -294,10 +294,7 @@ fn vp8_key_frame_size(frame: &[u8]) -> Option<(u32, u32)> {
 /// Drops, before the decoder, every VP8 key frame larger than `max` and reports it: the
 /// decoder never allocates for it.
 fn refuse_large_vp8(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEvents) {
-    let Some(pad) = pipeline
-        .by_name(names::VIDEO_DEPAY)
-        .and_then(|d| d.static_pad("src"))
-    else {
+    let Some(pad) = element_pad(pipeline, (names::VIDEO_DEPAY, "src")) else {
         return;
     };
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
@@ -322,10 +319,7 @@ fn refuse_large_vp8(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEven
 /// larger than `max` (H.264: the size from the SPS), and reports it: the caps never reach
 /// the decoder, and neither does any buffer after them.
 fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEvents) {
-    let Some(pad) = pipeline
-        .by_name(names::VIDEO_IN_PARSE)
-        .and_then(|p| p.static_pad("src"))
-    else {
+    let Some(pad) = element_pad(pipeline, (names::VIDEO_IN_PARSE, "src")) else {
         return;
     };
     let refused = AtomicBool::new(false);
@@ -357,10 +351,7 @@ fn refuse_large_caps(pipeline: &gst::Pipeline, max: (u32, u32), events: MediaEve
 /// over RTP with presentation times only, and without B-frames decode order is
 /// presentation order.
 fn stamp_decode_times(pipeline: &gst::Pipeline) {
-    let Some(pad) = pipeline
-        .by_name(names::VIDEO_PARSE)
-        .and_then(|p| p.static_pad("src"))
-    else {
+    let Some(pad) = element_pad(pipeline, (names::VIDEO_PARSE, "src")) else {
         return;
     };
     pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
@@ -379,10 +370,7 @@ fn stamp_decode_times(pipeline: &gst::Pipeline) {
 /// order. Browsers, OBS and the WHIP tools send none; `transcode.mode = "always"`
 /// transcodes such a publisher.
 fn refuse_b_frames(pipeline: &gst::Pipeline, events: MediaEvents) {
-    let Some(pad) = pipeline
-        .by_name(names::VIDEO_IN_PARSE)
-        .and_then(|p| p.static_pad("src"))
-    else {
+    let Some(pad) = element_pad(pipeline, (names::VIDEO_IN_PARSE, "src")) else {
         return;
     };
     let refused = AtomicBool::new(false);
@@ -417,10 +405,7 @@ const AAC_PRIMING: gst::ClockTime = gst::ClockTime::from_nseconds(1024 * 1_000_0
 /// Stamps every AAC frame that much earlier, so that HLS and the recordings play their
 /// audio when it was heard (it ran about 20 ms late against the video).
 fn take_off_aac_priming(pipeline: &gst::Pipeline) {
-    let Some(pad) = pipeline
-        .by_name(names::AUDIO_AAC)
-        .and_then(|tee| tee.static_pad("sink"))
-    else {
+    let Some(pad) = element_pad(pipeline, (names::AUDIO_AAC, "sink")) else {
         return;
     };
     pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {

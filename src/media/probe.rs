@@ -38,6 +38,11 @@ pub fn probed_buffer<'a>(
     Some((buffer.as_ref(), running_time(pad, buffer)?))
 }
 
+/// The pad `pad` of the pipeline's element named `element`, when it has both.
+pub fn element_pad(pipeline: &gst::Pipeline, (element, pad): (&str, &str)) -> Option<gst::Pad> {
+    pipeline.by_name(element).and_then(|e| e.static_pad(pad))
+}
+
 /// Reports the first buffer passing an element's pad for which `event` gives an event,
 /// then removes itself.
 pub fn on_first_buffer(
@@ -46,7 +51,7 @@ pub fn on_first_buffer(
     events: MediaEvents,
     event: impl Fn(&gst::Pad, &gst::BufferRef) -> Option<MediaEvent> + Send + Sync + 'static,
 ) {
-    let Some(pad) = pipeline.by_name(element).and_then(|e| e.static_pad(pad)) else {
+    let Some(pad) = element_pad(pipeline, (element, pad)) else {
         return;
     };
     // Payloaders push lists of packets; the first packet stands for the list.
