@@ -275,6 +275,13 @@ fn h264_passes_through_to_rtp_low_latency_hls_and_the_recording() {
     assert_eq!(size, "640x360");
     assert_eq!(durations.len(), 2, "{durations:?}");
     assert!(durations.iter().all(|d| *d >= 5.0), "{durations:?}");
+    // Its audio is the publisher's Opus: no AAC is made for it.
+    let path = gateway.dir.path().join("rec").join(file);
+    let audio = ffprobe(
+        &path,
+        &["-select_streams", "a", "-show_entries", "stream=codec_name"],
+    );
+    assert!(audio.contains("codec_name=opus"), "{audio}");
     assert!(
         (durations[0] - durations[1]).abs() < 0.2,
         "tracks of different lengths: {durations:?}"

@@ -366,9 +366,12 @@ impl Templates {
         }
         if spec.audio.is_some() {
             parts.push(&AUDIO);
-            // AAC for HLS and recordings; without them, none is made (a recording
-            // started later from the control API then has video only).
-            if outputs.hls.is_some() || outputs.record.is_some() {
+            // AAC for HLS, and for the recordings of transcoded streams; without them,
+            // none is made (a transcoded stream's recording started later from the
+            // control API then has video only). A passed-through stream records the
+            // publisher's Opus as it records its H.264.
+            let record_aac = outputs.record.is_some() && !spec.video_passthrough;
+            if outputs.hls.is_some() || record_aac {
                 parts.push(&AAC);
             }
         }
@@ -509,5 +512,41 @@ mod tests {
         );
         assert_eq!(debian_package("avdec_h264"), Some("gstreamer1.0-libav"));
         assert_eq!(debian_package("nosuchelement"), None);
+    }
+
+    /// The templates as shipped, read without the startup check (which builds
+    /// pipelines).
+    fn shipped() -> Templates {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let text = ALL
+            .iter()
+            .map(|spec| {
+                let body = std::fs::read_to_string(dir.join(spec.file)).expect("a template");
+                (spec.file, body)
+            })
+            .collect();
+        Templates { dir, text }
+    }
+
+    #[test]
+    fn aac_only_where_an_output_needs_it() {
+        let templates = shipped();
+        let describe = |passthrough: bool, hls: bool| {
+            let mut spec = check_spec(VideoCodec::H264, passthrough, RecordFormat::Mp4);
+            if !hls {
+                spec.outputs.hls = None;
+            }
+            templates
+                .describe(&spec, &TranscodeConfig::default(), &RtpConfig::default())
+                .unwrap()
+        };
+        // Transcoded: the recording takes AAC.
+        assert!(describe(false, false).contains("avenc_aac"));
+        // Passed through: the recording takes the publisher's Opus; only HLS needs AAC.
+        assert!(!describe(true, false).contains("avenc_aac"));
+        assert!(describe(true, true).contains("avenc_aac"));
+        // Opus reaches RTP untouched either way.
+        assert!(describe(true, false).contains("rtpopuspay"));
+        assert!(!describe(true, false).contains("opusenc"));
     }
 }

@@ -46,7 +46,8 @@ pub struct Cli {
     /// Instead of the sweep: H.264 publishers passed through (`transcode.mode = "auto"`)
     /// against the same publishers transcoded, at each size, in one run: the receive-only
     /// cost, then capacity (by frame rate and within the delay target), cores and RSS per
-    /// stream of both.
+    /// stream of both. With `--latency`: the publisher sends H.264 and the gateway
+    /// passes it through.
     #[arg(long)]
     pub passthrough: bool,
     /// With `--passthrough`: the most publishers the pass-through sweep tries.

@@ -4,6 +4,8 @@
 //! its low-delay flags), hls.js in headless Chromium from the HLS playlist, in each HLS
 //! variant, both on the same publication. In the low-latency variant also: 1,000
 //! playlist requests held waiting for one part, and the gateway's memory meanwhile.
+//! With `--passthrough`, the publisher sends H.264 (key frames only when asked, as a
+//! browser) and the gateway passes it through (`transcode.mode = "auto"`).
 
 use crate::cli::*;
 use crate::steps::percentile;
@@ -74,15 +76,16 @@ setInterval(() => {
 </script>
 "#;
 
-fn start(dir: &std::path::Path, variant: &str) -> Result<Process> {
+fn start(dir: &std::path::Path, variant: &str, passthrough: bool) -> Result<Process> {
     let root = std::env::current_dir()?;
+    let mode = if passthrough { "auto" } else { "always" };
     let config = dir.join(format!("{variant}.toml"));
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
              [rtp]\nport_base = {RTP_BASE}\n[hls]\nvariant = \"{variant}\"\n\
-             [transcode]\npipelines_dir = \"{root}/pipelines\"\n\
+             [transcode]\npipelines_dir = \"{root}/pipelines\"\nmode = \"{mode}\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n",
             root = root.display(),
         ),
@@ -92,10 +95,16 @@ fn start(dir: &std::path::Path, variant: &str) -> Result<Process> {
 
 /// Starts a publisher with its clock in the pictures; returns once the stream is live
 /// and its playlist has three segments, as a viewer finds a running stream.
-async fn publish() -> Result<tokio::process::Child> {
+async fn publish(passthrough: bool) -> Result<tokio::process::Child> {
+    let codec: &[&str] = if passthrough {
+        &["--codec", "h264", "--keyframes-on-request"]
+    } else {
+        &[]
+    };
     let child = tokio::process::Command::new(sibling("webrtc-gateway-publish")?)
         .args(["--url", &format!("ws://127.0.0.1:{HTTP_PORT}/ws")])
         .args(["--stream", STREAM, "--clock-stamp"])
+        .args(codec)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -323,15 +332,20 @@ async fn waiting_requests(pid: u32) -> Result<Value> {
 pub async fn run(cli: &Cli) -> Result<Value> {
     println!(
         "webrtc-gateway latency bench: glass to glass, the publisher's clock drawn into its \
-         pictures and read from the players' ({WARM_UP_S} s warm-up, {} s measured)",
-        cli.seconds
+         pictures and read from the players' ({WARM_UP_S} s warm-up, {} s measured; {})",
+        cli.seconds,
+        if cli.passthrough {
+            "H.264 passed through"
+        } else {
+            "VP8 transcoded"
+        }
     );
     let dir = tempfile::tempdir()?;
     let mut variants = Vec::new();
     let mut waiting = Value::Null;
     for variant in cli.variants.split(',') {
-        let gateway = start(dir.path(), variant)?;
-        let publisher = publish().await?;
+        let gateway = start(dir.path(), variant, cli.passthrough)?;
+        let publisher = publish(cli.passthrough).await?;
         let (rtp, hls) = tokio::join!(
             rtp_latency(cli.seconds),
             hls_latency(cli.seconds, dir.path())
@@ -358,5 +372,5 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         drop(gateway);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(json!({"latency": variants, "waiting_reloads": waiting}))
+    Ok(json!({"latency": variants, "waiting_reloads": waiting, "passthrough": cli.passthrough}))
 }

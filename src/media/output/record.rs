@@ -82,14 +82,22 @@ impl Recording {
         self.branch.is_some()
     }
 
-    /// Adds the recording branch, fed by the encoder's H.264 and the AAC encoder.
+    /// Adds the recording branch, fed by the stream's H.264 and its AAC (transcoded) or
+    /// the publisher's Opus (passed through).
     pub fn attach(&mut self, pipeline: &StreamPipeline) -> Result<(), PipelineError> {
         if self.branch.is_some() {
             return Err(PipelineError::Start("already recording".into()));
         }
         let start = |e: &dyn std::fmt::Display| PipelineError::Start(e.to_string());
         let (video, audio) = pipeline.tracks();
-        let audio = audio && pipeline.element(names::AUDIO_AAC).is_some();
+        // A passed-through stream records the publisher's Opus; a transcoded one the
+        // AAC that its HLS and recordings share.
+        let audio_tee = if pipeline.video_passthrough() {
+            names::AUDIO_ENCODED
+        } else {
+            names::AUDIO_AAC
+        };
+        let audio = audio && pipeline.element(audio_tee).is_some();
         let bin = pipeline.build_record(&self.spec(), video, audio)?;
         bin.set_property("name", "record_bin");
         pipeline.gst().add(&bin).map_err(|e| start(&e))?;
@@ -97,7 +105,7 @@ impl Recording {
         let mut pads = Vec::new();
         for (tee, queue) in [
             (names::VIDEO_ENCODED, names::RECORD_VIDEO_QUEUE),
-            (names::AUDIO_AAC, names::RECORD_AUDIO_QUEUE),
+            (audio_tee, names::RECORD_AUDIO_QUEUE),
         ] {
             let (Some(tee), Some(queue)) = (pipeline.element(tee), bin.by_name(queue)) else {
                 continue;
