@@ -10,8 +10,9 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
 # What the tests use besides: ffmpeg/ffprobe decode the outputs, VLC plays them,
 # Chromium and Firefox ESR (headless, fake devices, over WebDriver: chromedriver from
-# chromium-driver, geckodriver below) publish from the pages and play HLS in them.
-TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr
+# chromium-driver, geckodriver below) publish from the pages and play HLS in them;
+# Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`.
+TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish
 
 .PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough fuzz clean
 

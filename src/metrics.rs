@@ -30,6 +30,11 @@ struct StatusLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabel {
     stream: String,
 }
@@ -42,6 +47,7 @@ pub struct Metrics {
     publications_ended: Family<ReasonLabel, Counter>,
     signalling_errors: Family<CodeLabel, Counter>,
     whip_requests: Family<StatusLabel, Counter>,
+    hls_requests: Family<KindLabel, Counter>,
     connections_open: Gauge,
     connections_refused: Counter,
     candidates_ignored: Counter,
@@ -76,6 +82,13 @@ impl Default for Metrics {
             "WHIP requests answered, by status",
             whip_requests.clone(),
         );
+        let hls_requests = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "hls_requests",
+            "HLS requests that reached the gateway, by what they asked for: multivariant, \
+             playlist, blocking (a blocking playlist reload), part, segment, init",
+            hls_requests.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -102,6 +115,7 @@ impl Default for Metrics {
             publications_ended,
             signalling_errors,
             whip_requests,
+            hls_requests,
             connections_open,
             connections_refused,
             candidates_ignored,
@@ -133,6 +147,11 @@ impl Metrics {
         self.whip_requests
             .get_or_create(&StatusLabel { status })
             .inc();
+    }
+
+    /// An HLS request reached the gateway (past any cache in front of it).
+    pub fn hls_request(&self, kind: &'static str) {
+        self.hls_requests.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// A connection opened; it counts as open until the guard is dropped.

@@ -83,6 +83,14 @@ impl Playlist {
         self.target_duration
     }
 
+    /// The same playlist, its first segment numbered `msn`.
+    pub fn starting_at(self, msn: u64) -> Self {
+        Self {
+            media_sequence: msn,
+            ..self
+        }
+    }
+
     pub fn low_latency(&self) -> Option<LowLatency> {
         self.low_latency
     }

@@ -4,6 +4,7 @@
 
 use super::auth::query_token;
 use super::error::{ApiError, stream_name};
+use crate::config::{HlsConfig, HlsVariant};
 use crate::gateway::Gateway;
 use crate::hls::live::{LiveHls, Reload, ReloadError};
 use crate::media::output::hls::MEDIA;
@@ -82,7 +83,9 @@ pub async fn stream_file(
         ));
     };
     let token = query_token(query.as_deref());
-    let playlist = |text: String| {
+    let hls = &gateway.config.hls;
+    let playlist = |text: String, cache: Cached| {
+        let cache_control = cache.control(hls, text.contains("#EXT-X-ENDLIST"));
         let text = match token {
             Some(token) => with_token(&text, token),
             None => text,
@@ -90,23 +93,35 @@ pub async fn stream_file(
         (
             [
                 (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "no-cache"),
+                (header::CACHE_CONTROL, cache_control.as_str()),
             ],
             text,
         )
             .into_response()
     };
     if file == MEDIA {
-        return media_playlist(&live, &name, query.as_deref())
+        let reload = Reload::parse(query.as_deref()).map_err(bad_directive)?;
+        let blocking = reload.msn.is_some();
+        gateway
+            .metrics
+            .hls_request(if blocking { "blocking" } else { "playlist" });
+        return media_playlist(&live, &name, reload)
             .await
-            .map(playlist);
+            .map(|text| playlist(text, Cached::MediaPlaylist { blocking }));
     }
-    // Segment and part names are unique to one output: they never change once written.
+    gateway.metrics.hls_request(match extension {
+        "m3u8" => "multivariant",
+        "mp4" => "init",
+        "m4s" if is_part(stem) => "part",
+        _ => "segment",
+    });
+    // Segment, part and initialisation section names are unique to one output (and
+    // so to one publication): they never change once written.
     let immutable = |body: Vec<u8>| {
         (
             [
                 (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+                (header::CACHE_CONTROL, IMMUTABLE),
             ],
             body,
         )
@@ -118,30 +133,72 @@ pub async fn stream_file(
         return Ok(immutable(part.to_vec()));
     }
     match tokio::fs::read(live.dir.join(&file)).await {
-        Ok(body) if extension == "m3u8" => Ok(playlist(String::from_utf8_lossy(&body).into())),
+        Ok(body) if extension == "m3u8" => Ok(playlist(
+            String::from_utf8_lossy(&body).into(),
+            Cached::Multivariant,
+        )),
         Ok(body) => Ok(immutable(body)),
         Err(_) if extension == "m3u8" => Err(not_ready(&name)),
         Err(_) => Err(ApiError::no_file(&file)),
     }
 }
 
+/// Segments, parts and initialisation sections: their URIs are never reused.
+const IMMUTABLE: &str = "public, max-age=86400, immutable";
+
+/// Whether a segment file's stem names a low-latency part (`<prefix>p<n>`), not a whole
+/// segment (`<prefix><msn>`).
+fn is_part(stem: &str) -> bool {
+    stem.rsplit_once('-')
+        .is_some_and(|(_, tail)| tail.starts_with('p'))
+}
+
+/// The playlists, and how long a shared cache (a CDN, Varnish) may keep each: every
+/// answer is `public` and the same for every viewer, so one request per URL reaches the
+/// gateway however large the audience.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cached {
+    /// A few seconds: it changes only when the publisher's size or codec does.
+    Multivariant,
+    /// A media playlist. A blocking reload's answer (`_HLS_msn`, `_HLS_part` in its
+    /// URL) stays right: media sequence numbers are never reused for a name, so it is
+    /// kept six target durations, a day once the stream has ended. The plain URL
+    /// changes with every part (every segment without parts), so that long; also once
+    /// ended, as a returning publisher continues the same playlist.
+    MediaPlaylist { blocking: bool },
+}
+
+impl Cached {
+    fn control(self, hls: &HlsConfig, ended: bool) -> String {
+        let seconds = match self {
+            Cached::Multivariant => 5,
+            Cached::MediaPlaylist { blocking: true } if ended => 86_400,
+            Cached::MediaPlaylist { blocking: true } => 6 * hls.segment_duration_s,
+            Cached::MediaPlaylist { blocking: false } if hls.variant == HlsVariant::LowLatency => {
+                hls.part_duration_ms.div_ceil(1000)
+            }
+            Cached::MediaPlaylist { blocking: false } => hls.segment_duration_s,
+        };
+        format!("public, max-age={seconds}")
+    }
+}
+
+fn bad_directive(e: ReloadError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad-delivery-directive",
+        e.to_string(),
+    )
+}
+
 /// The media playlist, once it has what the request's delivery directives ask for.
 async fn media_playlist(
     live: &LiveHls,
     name: &StreamName,
-    query: Option<&str>,
+    reload: Reload,
 ) -> Result<String, ApiError> {
-    let reload = Reload::parse(query).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-delivery-directive",
-            e.to_string(),
-        )
-    })?;
     live.playlist(reload).await.map_err(|e| match e {
-        ReloadError::BadRequest(message) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad-delivery-directive", message)
-        }
+        bad @ ReloadError::BadRequest(_) => bad_directive(bad),
         timeout @ (ReloadError::Timeout { .. } | ReloadError::NoSegment(_)) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",

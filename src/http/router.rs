@@ -33,12 +33,16 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         gateway: gateway.clone(),
     };
     let body_timeout = Duration::from_secs(gateway.config.http.request_timeout_s as u64);
-    // Players on other origins (hls.js pages) fetch the media.
+    // Players on other origins (hls.js pages) fetch the media. The answer is the same
+    // for every origin, so it names no request header in `Vary`: a shared cache keeps
+    // one copy for every page that embeds the player. `Age` is exposed, as players read
+    // it from a cache's answers to know how old a playlist is.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD])
         .allow_headers(Any)
-        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE]);
+        .expose_headers([header::CONTENT_LENGTH, header::CONTENT_RANGE, header::AGE])
+        .vary(Vec::<header::HeaderName>::new());
     let media = Router::new()
         .route("/streams/{name}/stream.sdp", get(media_files::stream_sdp))
         .route("/streams/{name}/{file}", get(media_files::stream_file))

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod fetch;
 pub mod players;
+pub mod servers;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};

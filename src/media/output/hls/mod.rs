@@ -112,11 +112,17 @@ impl HlsOutput {
         let low_latency = (config.variant == HlsVariant::LowLatency).then_some(LowLatency {
             part_target: config.part_duration_ms as f64 / 1000.0,
         });
+        // Media sequence numbers start from the clock, ten a second: a later output of
+        // the same name (after a restart, or once this one has expired) starts past
+        // every number this one can reach, as long as its segments average over 0.1 s.
+        // A cache that keeps blocking reloads by `_HLS_msn` then never answers a new
+        // publication with an old one's playlist.
         let playlist = Playlist::new(
             config.segment_duration_s,
             config.playlist_length as usize,
             low_latency,
-        );
+        )
+        .starting_at((stamp / 100) as u64);
         Ok(Self {
             live: Arc::new(LiveHls::new(dir, playlist)),
             prefix: format!("s{stamp:x}-"),
