@@ -14,7 +14,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough fuzz clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -98,6 +98,12 @@ bench-abuse: build
 # transcoded, at 1280x720: receive-only cost, capacity, cores and RSS per stream.
 bench-passthrough: build
 	./target/release/webrtc-gateway-bench --passthrough --sizes 1280x720 --seconds 10 --max-passthrough 256 --max-streams 32 --json target/bench-passthrough.json
+
+# Simulated low-latency viewers (1, 10, 100, 1,000) through Varnish with the README's
+# configuration, and straight at the gateway: the requests a second that reach the
+# gateway, how far behind live the viewers are, the time the cache adds.
+bench-cache: build test-deps
+	./target/release/webrtc-gateway-bench --cache --seconds 15 --json target/bench-cache.json
 
 # Glass-to-glass latency of RTP (ffmpeg) and HLS (hls.js in headless Chromium) in each HLS
 # variant, and 1,000 held playlist requests. Needs what `make test-deps` installs.

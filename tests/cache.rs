@@ -183,16 +183,6 @@ fn hundreds_of_low_latency_viewers_and_hls_js_through_varnish_cost_one_request_p
     publisher.wait_for("live", LIVE_TIMEOUT);
     wait_for_segments(&gateway, "crowd");
 
-    // hls.js plays the dashboard's player through the cache meanwhile.
-    let mut dashboard = Browser::start(BrowserKind::Chromium);
-    dashboard.open(&cache.url("/"));
-    let row = "document.querySelector('tr[data-stream=\"crowd\"]')?.dataset.state";
-    assert_eq!(
-        dashboard.wait_for(row, &json!("live"), Duration::from_secs(20)),
-        json!("live")
-    );
-    dashboard.eval("document.querySelector('tr[data-stream=\"crowd\"] button.watch').click()");
-
     let before = hls_requests(&gateway);
     let report = viewers(&gateway, &cache, "crowd", 300, 20);
     let after = hls_requests(&gateway);
@@ -208,20 +198,19 @@ fn hundreds_of_low_latency_viewers_and_hls_js_through_varnish_cost_one_request_p
         "{:?}",
         report["errors"]
     );
-    // The monitor's direct playlist requests (about one a second) reached the gateway
-    // too, as did hls.js's (one viewer).
-    let monitor = report["lag_samples"].as_u64().unwrap() / 300 + 2;
-    let browser_allowance = 2 * distinct / 3 + 20;
+    // What the script asked of the origin itself (its own viewer there, and the live
+    // edge once a second) reached the gateway too; the rest came through the cache.
+    let through_cache = reached - report["origin_requests"].as_u64().unwrap();
     assert!(
-        reached <= distinct + monitor + browser_allowance,
-        "{reached} requests reached the gateway for {distinct} distinct URLs \
-         ({requests} asked by 300 viewers)"
+        through_cache <= distinct + distinct / 10 + 3,
+        "{through_cache} requests reached the gateway through the cache for {distinct} \
+         distinct URLs ({requests} asked by 300 viewers)"
     );
     assert!(
         requests >= 300 * 20,
         "the viewers asked only {requests} times"
     );
-    assert!(reached > 0, "nothing reached the gateway");
+    assert!(through_cache > 0, "nothing reached the gateway");
     // Every viewer stayed at the live edge: within two parts of the origin's newest.
     let parts = report["parts"].as_array().unwrap();
     assert!(
@@ -234,6 +223,15 @@ fn hundreds_of_low_latency_viewers_and_hls_js_through_varnish_cost_one_request_p
         "viewers {lag_p99} parts behind at p99: {report}"
     );
 
+    // The dashboard's player, hls.js, through the cache.
+    let mut dashboard = Browser::start(BrowserKind::Chromium);
+    dashboard.open(&cache.url("/"));
+    let row = "document.querySelector('tr[data-stream=\"crowd\"]')?.dataset.state";
+    assert_eq!(
+        dashboard.wait_for(row, &json!("live"), Duration::from_secs(20)),
+        json!("live")
+    );
+    dashboard.eval("document.querySelector('tr[data-stream=\"crowd\"] button.watch').click()");
     // hls.js played through the cache.
     let width = dashboard.wait_for(
         "document.getElementById('player').videoWidth",

@@ -3,9 +3,12 @@ each loads the media playlist once, then asks for the next part with a blocking 
 (`_HLS_msn`, `_HLS_part`) and fetches the part that answer lists, for as long as it runs.
 
 Every viewer asks for the same URLs, so a shared cache in front of the gateway can hold
-identical requests together. Prints one JSON object: the requests made, their statuses,
-the distinct URLs, and how far behind the live edge (in parts, read from the origin's
-own playlist once a second) the viewers were.
+identical requests together. One more viewer watches the origin directly, so that the
+time the cache adds is known: for each part, when a viewer had it against when the
+origin's viewer had it. Prints one JSON object: the requests made, their statuses, the
+distinct URLs, the requests made straight to the origin (`origin_requests`), how far
+behind the live edge (in parts, read from the origin's own playlist once a second) the
+viewers were, and the time the cache added.
 
 Usage: ll_viewers.py --base URL --origin URL --stream NAME --viewers N --seconds S
 """
@@ -51,6 +54,12 @@ class Viewer:
     def __init__(self):
         self.last_part = None
         self.parts = 0
+        # When this viewer had each part (monotonic seconds), by URI.
+        self.had = {}
+
+
+def new_stats():
+    return {"requests": 0, "status": {}, "urls": set(), "errors": [], "prefixes": set()}
 
 
 async def watch(session, base, viewer, stats, deadline):
@@ -92,14 +101,16 @@ async def watch(session, base, viewer, stats, deadline):
             if part_status == 200:
                 viewer.last_part = uri
                 viewer.parts += 1
+                viewer.had[uri] = time.monotonic()
 
 
-async def monitor(session, origin, viewers, lags, deadline, started):
+async def monitor(session, origin, viewers, lags, deadline, started, counted):
     """Once a second: how many parts each viewer is behind the origin's newest."""
     while time.monotonic() < deadline:
         await asyncio.sleep(1)
         if time.monotonic() < started + 3:
             continue
+        counted["requests"] += 1
         try:
             async with session.get(f"{origin}/stream.m3u8") as response:
                 text = await response.text()
@@ -125,8 +136,10 @@ async def main():
     args = parser.parse_args()
     base = f"{args.base}/streams/{args.stream}"
     origin = f"{args.origin}/streams/{args.stream}"
-    stats = {"requests": 0, "status": {}, "urls": set(), "errors": [], "prefixes": set()}
+    stats = new_stats()
+    origin_stats = new_stats()
     viewers = [Viewer() for _ in range(args.viewers)]
+    at_origin = Viewer()
     lags = []
     timeout = aiohttp.ClientTimeout(total=20)
     connector = aiohttp.TCPConnector(limit=0)
@@ -140,10 +153,18 @@ async def main():
             await watch(session, base, viewer, stats, deadline)
 
         await asyncio.gather(
-            monitor(session, origin, viewers, lags, deadline, started),
+            monitor(session, origin, viewers, lags, deadline, started, origin_stats),
+            watch(session, origin, at_origin, origin_stats, deadline),
             *(staggered(i, v) for i, v in enumerate(viewers)),
         )
     lags.sort()
+    # Parts from 3 s on: a viewer that joins starts from a playlist up to one part old.
+    added = sorted(
+        (had - at_origin.had[uri]) * 1000
+        for viewer in viewers
+        for uri, had in viewer.had.items()
+        if uri in at_origin.had and at_origin.had[uri] > started + 3
+    )
     print(
         json.dumps(
             {
@@ -158,6 +179,9 @@ async def main():
                 "lag_p50": lags[len(lags) // 2] if lags else None,
                 "lag_p99": lags[int(len(lags) * 0.99)] if lags else None,
                 "lag_max": lags[-1] if lags else None,
+                "origin_requests": origin_stats["requests"],
+                "added_ms_p50": round(added[len(added) // 2], 1) if added else None,
+                "added_ms_p99": round(added[int(len(added) * 0.99)], 1) if added else None,
             }
         )
     )

@@ -40,6 +40,14 @@ pub struct Cli {
     /// headless Chromium) in each HLS variant, and 1,000 held playlist requests.
     #[arg(long)]
     pub latency: bool,
+    /// Instead of the sweep: simulated low-latency viewers (1, 10, 100, 1,000) through
+    /// Varnish with the README's configuration, and straight at the gateway: the
+    /// requests a second that reach the gateway, and the time the cache adds.
+    #[arg(long)]
+    pub cache: bool,
+    /// With `--latency`: hls.js plays through Varnish with the README's configuration.
+    #[arg(long)]
+    pub via_varnish: bool,
     /// With `--latency`: the HLS variants measured.
     #[arg(long, default_value = "lowlatency,fmp4,mpegts")]
     pub variants: String,

@@ -4,6 +4,7 @@
 //! its low-delay flags), hls.js in headless Chromium from the HLS playlist, in each HLS
 //! variant, both on the same publication. In the low-latency variant also: 1,000
 //! playlist requests held waiting for one part, and the gateway's memory meanwhile.
+//! With `--via-varnish`, hls.js plays through Varnish (the README's configuration).
 //! With `--passthrough`, the publisher sends H.264 (key frames only when asked, as a
 //! browser) and the gateway passes it through (`transcode.mode = "auto"`).
 
@@ -182,7 +183,11 @@ async fn rtp_latency(seconds: u64) -> Result<Vec<f64>> {
 
 /// hls.js in headless Chromium: the age of each picture it shows, and its own
 /// `latency` figure at the end.
-async fn hls_latency(seconds: u64, dir: &std::path::Path) -> Result<(Vec<f64>, Option<f64>)> {
+async fn hls_latency(
+    seconds: u64,
+    dir: &std::path::Path,
+    http_port: u16,
+) -> Result<(Vec<f64>, Option<f64>)> {
     let hls_js = std::fs::read("node_modules/hls.js/dist/hls.min.js")
         .context("hls.js is not installed: run `make test-deps` (npm install)")?;
     let reports: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
@@ -207,7 +212,7 @@ async fn hls_latency(seconds: u64, dir: &std::path::Path) -> Result<(Vec<f64>, O
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let src = format!("http://127.0.0.1:{HTTP_PORT}/streams/{STREAM}/index.m3u8");
+    let src = format!("http://127.0.0.1:{http_port}/streams/{STREAM}/index.m3u8");
     let browser = tokio::process::Command::new("chromium")
         .args([
             "--headless",
@@ -334,10 +339,11 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         "webrtc-gateway latency bench: glass to glass, the publisher's clock drawn into its \
          pictures and read from the players' ({WARM_UP_S} s warm-up, {} s measured; {})",
         cli.seconds,
-        if cli.passthrough {
-            "H.264 passed through"
-        } else {
-            "VP8 transcoded"
+        match (cli.passthrough, cli.via_varnish) {
+            (true, false) => "H.264 passed through",
+            (false, false) => "VP8 transcoded",
+            (true, true) => "H.264 passed through, hls.js through Varnish",
+            (false, true) => "VP8 transcoded, hls.js through Varnish",
         }
     );
     let dir = tempfile::tempdir()?;
@@ -345,10 +351,22 @@ pub async fn run(cli: &Cli) -> Result<Value> {
     let mut waiting = Value::Null;
     for variant in cli.variants.split(',') {
         let gateway = start(dir.path(), variant, cli.passthrough)?;
+        // hls.js plays straight from the gateway, or through Varnish with the README's
+        // configuration.
+        let (_varnish, hls_port) = if cli.via_varnish {
+            let cache_dir = dir.path().join(format!("varnish-{variant}"));
+            std::fs::create_dir_all(&cache_dir)?;
+            (
+                Some(crate::cache::start_varnish(&cache_dir)?),
+                crate::cache::VARNISH_PORT,
+            )
+        } else {
+            (None, HTTP_PORT)
+        };
         let publisher = publish(cli.passthrough).await?;
         let (rtp, hls) = tokio::join!(
             rtp_latency(cli.seconds),
-            hls_latency(cli.seconds, dir.path())
+            hls_latency(cli.seconds, dir.path(), hls_port)
         );
         let (rtp, (hls, hls_js_latency)) = (rtp?, hls?);
         if variant == "lowlatency" {
@@ -372,5 +390,8 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         drop(gateway);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(json!({"latency": variants, "waiting_reloads": waiting, "passthrough": cli.passthrough}))
+    Ok(
+        json!({"latency": variants, "waiting_reloads": waiting, "passthrough": cli.passthrough,
+        "via_varnish": cli.via_varnish}),
+    )
 }

@@ -20,6 +20,7 @@
 
 mod abuse;
 mod bare;
+mod cache;
 mod cli;
 mod latency;
 mod load;
@@ -44,6 +45,11 @@ async fn main() -> Result<()> {
     gst::init()?;
     if cli.abuse {
         let report = abuse::run().await?;
+        write_report(&cli, &report)?;
+        return Ok(());
+    }
+    if cli.cache {
+        let report = cache::run(&cli).await?;
         write_report(&cli, &report)?;
         return Ok(());
     }
