@@ -44,7 +44,13 @@ PYTHON_PACKAGES := aiortc aiohttp prometheus-client
 GECKODRIVER_VERSION := 0.37.1
 GECKODRIVER := target/tools/bin/geckodriver
 
-test-deps: deps $(HLS_JS) $(GECKODRIVER)
+# s3s-fs, an S3-compatible server over a directory that checks SigV4 signatures: the
+# object store of `tests/upload.rs`. From crates.io into the same ignored folder, once
+# (0.14.1: later releases need a newer rustc).
+S3S_FS_VERSION := 0.14.1
+S3S_FS := target/tools/bin/s3s-fs
+
+test-deps: deps $(HLS_JS) $(GECKODRIVER) $(S3S_FS)
 	$(call apt_install,$(TEST_PACKAGES))
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV) || { \
 		$(MAKE) --no-print-directory PKGS=python3-venv apt-pkgs && python3 -m venv $(VENV); }
@@ -61,6 +67,9 @@ $(HLS_JS): package.json
 
 $(GECKODRIVER):
 	$(CARGO) install geckodriver --version $(GECKODRIVER_VERSION) --locked --root target/tools
+
+$(S3S_FS):
+	$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --locked --features binary --root target/tools
 
 build: deps
 	$(CARGO) build --release

@@ -19,3 +19,4 @@ pub mod session;
 pub mod signalling;
 pub mod stream;
 pub mod tls;
+pub mod upload;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use webrtc_gateway::config::{Config, ConfigError};
 use webrtc_gateway::media::output::hls::HlsStore;
 use webrtc_gateway::session::Sessions;
-use webrtc_gateway::{gateway, http, media, tls};
+use webrtc_gateway::{gateway, http, media, tls, upload};
 
 /// jemalloc, with its background threads, gives freed memory back to the system: after
 /// thousands of clients have come and gone the gateway's memory falls back near where it
@@ -112,6 +112,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let gateway = gateway::Gateway::new(config, media, hls);
     gateway.spawn_reaper();
+    if let Some(uploads) =
+        upload::Uploads::new(&gateway.config.record, gateway.metrics.uploads.clone())
+            .map_err(anyhow::Error::msg)?
+    {
+        uploads.spawn(Arc::downgrade(&gateway), |gateway, file| {
+            gateway.registry().is_recording(file)
+        });
+    }
     let app = http::router(Sessions::new(gateway.clone()));
     let tls = match &identity {
         Some(identity) => {

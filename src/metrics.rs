@@ -39,6 +39,13 @@ struct StreamLabel {
     stream: String,
 }
 
+/// What the uploads of recordings to object storage count.
+#[derive(Debug, Clone, Default)]
+pub struct UploadCounters {
+    pub bytes: Counter,
+    pub completed: Counter,
+}
+
 /// The metrics the gateway keeps, and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,6 +55,7 @@ pub struct Metrics {
     signalling_errors: Family<CodeLabel, Counter>,
     whip_requests: Family<StatusLabel, Counter>,
     hls_requests: Family<KindLabel, Counter>,
+    pub uploads: UploadCounters,
     connections_open: Gauge,
     connections_refused: Counter,
     candidates_ignored: Counter,
@@ -89,6 +97,17 @@ impl Default for Metrics {
              playlist, blocking (a blocking playlist reload), part, segment, init",
             hls_requests.clone(),
         );
+        let uploads = UploadCounters::default();
+        registry.register(
+            "upload_bytes",
+            "Bytes of recordings uploaded to object storage (record.upload_url)",
+            uploads.bytes.clone(),
+        );
+        registry.register(
+            "uploads_completed",
+            "Recordings whose upload was completed and verified",
+            uploads.completed.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -116,6 +135,7 @@ impl Default for Metrics {
             signalling_errors,
             whip_requests,
             hls_requests,
+            uploads,
             connections_open,
             connections_refused,
             candidates_ignored,

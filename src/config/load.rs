@@ -158,6 +158,25 @@ impl Config {
                 format!("must be an http:// or https:// URL or empty, got {url:?}"),
             );
         }
+        if let Err(e) = crate::upload::StoreUrl::parse(&self.record.upload_url) {
+            p.push("record.upload_url", e);
+        }
+        let endpoint = &self.record.upload_endpoint;
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            p.push(
+                "record.upload_endpoint",
+                format!("must be an http:// or https:// URL or empty, got {endpoint:?}"),
+            );
+        }
+        p.range(
+            "record.upload_part_kib",
+            self.record.upload_part_kib,
+            5 * 1024,
+            4 * 1024 * 1024,
+        );
         p.range("rtp.port_base", self.rtp.port_base, 1024, 65532);
         let last_port = self.rtp.port_base as u64 + 4 * self.limits.max_publishers as u64 - 1;
         if last_port > 65535 && (1024..=65532).contains(&self.rtp.port_base) {
@@ -471,6 +490,14 @@ mod tests {
             (
                 "[webrtc]\nbind_address = \"here\"\nnat_1to1_ips = [\"x\"]",
                 &["webrtc.bind_address: must be an IP address or empty, got \"here\""],
+            ),
+            (
+                "[record]\nupload_url = \"ftp://archive/x\"\nupload_endpoint = \"minio:9000\"\nupload_part_kib = 1024",
+                &[
+                    "record.upload_url: must be s3://, gs://, az:// or file:///, got ftp:// in \"ftp://archive/x\"",
+                    "record.upload_endpoint: must be an http:// or https:// URL or empty, got \"minio:9000\"",
+                    "record.upload_part_kib: must be between 5120 and 4194304, got 1024",
+                ],
             ),
             (
                 "[webrtc]\nnat_1to1_ips = [\"1.2.3.4\", \"x\"]",

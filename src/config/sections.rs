@@ -118,6 +118,15 @@ pub struct RecordConfig {
     pub enabled: bool,
     pub dir: PathBuf,
     pub format: RecordFormat,
+    /// Where every recording is also written, while it is recorded: `s3://bucket/prefix`,
+    /// `gs://...`, `az://...`, `file:///path`; empty: nowhere.
+    pub upload_url: String,
+    /// The endpoint of an S3-compatible store (path-style requests).
+    pub upload_endpoint: String,
+    /// False: a local recording is deleted once its upload is complete and verified.
+    pub keep_local: bool,
+    /// The size of each uploaded part but the last (S3 and GCS take no less than 5 MiB).
+    pub upload_part_kib: u32,
 }
 
 impl Default for RecordConfig {
@@ -126,6 +135,10 @@ impl Default for RecordConfig {
             enabled: false,
             dir: "recordings".into(),
             format: RecordFormat::Mp4,
+            upload_url: String::new(),
+            upload_endpoint: String::new(),
+            keep_local: true,
+            upload_part_kib: 8192,
         }
     }
 }

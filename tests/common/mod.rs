@@ -74,6 +74,8 @@ pub struct TestGateway {
     pub port_base: u16,
     pub dir: tempfile::TempDir,
     log: PathBuf,
+    /// Environment variables the gateway is started with.
+    env: Vec<(String, String)>,
 }
 
 impl TestGateway {
@@ -86,6 +88,15 @@ impl TestGateway {
     /// Like `start`, with no file the gateway writes allowed past `file_limit_kib`
     /// (a disk that fills): writes beyond it fail with EFBIG.
     pub fn start_limited(extra: &str, file_limit_kib: Option<u64>) -> TestGateway {
+        Self::start_with(extra, file_limit_kib, &[])
+    }
+
+    /// Like `start`, with these environment variables.
+    pub fn start_env(extra: &str, env: &[(&str, &str)]) -> TestGateway {
+        Self::start_with(extra, None, env)
+    }
+
+    fn start_with(extra: &str, file_limit_kib: Option<u64>, env: &[(&str, &str)]) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_tcp_port();
         let mut config: toml::Table = toml::from_str(&format!(
@@ -139,6 +150,7 @@ impl TestGateway {
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,webrtc=warn,rtc=warn,webrtc_gateway=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -156,9 +168,39 @@ impl TestGateway {
             port_base,
             dir,
             log,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         gateway.wait_healthy();
         gateway
+    }
+
+    /// Starts the gateway again, after it exited or was killed, with the same
+    /// configuration, directory and environment; its log goes on in the same file.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(GATEWAY)
+            .arg("--config")
+            .arg(self.dir.path().join("gateway.toml"))
+            .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info,webrtc=warn,rtc=warn,webrtc_gateway=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_healthy();
     }
 
     fn wait_healthy(&mut self) {

@@ -1,4 +1,4 @@
-//! Real servers beside the gateway in tests (Varnish, and others as they come), each
+//! Real servers beside the gateway in tests (Varnish, an S3 store), each
 //! started on a free loopback port in a directory of its own, and stopped with SIGTERM
 //! (then SIGKILL) when dropped.
 
@@ -8,13 +8,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// How a server's command is made, from its port and directory.
+type MakeCommand = Box<dyn Fn(u16, &Path) -> Command + Send>;
+
 /// A server process listening on `port`.
 pub struct Server {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
     pub dir: tempfile::TempDir,
     log: std::path::PathBuf,
     name: &'static str,
+    make: MakeCommand,
+    install_hint: String,
 }
 
 impl Server {
@@ -22,31 +27,43 @@ impl Server {
     /// port accepts connections.
     pub fn start(
         name: &'static str,
-        command: impl FnOnce(u16, &Path) -> Command,
+        command: impl Fn(u16, &Path) -> Command + Send + 'static,
         install_hint: &str,
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_tcp_port();
-        let log = dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command(port, dir.path())
+        let mut server = Server {
+            child: None,
+            port: free_tcp_port(),
+            log: dir.path().join(format!("{name}.log")),
+            dir,
+            name,
+            make: Box::new(command),
+            install_hint: install_hint.to_string(),
+        };
+        server.start_again();
+        server
+    }
+
+    /// Starts the server (again, after [`Server::stop`]) on the same port and directory.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = (self.make)(self.port, self.dir.path())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({install_hint}): {e}"));
-        let server = Server {
-            child,
-            port,
-            dir,
-            log,
-            name,
-        };
+            .unwrap_or_else(|e| panic!("cannot start {} ({}): {e}", self.name, self.install_hint));
+        self.child = Some(child);
+        let port = self.port;
         let up = eventually(Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        assert!(up.is_some(), "{name} did not listen: {}", server.log());
-        server
+        assert!(up.is_some(), "{} did not listen: {}", self.name, self.log());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -59,22 +76,29 @@ impl Server {
 
     /// Sends a signal to the server process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args([signal, &pid]).status();
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args([signal, &pid]).status();
+        }
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        // SIGTERM first: varnishd's manager then stops its cache process too.
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let stopped = eventually(Duration::from_secs(5), || child.try_wait().ok().flatten());
+            if stopped.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGTERM first: varnishd's manager then stops its cache process too.
-        self.signal("-TERM");
-        let stopped = eventually(Duration::from_secs(5), || {
-            self.child.try_wait().ok().flatten()
-        });
-        if stopped.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
         if std::thread::panicking() {
             eprintln!("---- {} log ----\n{}", self.name, self.log());
         }
@@ -97,7 +121,7 @@ pub fn readme_vcl(backend_port: u16) -> String {
 pub fn varnish(backend_port: u16) -> Server {
     Server::start(
         "varnish",
-        |port, dir| {
+        move |port, dir| {
             let vcl = dir.join("gateway.vcl");
             std::fs::write(&vcl, readme_vcl(backend_port)).unwrap();
             let mut command = Command::new("varnishd");
@@ -112,5 +136,29 @@ pub fn varnish(backend_port: u16) -> Server {
             command
         },
         "make test-deps installs Debian's varnish",
+    )
+}
+
+/// The access key the S3 store of the tests takes.
+pub const S3_ACCESS_KEY: &str = "gateway-tests";
+pub const S3_SECRET_KEY: &str = "gateway-tests-secret";
+/// The bucket it has.
+pub const S3_BUCKET: &str = "recordings";
+
+/// An S3-compatible store (`s3s-fs`, which checks SigV4 signatures), with one bucket,
+/// its objects plain files under `dir/data/<bucket>/`.
+pub fn s3_store() -> Server {
+    Server::start(
+        "s3s-fs",
+        |port, dir| {
+            std::fs::create_dir_all(dir.join("data").join(S3_BUCKET)).unwrap();
+            let mut command = Command::new(super::root_path("target/tools/bin/s3s-fs"));
+            command
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                .arg(dir.join("data"));
+            command
+        },
+        "make test-deps installs s3s-fs into target/tools",
     )
 }

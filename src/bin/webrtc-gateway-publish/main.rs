@@ -113,6 +113,10 @@ struct Cli {
     /// With `--codec h264`: B-frames, as some encoders make and no browser does.
     #[arg(long)]
     b_frames: bool,
+    /// The test picture (`videotestsrc`'s pattern): `snow` is noise, which no encoder
+    /// makes small (large recordings quickly).
+    #[arg(long, default_value = "ball")]
+    pattern: String,
 }
 
 const VIDEO_PT: u8 = 96;
@@ -470,10 +474,10 @@ async fn main() -> Result<()> {
                             } else {
                                 let encode = video_encoder(&cli);
                                 format!(
-                                    "videotestsrc is-live=true pattern=ball \
+                                    "videotestsrc is-live=true pattern={} \
                                      ! capsfilter name=size caps=video/x-raw,format=I420,width={},height={},framerate={}/1 \
                                      ! {encode} ! appsink name=sink sync=false max-buffers=50",
-                                    cli.width, cli.height, cli.fps
+                                    cli.pattern, cli.width, cli.height, cli.fps
                                 )
                             };
                             let encoder = Encoder::new(&description)?;
