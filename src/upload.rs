@@ -19,8 +19,8 @@
 //! again at the next start. The local file is never deleted before its object is
 //! complete and verified (`record.keep_local = false`).
 
-use crate::config::RecordConfig;
-use crate::media::output::record::parse_name;
+use crate::config::{RecordConfig, StoreKind, StoreUrl};
+use crate::media::output::record::{RecordingFile, parse_name};
 use crate::metrics::UploadCounters;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
@@ -43,68 +43,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const CONCURRENT: usize = 4;
 /// The sidecar file that says how far a recording's upload has come.
 const STATE_SUFFIX: &str = ".upload.json";
-
-/// Where recordings go, as `record.upload_url` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreUrl {
-    pub kind: StoreKind,
-    /// The bucket or container; for a local directory, its path.
-    pub bucket: String,
-    /// The objects' names start with it (no leading or trailing `/`).
-    pub prefix: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    S3,
-    Gcs,
-    Azure,
-    File,
-}
-
-impl StoreUrl {
-    /// `None` for an empty URL (no upload).
-    pub fn parse(text: &str) -> Result<Option<StoreUrl>, String> {
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {text:?}"))?;
-        let kind = match url.scheme() {
-            "s3" => StoreKind::S3,
-            "gs" => StoreKind::Gcs,
-            "az" => StoreKind::Azure,
-            "file" => StoreKind::File,
-            other => {
-                return Err(format!(
-                    "must be s3://, gs://, az:// or file:///, got {other}:// in {text:?}"
-                ));
-            }
-        };
-        let path = url.path().trim_matches('/').to_string();
-        if kind == StoreKind::File {
-            if url.host_str().is_some_and(|h| !h.is_empty()) || url.path().len() <= 1 {
-                return Err(format!(
-                    "a file URL names a directory: file:///path, got {text:?}"
-                ));
-            }
-            return Ok(Some(StoreUrl {
-                kind,
-                bucket: url.path().to_string(),
-                prefix: String::new(),
-            }));
-        }
-        let bucket = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("names no bucket: {text:?}"))?
-            .to_string();
-        Ok(Some(StoreUrl {
-            kind,
-            bucket,
-            prefix: path,
-        }))
-    }
-}
 
 /// A store, and the multipart interface where it has one.
 struct Store {
@@ -228,9 +166,35 @@ pub fn read_state(dir: &Path, file: &str) -> Option<UploadState> {
     serde_json::from_slice(&text).ok()
 }
 
+/// Adds to the recordings listed from `dir` what their uploads say, and those whose
+/// local file went after their upload; newest first.
+pub fn annotate(dir: &Path, files: &mut Vec<RecordingFile>) {
+    for file in files.iter_mut() {
+        if let Some(upload) = read_state(dir, &file.file) {
+            file.uploaded = upload.uploaded;
+            file.upload_error = upload.error;
+        }
+    }
+    for (file, upload) in uploaded_only(dir) {
+        if let Some((stream, started_at)) = parse_name(&file) {
+            files.push(RecordingFile {
+                file,
+                stream,
+                started_at,
+                bytes: upload.bytes,
+                finished: true,
+                uploaded: upload.uploaded,
+                upload_error: None,
+                local: false,
+            });
+        }
+    }
+    files.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.file.cmp(&b.file)));
+}
+
 /// The recordings that have only an upload left (their local file deleted after it):
 /// `(file, state)`.
-pub fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
+fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -662,39 +626,6 @@ fn recordings(dir: &Path) -> Vec<(String, SystemTime)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(StoreUrl::parse("").unwrap(), None);
-        assert_eq!(
-            StoreUrl::parse("s3://bucket/some/prefix/").unwrap(),
-            Some(StoreUrl {
-                kind: StoreKind::S3,
-                bucket: "bucket".into(),
-                prefix: "some/prefix".into()
-            })
-        );
-        assert_eq!(
-            StoreUrl::parse("gs://b").unwrap().unwrap().prefix,
-            String::new()
-        );
-        assert_eq!(
-            StoreUrl::parse("file:///var/archive")
-                .unwrap()
-                .unwrap()
-                .bucket,
-            "/var/archive"
-        );
-        for bad in [
-            "ftp://x/y",
-            "s3://",
-            "bucket/prefix",
-            "file://host/x",
-            "file:///",
-        ] {
-            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn states_round_trip() {

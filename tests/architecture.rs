@@ -161,7 +161,7 @@ fn layer(module: &str) -> usize {
         &["http"],
         &["signalling"],
         &["session"],
-        &["gateway", "tls"],
+        &["gateway", "tls", "upload"],
         &["media", "metrics"],
         &["registry", "cluster"],
         &["config", "stream", "client"],

@@ -158,7 +158,7 @@ impl Config {
                 format!("must be an http:// or https:// URL or empty, got {url:?}"),
             );
         }
-        if let Err(e) = crate::upload::StoreUrl::parse(&self.record.upload_url) {
+        if let Err(e) = super::values::StoreUrl::parse(&self.record.upload_url) {
             p.push("record.upload_url", e);
         }
         let endpoint = &self.record.upload_endpoint;

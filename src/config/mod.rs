@@ -12,4 +12,4 @@ mod values;
 
 pub use load::ConfigError;
 pub use sections::*;
-pub use values::{HlsVariant, RecordFormat, TranscodeMode, X264Preset};
+pub use values::{HlsVariant, RecordFormat, StoreKind, StoreUrl, TranscodeMode, X264Preset};

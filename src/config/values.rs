@@ -227,3 +227,103 @@ pub fn empty_when_none<S: Serializer>(value: &Option<IpAddr>, s: S) -> Result<S:
         None => s.serialize_str(""),
     }
 }
+
+/// Where recordings go, as `record.upload_url` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub kind: StoreKind,
+    /// The bucket or container; for a local directory, its path.
+    pub bucket: String,
+    /// The objects' names start with it (no leading or trailing `/`).
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    S3,
+    Gcs,
+    Azure,
+    File,
+}
+
+impl StoreUrl {
+    /// `None` for an empty URL (no upload).
+    pub fn parse(text: &str) -> Result<Option<StoreUrl>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e}): {text:?}"))?;
+        let kind = match url.scheme() {
+            "s3" => StoreKind::S3,
+            "gs" => StoreKind::Gcs,
+            "az" => StoreKind::Azure,
+            "file" => StoreKind::File,
+            other => {
+                return Err(format!(
+                    "must be s3://, gs://, az:// or file:///, got {other}:// in {text:?}"
+                ));
+            }
+        };
+        let path = url.path().trim_matches('/').to_string();
+        if kind == StoreKind::File {
+            if url.host_str().is_some_and(|h| !h.is_empty()) || url.path().len() <= 1 {
+                return Err(format!(
+                    "a file URL names a directory: file:///path, got {text:?}"
+                ));
+            }
+            return Ok(Some(StoreUrl {
+                kind,
+                bucket: url.path().to_string(),
+                prefix: String::new(),
+            }));
+        }
+        let bucket = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("names no bucket: {text:?}"))?
+            .to_string();
+        Ok(Some(StoreUrl {
+            kind,
+            bucket,
+            prefix: path,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(StoreUrl::parse("").unwrap(), None);
+        assert_eq!(
+            StoreUrl::parse("s3://bucket/some/prefix/").unwrap(),
+            Some(StoreUrl {
+                kind: StoreKind::S3,
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            })
+        );
+        assert_eq!(
+            StoreUrl::parse("gs://b").unwrap().unwrap().prefix,
+            String::new()
+        );
+        assert_eq!(
+            StoreUrl::parse("file:///var/archive")
+                .unwrap()
+                .unwrap()
+                .bucket,
+            "/var/archive"
+        );
+        for bad in [
+            "ftp://x/y",
+            "s3://",
+            "bucket/prefix",
+            "file://host/x",
+            "file:///",
+        ] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -264,7 +264,9 @@ pub async fn list_recordings(State(gateway): State<Arc<Gateway>>) -> impl IntoRe
     let dir = gateway.config.record.dir.clone();
     let gateway_for_list = gateway.clone();
     let files = tokio::task::spawn_blocking(move || {
-        record::list(&dir, |file| gateway_for_list.registry().is_recording(file))
+        let mut files = record::list(&dir, |file| gateway_for_list.registry().is_recording(file));
+        crate::upload::annotate(&dir, &mut files);
+        files
     })
     .await
     .unwrap_or_default();

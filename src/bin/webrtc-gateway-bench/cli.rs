@@ -45,6 +45,11 @@ pub struct Cli {
     /// requests a second that reach the gateway, and the time the cache adds.
     #[arg(long)]
     pub cache: bool,
+    /// Instead of the sweep: `--only N` (16 unless given) transcoded publishers recorded
+    /// to MP4, without and then with uploads to an S3-compatible store (s3s-fs): frame
+    /// rate and delay of the live streams while recordings upload, and the upload rate.
+    #[arg(long)]
+    pub upload: bool,
     /// With `--latency`: hls.js plays through Varnish with the README's configuration.
     #[arg(long)]
     pub via_varnish: bool,
@@ -69,6 +74,10 @@ pub struct Cli {
 pub const HTTP_PORT: u16 = 18480;
 pub const RTP_BASE: u16 = 30000;
 pub const BARE_IN_PORT: u16 = 28500;
+/// The S3-compatible store of `--upload`.
+pub const S3_PORT: u16 = 18490;
+pub const S3_ACCESS_KEY: &str = "bench";
+pub const S3_SECRET_KEY: &str = "bench-secret";
 pub const BARE_OUT_PORT: u16 = 28510;
 pub const BITRATE_KBPS: u32 = 1000;
 /// The gateway's default `transcode.jitter_buffer_ms`, in both.
@@ -85,10 +94,22 @@ pub enum SourceCodec {
 }
 
 /// How the gateway under test runs: its `transcode.mode` and outputs.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct GatewaySettings {
     /// `transcode.mode = "auto"`: H.264 passes through.
     pub passthrough: bool,
     pub rtp: bool,
     pub hls: bool,
+    pub record: Record,
+}
+
+/// Whether the gateway under test records, and uploads its recordings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Record {
+    #[default]
+    Off,
+    /// MP4 recordings on disk.
+    Local,
+    /// ... also uploaded to the S3-compatible store at `S3_PORT`.
+    Upload,
 }

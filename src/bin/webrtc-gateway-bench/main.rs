@@ -27,6 +27,7 @@ mod load;
 mod passthrough;
 mod steps;
 mod system;
+mod upload;
 
 use crate::bare::*;
 use crate::cli::*;
@@ -45,6 +46,11 @@ async fn main() -> Result<()> {
     gst::init()?;
     if cli.abuse {
         let report = abuse::run().await?;
+        write_report(&cli, &report)?;
+        return Ok(());
+    }
+    if cli.upload {
+        let report = upload::run(&cli).await?;
         write_report(&cli, &report)?;
         return Ok(());
     }
@@ -88,6 +94,7 @@ async fn main() -> Result<()> {
                 passthrough: false,
                 rtp: true,
                 hls: cli.hls,
+                record: Record::Off,
             };
             let step = run_step(&cli, (width, height), settings, n, &clip, tps).await?;
             println!("{}", serde_json::to_string_pretty(&step)?);
@@ -127,6 +134,7 @@ async fn main() -> Result<()> {
                 passthrough: false,
                 rtp: true,
                 hls: true,
+                record: Record::Off,
             };
             let gateway = start_gateway(width, height, &cli, settings, dir.path())?;
             for run in 0..cli.startups {
@@ -166,6 +174,7 @@ async fn main() -> Result<()> {
             passthrough: false,
             rtp: true,
             hls: cli.hls,
+            record: Record::Off,
         };
         let line = |step: &Step| {
             let n = step.publishers;

@@ -70,6 +70,7 @@ pub async fn run(cli: &Cli) -> Result<Value> {
                     passthrough: true,
                     rtp,
                     hls: rtp && cli.hls,
+                    record: Record::Off,
                 };
                 let step = run_step(cli, (width, height), settings, n, &clip, tps).await?;
                 println!("{name}:\n{HEADER}\n{}", line(&step));
@@ -85,6 +86,7 @@ pub async fn run(cli: &Cli) -> Result<Value> {
             passthrough: true,
             rtp: false,
             hls: false,
+            record: Record::Off,
         };
         let n = RECEIVE_ONLY_PUBLISHERS.min(cli.max_passthrough);
         let received = run_step(cli, (width, height), receive_only, n, &clip, tps).await?;
@@ -104,6 +106,7 @@ pub async fn run(cli: &Cli) -> Result<Value> {
                 passthrough,
                 rtp: true,
                 hls: false,
+                record: Record::Off,
             };
             let result = sweep(cli, (width, height), settings, &clip, max, tps, &line).await?;
             sweeps.push((name, result));

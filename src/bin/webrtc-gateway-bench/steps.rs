@@ -26,7 +26,27 @@ pub struct Step {
     pub delay_p99_ms: u64,
     /// CPU of this process, the load generator, on the same machine.
     pub generator_cores: f64,
+    /// With uploads: MiB a second uploaded while the streams were measured.
+    pub upload_mib_per_s: Option<f64>,
+    /// ... and once the publishers left: how long until every recording was uploaded,
+    /// and at what rate.
+    pub drain_s: Option<f64>,
+    pub drain_mib_per_s: Option<f64>,
 }
+
+/// A counter of the gateway's `/metrics`.
+async fn metric(name: &str) -> Result<f64> {
+    let text = api("/metrics").await?;
+    Ok(text
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+const UPLOAD_BYTES: &str = "webrtc_gateway_upload_bytes_total";
+const UPLOADS_COMPLETED: &str = "webrtc_gateway_uploads_completed_total";
 
 pub async fn run_step(
     cli: &Cli,
@@ -53,6 +73,7 @@ pub async fn run_step(
     let pictures_before = pictures_out(&api("/api/streams").await?);
     let cpu_before = cpu_seconds(pid, tps)?;
     let own_before = cpu_seconds(std::process::id(), tps)?;
+    let uploaded_before = metric(UPLOAD_BYTES).await?;
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(cli.seconds)).await;
     let elapsed = start.elapsed().as_secs_f64();
@@ -63,6 +84,7 @@ pub async fn run_step(
         .zip(&before)
         .map(|(c, b)| (c.count() - b) as f64 / elapsed)
         .collect();
+    let uploaded_during = metric(UPLOAD_BYTES).await? - uploaded_before;
     let rss = rss_mib(pid)?;
     let streams = api("/api/streams").await?;
     let pictures_after = pictures_out(&streams);
@@ -101,8 +123,29 @@ pub async fn run_step(
         delay_p95_ms: worst("encoder_delay_p95_ms"),
         delay_p99_ms: worst("encoder_delay_p99_ms"),
         generator_cores,
+        upload_mib_per_s: None,
+        drain_s: None,
+        drain_mib_per_s: None,
     };
     drop(publishers);
+    let mut step = step;
+    if settings.record == Record::Upload {
+        const MIB: f64 = 1024.0 * 1024.0;
+        step.upload_mib_per_s = Some(uploaded_during / MIB / elapsed);
+        // Every recording ends; their last parts and first parts go up.
+        let left = Instant::now();
+        let bytes_before = metric(UPLOAD_BYTES).await?;
+        let deadline = left + Duration::from_secs(300);
+        while metric(UPLOADS_COMPLETED).await? < n as f64 {
+            if Instant::now() > deadline {
+                bail!("the recordings were not all uploaded within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let drain = left.elapsed().as_secs_f64();
+        step.drain_s = Some(drain);
+        step.drain_mib_per_s = Some((metric(UPLOAD_BYTES).await? - bytes_before) / MIB / drain);
+    }
     drop(gateway);
     Ok(step)
 }

@@ -68,7 +68,23 @@ pub fn start_gateway(
         passthrough,
         rtp,
         hls,
+        record,
     } = settings;
+    let record = match record {
+        Record::Off => String::new(),
+        Record::Local => {
+            "[record]\nenabled = true\nformat = \"mp4\"\ndir = \"recordings\"\n".into()
+        }
+        Record::Upload => format!(
+            "[record]\nenabled = true\nformat = \"mp4\"\ndir = \"recordings\"\n\
+             upload_url = \"s3://bench/recordings\"\n\
+             upload_endpoint = \"http://127.0.0.1:{S3_PORT}\"\n"
+        ),
+    };
+    let record = record.replace(
+        "dir = \"recordings\"",
+        &format!("dir = \"{}\"", dir.join("recordings").display()),
+    );
     let mode = if passthrough { "auto" } else { "always" };
     let root = std::env::current_dir()?;
     let config = dir.join("bench.toml");
@@ -81,7 +97,7 @@ pub fn start_gateway(
              [transcode]\nmode = \"{mode}\"\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
              encoder_threads = {threads}\njitter_buffer_ms = {JITTER_BUFFER_MS}\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 512\n",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 512\n{record}",
             root = root.display(),
             preset = cli.preset,
             threads = cli.encoder_threads,
@@ -110,6 +126,10 @@ pub fn spawn_gateway(config: &std::path::Path) -> Result<Process> {
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", level)
+        // The credentials of the S3-compatible store that `--upload` starts.
+        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()?;

@@ -381,6 +381,7 @@ pub struct RecordingFile {
 }
 
 /// The recordings in `dir`, newest first; `is_active` tells which are being written.
+/// (`crate::upload::annotate` adds what their uploads say.)
 pub fn list(dir: &Path, is_active: impl Fn(&str) -> bool) -> Vec<RecordingFile> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -391,34 +392,18 @@ pub fn list(dir: &Path, is_active: impl Fn(&str) -> bool) -> Vec<RecordingFile> 
             let file = entry.file_name().into_string().ok()?;
             let (stream, started_at) = parse_name(&file)?;
             let metadata = entry.metadata().ok().filter(|m| m.is_file())?;
-            let upload = crate::upload::read_state(dir, &file).unwrap_or_default();
             Some(RecordingFile {
                 finished: !is_active(&file),
                 file,
                 stream,
                 started_at,
                 bytes: metadata.len(),
-                uploaded: upload.uploaded,
-                upload_error: upload.error,
+                uploaded: None,
+                upload_error: None,
                 local: true,
             })
         })
         .collect();
-    // Those whose local file went after their upload.
-    for (file, upload) in crate::upload::uploaded_only(dir) {
-        if let Some((stream, started_at)) = parse_name(&file) {
-            files.push(RecordingFile {
-                file,
-                stream,
-                started_at,
-                bytes: upload.bytes,
-                finished: true,
-                uploaded: upload.uploaded,
-                upload_error: None,
-                local: false,
-            });
-        }
-    }
     files.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.file.cmp(&b.file)));
     files
 }

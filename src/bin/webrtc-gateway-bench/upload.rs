@@ -1,0 +1,82 @@
+//! `--upload`: what uploading recordings costs the live streams. The same publishers
+//! (transcoded, 640x360 by default) recorded to MP4, first with recordings kept on disk
+//! only, then also uploaded to an S3-compatible store (`s3s-fs`, which `make test-deps`
+//! installs), in one run: each stream's frame rate and the delay p99 beside each other,
+//! the upload rate while the streams run, and once they end, how long until every
+//! recording is uploaded and at what rate.
+
+use crate::cli::*;
+use crate::load::*;
+use crate::steps::*;
+use crate::system::*;
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// s3s-fs on `S3_PORT` with the bench's credentials and a bucket `bench`.
+fn start_store(dir: &std::path::Path) -> Result<Process> {
+    let data = dir.join("s3");
+    std::fs::create_dir_all(data.join("bench"))?;
+    let child = Command::new("target/tools/bin/s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &S3_PORT.to_string()])
+        .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("target/tools/bin/s3s-fs (make test-deps installs it)")?;
+    let process = Process(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", S3_PORT)).is_ok() {
+            return Ok(process);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("s3s-fs did not start")
+}
+
+pub async fn run(cli: &Cli) -> Result<Value> {
+    let n = cli.only.unwrap_or(16);
+    let size = cli.sizes.split(',').next().unwrap_or("640x360");
+    let (width, height) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .context("--sizes WxH")?;
+    println!(
+        "webrtc-gateway upload bench: {n} transcoded publishers at {size} recorded to MP4, \
+         on disk only and then also uploaded to s3s-fs, {} s each",
+        cli.seconds
+    );
+    let dir = tempfile::tempdir()?;
+    let _store = start_store(dir.path())?;
+    let clip = std::sync::Arc::new(clip(width, height, SourceCodec::Vp8)?);
+    let tps = ticks_per_second();
+    let mut runs = Vec::new();
+    for record in [Record::Local, Record::Upload] {
+        let settings = GatewaySettings {
+            rtp: true,
+            record,
+            ..GatewaySettings::default()
+        };
+        let step = run_step(cli, (width, height), settings, n, &clip, tps).await?;
+        println!(
+            "{:>6?}: {:.3} cores, min frame rate {:.1}, delay p50 {} ms, p99 {} ms{}",
+            record,
+            step.cores,
+            step.min_picture_fps,
+            step.delay_p50_ms,
+            step.delay_p99_ms,
+            match (step.upload_mib_per_s, step.drain_s, step.drain_mib_per_s) {
+                (Some(during), Some(drain), Some(rate)) => format!(
+                    "; uploaded {during:.2} MiB/s while recording, the rest of every \
+                     recording within {drain:.1} s after the streams ended ({rate:.2} MiB/s)"
+                ),
+                _ => String::new(),
+            }
+        );
+        runs.push(json!({"record": record, "step": step}));
+    }
+    Ok(json!({"publishers": n, "size": size, "upload": runs}))
+}
