@@ -14,7 +14,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache fuzz clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -113,6 +113,11 @@ bench-passthrough: build
 # gateway, how far behind live the viewers are, the time the cache adds.
 bench-cache: build test-deps
 	./target/release/webrtc-gateway-bench --cache --seconds 15 --json target/bench-cache.json
+
+# 16 transcoded streams recorded to MP4, on disk only against also uploaded to s3s-fs
+# (with a 512 MiB backlog from before uploading meanwhile): frame rate, delay, upload rate.
+bench-upload: build test-deps
+	./target/release/webrtc-gateway-bench --upload --only 16 --sizes 640x360 --seconds 30 --json target/bench-upload.json
 
 # Glass-to-glass latency of RTP (ffmpeg) and HLS (hls.js in headless Chromium) in each HLS
 # variant, and 1,000 held playlist requests. Needs what `make test-deps` installs.

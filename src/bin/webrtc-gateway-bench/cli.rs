@@ -76,6 +76,10 @@ pub const RTP_BASE: u16 = 30000;
 pub const BARE_IN_PORT: u16 = 28500;
 /// The S3-compatible store of `--upload`.
 pub const S3_PORT: u16 = 18490;
+/// With uploads: recordings left from before (as after a restart) that upload while the
+/// streams are measured, so that the upload runs beside them: how many, MiB each.
+pub const BACKLOG_FILES: usize = 8;
+pub const BACKLOG_MIB: usize = 64;
 pub const S3_ACCESS_KEY: &str = "bench";
 pub const S3_SECRET_KEY: &str = "bench-secret";
 pub const BARE_OUT_PORT: u16 = 28510;

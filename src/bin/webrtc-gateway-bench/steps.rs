@@ -26,12 +26,27 @@ pub struct Step {
     pub delay_p99_ms: u64,
     /// CPU of this process, the load generator, on the same machine.
     pub generator_cores: f64,
-    /// With uploads: MiB a second uploaded while the streams were measured.
+    /// With uploads: MiB a second uploaded while the streams were measured (a backlog
+    /// of `BACKLOG_FILES` recordings from before, and parts of the new ones).
     pub upload_mib_per_s: Option<f64>,
-    /// ... and once the publishers left: how long until every recording was uploaded,
-    /// and at what rate.
+    /// ... and how long from the start of the measurement until every recording (the
+    /// backlog, and the streams' once they ended) was uploaded, at what rate overall.
     pub drain_s: Option<f64>,
     pub drain_mib_per_s: Option<f64>,
+    /// Everything uploaded by the end.
+    pub uploaded_mib: Option<f64>,
+}
+
+/// Recordings as a restart leaves them, to upload while the streams are measured:
+/// random bytes (no store compresses them), dated in the past.
+fn write_backlog(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut data = vec![0u8; BACKLOG_MIB * 1024 * 1024];
+    for k in 0..BACKLOG_FILES {
+        rand::fill(&mut data[..]);
+        std::fs::write(dir.join(format!("backlog{k}-20260101T000000Z.mp4")), &data)?;
+    }
+    Ok(())
 }
 
 /// A counter of the gateway's `/metrics`.
@@ -69,6 +84,11 @@ pub async fn run_step(
         publishers.push(publish(&format!("load{i}"), clip.clone()).await?);
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
+    if settings.record == Record::Upload {
+        let recordings = dir.path().join("recordings");
+        tokio::task::spawn_blocking(move || write_backlog(&recordings)).await??;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let before: Vec<u64> = counters.iter().map(FrameCounter::count).collect();
     let pictures_before = pictures_out(&api("/api/streams").await?);
     let cpu_before = cpu_seconds(pid, tps)?;
@@ -126,6 +146,7 @@ pub async fn run_step(
         upload_mib_per_s: None,
         drain_s: None,
         drain_mib_per_s: None,
+        uploaded_mib: None,
     };
     drop(publishers);
     let mut step = step;
@@ -133,18 +154,18 @@ pub async fn run_step(
         const MIB: f64 = 1024.0 * 1024.0;
         step.upload_mib_per_s = Some(uploaded_during / MIB / elapsed);
         // Every recording ends; their last parts and first parts go up.
-        let left = Instant::now();
-        let bytes_before = metric(UPLOAD_BYTES).await?;
-        let deadline = left + Duration::from_secs(300);
-        while metric(UPLOADS_COMPLETED).await? < n as f64 {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while metric(UPLOADS_COMPLETED).await? < (n + BACKLOG_FILES) as f64 {
             if Instant::now() > deadline {
                 bail!("the recordings were not all uploaded within 300 s");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let drain = left.elapsed().as_secs_f64();
+        let drain = start.elapsed().as_secs_f64();
         step.drain_s = Some(drain);
-        step.drain_mib_per_s = Some((metric(UPLOAD_BYTES).await? - bytes_before) / MIB / drain);
+        let total = metric(UPLOAD_BYTES).await?;
+        step.drain_mib_per_s = Some((total - uploaded_before) / MIB / drain);
+        step.uploaded_mib = Some(total / MIB);
     }
     drop(gateway);
     Ok(step)

@@ -2,7 +2,8 @@
 //! (transcoded, 640x360 by default) recorded to MP4, first with recordings kept on disk
 //! only, then also uploaded to an S3-compatible store (`s3s-fs`, which `make test-deps`
 //! installs), in one run: each stream's frame rate and the delay p99 beside each other,
-//! the upload rate while the streams run, and once they end, how long until every
+//! the upload rate while the streams run (a backlog of recordings left from before
+//! uploads meanwhile, as after a restart), and once they end, how long until every
 //! recording is uploaded and at what rate.
 
 use crate::cli::*;
@@ -68,10 +69,16 @@ pub async fn run(cli: &Cli) -> Result<Value> {
             step.min_picture_fps,
             step.delay_p50_ms,
             step.delay_p99_ms,
-            match (step.upload_mib_per_s, step.drain_s, step.drain_mib_per_s) {
-                (Some(during), Some(drain), Some(rate)) => format!(
-                    "; uploaded {during:.2} MiB/s while recording, the rest of every \
-                     recording within {drain:.1} s after the streams ended ({rate:.2} MiB/s)"
+            match (
+                step.upload_mib_per_s,
+                step.drain_s,
+                step.drain_mib_per_s,
+                step.uploaded_mib
+            ) {
+                (Some(during), Some(drain), Some(rate), Some(total)) => format!(
+                    "; uploaded {during:.2} MiB/s while the streams ran; every recording \
+                     uploaded {drain:.1} s after the measurement began ({rate:.2} MiB/s \
+                     overall), {total:.0} MiB in all"
                 ),
                 _ => String::new(),
             }
