@@ -287,9 +287,6 @@ impl std::fmt::Debug for Uploads {
     }
 }
 
-/// Whether a recording is being written now, as the gateway knows.
-pub type IsActive = dyn Fn(&str) -> bool + Send + Sync;
-
 impl Uploads {
     /// `None` when `record.upload_url` is empty.
     pub fn new(
@@ -313,7 +310,8 @@ impl Uploads {
         })))
     }
 
-    /// Looks at `record.dir` every second, for as long as `owner` lives.
+    /// Looks at `record.dir` every second, for as long as `owner` lives; `is_active`
+    /// says whether a recording is being written now (the gateway's registry knows).
     pub fn spawn<T: Send + Sync + 'static>(
         self: &Arc<Self>,
         owner: Weak<T>,
