@@ -458,17 +458,19 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
         "[transcode]\nmode = \"auto\"\n[record]\nenabled = true\ndir = \"rec\"\nformat = \"mp4\"",
     );
     let mut args = H264_ON_REQUEST.to_vec();
-    args.extend(["--resize", "1280x720", "--resize-after-s", "4"]);
+    // The change comes late enough for every player to have started (VLC takes
+    // seconds on a busy machine) and waited for a key frame at the first size.
+    args.extend(["--resize", "1280x720", "--resize-after-s", "8"]);
     let mut publisher = Publisher::start(&gateway, "grow", &args);
     publisher.wait_for("live", LIVE_TIMEOUT);
     // ffmpeg (as ffplay) and GStreamer read the RTP across the change.
-    let widths = rtp_widths(gateway.url("/streams/grow/stream.sdp"), 10);
+    let widths = rtp_widths(gateway.url("/streams/grow/stream.sdp"), 15);
     // GStreamer on a second destination (the ports of a slot no stream uses), since
     // ffmpeg holds the stream's own.
     let sdp = destination(&gateway, "grow", 3);
     let gstreamer = gstreamer_sizes(sdp);
     // VLC too, on a third, recording what it receives.
-    let vlc = vlc_sizes(destination(&gateway, "grow", 2), 10);
+    let vlc = vlc_sizes(destination(&gateway, "grow", 2), 15);
 
     // HLS: a discontinuity, then a new initialisation section at the new size.
     let playlist = wait_playlist(&gateway, "grow", "a new initialisation section", |p| {
