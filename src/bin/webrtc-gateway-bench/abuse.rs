@@ -18,22 +18,6 @@ const IDLE_CLIENTS: usize = 2000;
 const CANDIDATES: usize = 10_000;
 const OFFER: &str = include_str!("../../../tests/common/browser_offer.sdp");
 
-fn start(dir: &std::path::Path) -> Result<Process> {
-    let root = std::env::current_dir()?;
-    let config = dir.join("abuse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n\
-             [transcode]\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n",
-            root = root.display(),
-        ),
-    )?;
-    spawn_gateway(&config)
-}
-
 fn ws_url() -> String {
     format!("ws://127.0.0.1:{HTTP_PORT}/ws")
 }
@@ -162,7 +146,7 @@ async fn silent_publisher() -> Result<Value> {
 pub async fn run() -> Result<Value> {
     println!("webrtc-gateway abuse bench: default limits, release build, loopback");
     let dir = tempfile::tempdir()?;
-    let gateway = start(dir.path())?;
+    let gateway = start_default_gateway(dir.path(), "abuse")?;
     let pid = gateway.0.id();
     let idle = idle_clients(pid).await?;
     let again = idle_clients(pid).await?;

@@ -44,15 +44,7 @@ pub fn start_varnish(dir: &std::path::Path) -> Result<Process> {
         .stderr(Stdio::null())
         .spawn()
         .context("varnishd (make test-deps installs Debian's varnish)")?;
-    let process = Process(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", VARNISH_PORT)).is_ok() {
-            return Ok(process);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("varnishd did not start")
+    listening(Process(child), VARNISH_PORT, "varnishd")
 }
 
 /// The HLS requests that have reached the gateway so far.
@@ -113,19 +105,7 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         cli.seconds
     );
     let dir = tempfile::tempdir()?;
-    let root = std::env::current_dir()?;
-    let config = dir.path().join("cache.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n\
-             [transcode]\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n",
-            root = root.display(),
-        ),
-    )?;
-    let gateway = spawn_gateway(&config)?;
+    let gateway = start_default_gateway(dir.path(), "cache")?;
     let _varnish = start_varnish(dir.path())?;
     let _publisher = tokio::process::Command::new(sibling("webrtc-gateway-publish")?)
         .args(["--url", &format!("ws://127.0.0.1:{HTTP_PORT}/ws")])

@@ -133,14 +133,37 @@ pub fn spawn_gateway(config: &std::path::Path) -> Result<Process> {
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()?;
+    listening(Process(child), HTTP_PORT, "the gateway")
+}
+
+/// `process` once it accepts connections on loopback `port` (10 s at most).
+pub fn listening(process: Process, port: u16, what: &str) -> Result<Process> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", HTTP_PORT)).is_ok() {
-            return Ok(Process(child));
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(process);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("the gateway did not start")
+    bail!("{what} did not start")
+}
+
+/// The release gateway with its defaults on the bench's ports; its configuration file
+/// is `dir/NAME.toml`.
+pub fn start_default_gateway(dir: &std::path::Path, name: &str) -> Result<Process> {
+    let root = std::env::current_dir()?;
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
+             [rtp]\nport_base = {RTP_BASE}\n\
+             [transcode]\npipelines_dir = \"{root}/pipelines\"\n\
+             [webrtc]\nbind_address = \"127.0.0.1\"\n",
+            root = root.display(),
+        ),
+    )?;
+    spawn_gateway(&config)
 }
 
 pub async fn api(path: &str) -> Result<Value> {

@@ -10,10 +10,9 @@ use crate::cli::*;
 use crate::load::*;
 use crate::steps::*;
 use crate::system::*;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// s3s-fs on `S3_PORT` with the bench's credentials and a bucket `bench`.
 fn start_store(dir: &std::path::Path) -> Result<Process> {
@@ -27,15 +26,7 @@ fn start_store(dir: &std::path::Path) -> Result<Process> {
         .stderr(Stdio::null())
         .spawn()
         .context("target/tools/bin/s3s-fs (make test-deps installs it)")?;
-    let process = Process(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", S3_PORT)).is_ok() {
-            return Ok(process);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("s3s-fs did not start")
+    listening(Process(child), S3_PORT, "s3s-fs")
 }
 
 pub async fn run(cli: &Cli) -> Result<Value> {
