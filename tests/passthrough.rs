@@ -177,17 +177,6 @@ fn decode_rtp(gateway: &TestGateway, name: &str, window: f64, frames: usize) -> 
     decoded
 }
 
-fn recordings(gateway: &TestGateway, name: &str) -> Vec<Value> {
-    let (status, list) = gateway.get_json("/recordings");
-    assert_eq!(status, 200);
-    list.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["stream"] == name)
-        .cloned()
-        .collect()
-}
-
 /// ffprobe's video size, and the duration of each track, of a recording.
 fn probe_recording(path: &std::path::Path) -> (String, Vec<f64>) {
     let probe = ffprobe(
@@ -268,7 +257,7 @@ fn h264_passes_through_to_rtp_low_latency_hls_and_the_recording() {
     // The recording: the publisher's pictures, in sync with the audio, playable.
     publisher.kill();
     gateway.wait_stream_ended("pass", Duration::from_secs(10));
-    let listed = recordings(&gateway, "pass");
+    let listed = gateway.recordings_of("pass");
     assert_eq!(listed.len(), 1, "{listed:?}");
     let file = listed[0]["file"].as_str().unwrap();
     let (size, durations) = probe_recording(&gateway.dir.path().join("rec").join(file));
@@ -523,7 +512,7 @@ fn a_publisher_that_changes_size_passes_through_every_output() {
     // The recording goes on in a new file at the new size; both play.
     publisher.kill();
     gateway.wait_stream_ended("grow", Duration::from_secs(10));
-    let mut listed = recordings(&gateway, "grow");
+    let mut listed = gateway.recordings_of("grow");
     listed.sort_by_key(|r| r["file"].as_str().unwrap().to_string());
     assert_eq!(listed.len(), 2, "{listed:?}\n{}", gateway.log());
     let sizes: Vec<String> = listed

@@ -36,29 +36,17 @@ fn gateway(store: &Server, format: &str, secret: &str, extra: &str) -> TestGatew
     )
 }
 
-/// The stream's recordings, as `/recordings` lists them.
-fn recordings(gateway: &TestGateway, stream: &str) -> Vec<Value> {
-    let (status, list) = gateway.get_json("/recordings");
-    assert_eq!(status, 200);
-    list.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["stream"] == stream)
-        .cloned()
-        .collect()
-}
-
 /// Waits until every recording of `stream` is uploaded; their entries.
 fn wait_uploaded(gateway: &TestGateway, stream: &str, count: usize) -> Vec<Value> {
     eventually(UPLOAD_TIMEOUT, || {
-        let listed = recordings(gateway, stream);
+        let listed = gateway.recordings_of(stream);
         (listed.len() == count && listed.iter().all(|r| r["uploaded"].is_string()))
             .then_some(listed)
     })
     .unwrap_or_else(|| {
         panic!(
             "not uploaded: {:?}\n{}",
-            recordings(gateway, stream),
+            gateway.recordings_of(stream),
             gateway.log()
         )
     })
@@ -166,7 +154,7 @@ fn a_long_recording_is_uploaded_while_it_is_written() {
             .ok()?;
         (bytes >= 5 * 1024 * 1024).then_some(bytes)
     });
-    let listed = recordings(&gateway, "long");
+    let listed = gateway.recordings_of("long");
     assert!(
         uploading.is_some(),
         "nothing uploaded while recording: {listed:?}\n{}",
@@ -200,10 +188,10 @@ fn a_store_that_stops_mid_recording_gets_it_once_back() {
     publisher.kill();
     gateway.wait_stream_ended("outage", Duration::from_secs(15));
     let failed = eventually(Duration::from_secs(30), || {
-        let listed = recordings(&gateway, "outage");
+        let listed = gateway.recordings_of("outage");
         listed[0]["upload_error"].is_string().then_some(listed)
     });
-    assert!(failed.is_some(), "{:?}", recordings(&gateway, "outage"));
+    assert!(failed.is_some(), "{:?}", gateway.recordings_of("outage"));
     let listed = failed.unwrap();
     assert!(listed[0]["uploaded"].is_null(), "{listed:?}");
     store.start_again();
@@ -240,10 +228,10 @@ fn wrong_credentials_say_so_once_and_keep_the_recording() {
     let gateway = gateway(&store, "mp4", "not-the-secret", "");
     publish_for(&gateway, "denied", 3);
     let listed = eventually(Duration::from_secs(30), || {
-        let listed = recordings(&gateway, "denied");
+        let listed = gateway.recordings_of("denied");
         listed[0]["upload_error"].is_string().then_some(listed)
     })
-    .unwrap_or_else(|| panic!("{:?}\n{}", recordings(&gateway, "denied"), gateway.log()));
+    .unwrap_or_else(|| panic!("{:?}\n{}", gateway.recordings_of("denied"), gateway.log()));
     assert!(listed[0]["uploaded"].is_null(), "{listed:?}");
     let file = listed[0]["file"].as_str().unwrap().to_string();
     // Not tried again and again: one line in the log for the recording.
@@ -270,7 +258,7 @@ fn without_keep_local_the_file_goes_once_its_upload_is_verified() {
     });
     assert!(gone.is_some(), "the local file stays");
     // Still listed, with its object, no longer here.
-    let listed = recordings(&gateway, "away");
+    let listed = gateway.recordings_of("away");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["local"], false, "{listed:?}");
     assert!(listed[0]["uploaded"].is_string());

@@ -242,6 +242,18 @@ impl TestGateway {
     }
 
     /// The stream object, or None once the name is free.
+    /// The recordings of `stream`, as `GET /recordings` lists them.
+    pub fn recordings_of(&self, stream: &str) -> Vec<Value> {
+        let (status, list) = self.get_json("/recordings");
+        assert_eq!(status, 200);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["stream"] == stream)
+            .cloned()
+            .collect()
+    }
+
     pub fn stream(&self, name: &str) -> Option<Value> {
         let (status, body) = self.get_json(&format!("/api/streams/{name}"));
         (status == 200).then_some(body)
