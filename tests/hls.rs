@@ -161,7 +161,7 @@ fn wait_segments(gateway: &TestGateway, name: &str, count: usize) -> MediaPlayli
 #[test]
 fn live_hls_follows_the_rules_ends_and_continues() {
     let gateway = TestGateway::start("[hls]\nplaylist_length = 3");
-    let mut publisher = Publisher::start(&gateway, "cam1", &["--duration-s", "12"]);
+    let mut publisher = Publisher::start(&gateway, "cam1", &["--duration-s", "20"]);
     publisher.wait_for("live", LIVE_TIMEOUT);
     let live = Instant::now();
     let stream = gateway.stream("cam1").unwrap();
@@ -200,10 +200,24 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     );
     assert!(text.trim_end().ends_with("stream.m3u8"), "{text}");
 
-    // The window slides: three segments, the older files gone.
+    // The window slides: three segments. A segment that left it is still served for a
+    // grace (a player may have the last playlist that listed it), then deleted.
     let playlist = wait_segments(&gateway, "cam1", 3);
     let first_uri = playlist.segments[0].1.clone();
+    let first_msn = playlist.media_sequence;
     let deadline = Instant::now() + Duration::from_secs(15);
+    while parse_media(&fetch(&gateway, "/streams/cam1/stream.m3u8").text()).media_sequence
+        == first_msn
+    {
+        assert!(Instant::now() < deadline, "the window did not slide");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        fetch(&gateway, &format!("/streams/cam1/{first_uri}")).status,
+        200,
+        "{first_uri} just left the window"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
     let slid = loop {
         let playlist = check_media(&gateway, "cam1", true, true);
         if playlist.media_sequence >= start_msn + 2 {
@@ -214,10 +228,11 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     };
     assert_eq!(slid.segments.len(), 3);
     assert!(!slid.ended);
-    assert_eq!(
-        fetch(&gateway, &format!("/streams/cam1/{first_uri}")).status,
-        404
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fetch(&gateway, &format!("/streams/cam1/{first_uri}")).status != 404 {
+        assert!(Instant::now() < deadline, "{first_uri} was never deleted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The whole playlist decodes.
     let (ok, frames, errors) = decode_playlist(&gateway.url("/streams/cam1/stream.m3u8"), None);

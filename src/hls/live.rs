@@ -6,10 +6,10 @@
 
 use super::playlist::{Part, Playlist, Segment};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 /// What a playlist request asks for (its `_HLS_msn`, `_HLS_part`, `_HLS_skip`).
@@ -64,16 +64,42 @@ impl Reload {
 
 struct State {
     playlist: Playlist,
-    /// The bytes of the parts of the segments in the window, by URI.
+    /// The bytes of the parts of the segments in the window, and of those that left it
+    /// less than [`State::grace`] ago, by URI.
     parts: HashMap<String, Bytes>,
+    /// Segments that left the window, with when they left, oldest first.
+    retired: VecDeque<(Instant, Segment)>,
 }
 
 impl State {
-    /// Drops the parts of segments that left the window.
-    fn forget(&mut self, gone: &[Segment]) {
-        for part in gone.iter().flat_map(|segment| &segment.parts) {
-            self.parts.remove(&part.uri);
+    /// How long a segment that left the window stays available: a player may have read
+    /// the last playlist that listed it (the window) and not yet fetched it
+    /// (rfc8216bis 6.2.2: its duration plus the longest playlist's).
+    fn grace(&self) -> Duration {
+        let target = u64::from(self.playlist.target_duration()).max(1);
+        Duration::from_secs(target * (self.playlist.window() as u64 + 1))
+    }
+
+    /// Retires the segments that left the window; drops the parts of those whose grace
+    /// is over, and returns them, whose files are now to be deleted.
+    fn retire(&mut self, gone: Vec<Segment>, now: Instant) -> Vec<Segment> {
+        self.retired
+            .extend(gone.into_iter().map(|segment| (now, segment)));
+        let grace = self.grace();
+        let mut expired = Vec::new();
+        while let Some((left, _)) = self.retired.front() {
+            if now.duration_since(*left) < grace {
+                break;
+            }
+            let Some((_, segment)) = self.retired.pop_front() else {
+                break;
+            };
+            for part in &segment.parts {
+                self.parts.remove(&part.uri);
+            }
+            expired.push(segment);
         }
+        expired
     }
 }
 
@@ -99,6 +125,7 @@ impl LiveHls {
             state: Mutex::new(State {
                 playlist,
                 parts: HashMap::new(),
+                retired: VecDeque::new(),
             }),
             changed: watch::Sender::new(0),
         }
@@ -114,16 +141,29 @@ impl LiveHls {
     }
 
     /// Changes the playlist, then wakes the requests that wait. A change that may move
-    /// segments with parts out of the window goes through [`Self::add_part`] or
-    /// [`Self::close_open`], which forget those parts.
+    /// segments out of the window goes through [`Self::push`], [`Self::add_part`] or
+    /// [`Self::close_open`], which retire them.
     pub fn update<R>(&self, change: impl FnOnce(&mut Playlist) -> R) -> R {
         let result = change(&mut self.state().playlist);
         self.changed.send_modify(|version| *version += 1);
         result
     }
 
+    /// Adds a complete segment (see [`Playlist::push`]); returns the segments whose
+    /// files are to be deleted, which left the window longer than a grace ago.
+    pub fn push(&self, segment: Segment) -> Vec<Segment> {
+        let expired = {
+            let mut state = self.state();
+            let gone = state.playlist.push(segment);
+            state.retire(gone, Instant::now())
+        };
+        self.changed.send_modify(|version| *version += 1);
+        expired
+    }
+
     /// Adds a part with its bytes (see [`Playlist::push_part`]); returns the segment
-    /// it completed, if any, and the segments that left the window.
+    /// it completed, if any, and the segments whose files are to be deleted (see
+    /// [`Self::push`]).
     pub fn add_part(
         &self,
         start: Option<(String, SystemTime, Option<String>)>,
@@ -134,22 +174,20 @@ impl LiveHls {
         let result = {
             let mut state = self.state();
             state.parts.insert(part.uri.clone(), bytes);
-            let result = state.playlist.push_part(start, part, next);
-            state.forget(&result.1);
-            result
+            let (closed, gone) = state.playlist.push_part(start, part, next);
+            (closed, state.retire(gone, Instant::now()))
         };
         self.changed.send_modify(|version| *version += 1);
         result
     }
 
     /// Completes the open segment (see [`Playlist::close_open`]); returns it and the
-    /// segments that left the window, whose parts are forgotten.
+    /// segments whose files are to be deleted (see [`Self::push`]).
     pub fn close_open(&self) -> (Option<Segment>, Vec<Segment>) {
         let result = {
             let mut state = self.state();
-            let result = state.playlist.close_open();
-            state.forget(&result.1);
-            result
+            let (closed, gone) = state.playlist.close_open();
+            (closed, state.retire(gone, Instant::now()))
         };
         self.changed.send_modify(|version| *version += 1);
         result
@@ -256,5 +294,49 @@ impl LiveHls {
                 _ => return self.read(&ready),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(n: u32) -> Segment {
+        Segment {
+            uri: format!("s{n}.m4s"),
+            duration: 1.0,
+            date: SystemTime::now(),
+            discontinuity: false,
+            map: None,
+            parts: vec![Part {
+                uri: format!("s{n}p0.m4s"),
+                duration: 1.0,
+                independent: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn segments_that_leave_the_window_stay_a_grace() {
+        let live = LiveHls::new(PathBuf::from("."), Playlist::new(1, 2, None));
+        for n in 0..3 {
+            live.state()
+                .parts
+                .insert(format!("s{n}p0.m4s"), Bytes::from_static(b"x"));
+            assert_eq!(live.push(segment(n)), Vec::new(), "segment {n}");
+        }
+        assert_eq!(live.read(|p| p.segments().count()), 2);
+        let mut state = live.state();
+        // Its file and parts outlast the last playlist that listed it, then go.
+        let grace = state.grace();
+        assert_eq!(grace, Duration::from_secs(3));
+        let left = state.retired[0].0;
+        assert!(state.parts.contains_key("s0p0.m4s"));
+        assert!(state.retire(Vec::new(), left + grace / 2).is_empty());
+        let expired = state.retire(Vec::new(), left + grace);
+        let uris: Vec<_> = expired.iter().map(|s| s.uri.as_str()).collect();
+        assert_eq!(uris, ["s0.m4s"]);
+        assert!(!state.parts.contains_key("s0p0.m4s"));
+        assert!(state.parts.contains_key("s1p0.m4s"));
     }
 }

@@ -83,6 +83,11 @@ impl Playlist {
         self.target_duration
     }
 
+    /// How many complete segments it lists at most.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
     /// The same playlist, its first segment numbered `msn`.
     pub fn starting_at(self, msn: u64) -> Self {
         Self {

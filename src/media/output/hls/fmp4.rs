@@ -169,15 +169,13 @@ impl Fmp4Writer {
         if !self.low_latency {
             let uri = format!("{}{msn:05}.m4s", self.prefix);
             write_file(&self.live, &uri, &chunk.bytes)?;
-            let removed = self.live.update(|p| {
-                p.push(Segment {
-                    uri,
-                    duration: chunk.duration,
-                    date,
-                    discontinuity: false,
-                    map: Some(self.init_uri.clone()),
-                    parts: Vec::new(),
-                })
+            let removed = self.live.push(Segment {
+                uri,
+                duration: chunk.duration,
+                date,
+                discontinuity: false,
+                map: Some(self.init_uri.clone()),
+                parts: Vec::new(),
             });
             remove_files(&self.live, &removed);
             return super::write_media(&self.live);

@@ -207,7 +207,7 @@ impl HlsOutput {
     }
 
     /// Adds a closed MPEG-TS segment to the playlist, dated by the pipeline's clock,
-    /// and deletes those that left the window.
+    /// and deletes those that left the window a grace ago.
     pub fn segment_closed(
         &mut self,
         pipeline: &StreamPipeline,
@@ -232,7 +232,7 @@ impl HlsOutput {
             map: None,
             parts: Vec::new(),
         };
-        for gone in self.live.update(|p| p.push(segment)) {
+        for gone in self.live.push(segment) {
             let _ = std::fs::remove_file(self.dir().join(gone.uri));
         }
         self.write_media()
