@@ -11,10 +11,12 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # What the tests use besides: ffmpeg/ffprobe decode the outputs, VLC plays them,
 # Chromium and Firefox ESR (headless, fake devices, over WebDriver: chromedriver from
 # chromium-driver, geckodriver below) publish from the pages and play HLS in them;
-# Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`.
-TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish
+# Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`;
+# redis-server holds the cluster of `tests/cluster.rs`, HAProxy (the README's
+# configuration) is its one address.
+TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload fuzz clean
+.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -113,6 +115,12 @@ bench-passthrough: build
 # gateway, how far behind live the viewers are, the time the cache adds.
 bench-cache: build test-deps
 	./target/release/webrtc-gateway-bench --cache --seconds 15 --json target/bench-cache.json
+
+# Two nodes sharing a Redis behind HAProxy (the README's configuration): what forwarding
+# adds to a playlist, a part and a segment; Redis commands per node and per stream; the
+# time from SIGKILL of a node to its publisher live again on the other.
+bench-cluster: build test-deps
+	./target/release/webrtc-gateway-bench --cluster --seconds 20 --json target/bench-cluster.json
 
 # 16 transcoded streams recorded to MP4, on disk only against also uploaded to s3s-fs
 # (with a 512 MiB backlog from before uploading meanwhile): frame rate, delay, upload rate.

@@ -1,8 +1,10 @@
 //! The context every session shares: configuration, the stream registry, the pipeline
-//! factory, the HLS store, metrics, the shutdown signal and the task trackers. Created
-//! once in `main`; it holds no session handles (those are `session::Sessions`'s).
+//! factory, the HLS store, metrics, the cluster membership, the shutdown signal and the
+//! task trackers. Created once in `main`; it holds no session handles (those are
+//! `session::Sessions`'s).
 
-use crate::cluster::{Node, host_name};
+use crate::cluster::membership::Membership;
+use crate::cluster::{Node, NodeInfo, NodeState, host_name};
 use crate::config::Config;
 use crate::media::PipelineFactory;
 use crate::media::output::hls::HlsStore;
@@ -26,6 +28,8 @@ pub struct Gateway {
     /// Where HLS files go, and ended streams' lingering outputs.
     pub hls: HlsStore,
     pub metrics: Metrics,
+    /// This node's claims and record in the cluster's Redis; `None` on its own.
+    pub cluster: Option<Arc<Membership>>,
     /// Cancelled when the gateway stops: no new publishers, and every session ends
     /// (each session's stop token is a child of it).
     pub shutdown: CancellationToken,
@@ -36,19 +40,59 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Arc<Self> {
+    /// The gateway; with `cluster.redis_url` set, a member of that cluster (Redis is
+    /// reached on first use). Fails on a Redis URL that cannot be used.
+    pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Result<Arc<Self>, String> {
         let node = Node::from_config(&config.cluster, &config.http, &host_name());
-        Arc::new(Self {
+        let cluster = if config.cluster.redis_url.is_empty() {
+            None
+        } else {
+            Some(Membership::new(&config.cluster, &node.id)?)
+        };
+        Ok(Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
             config,
             media,
             hls,
             metrics: Metrics::default(),
+            cluster,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             connections: TaskTracker::new(),
-        })
+        }))
+    }
+
+    /// This node as the cluster lists it: draining once it is shutting down.
+    pub fn node_info(&self) -> NodeInfo {
+        let state = if self.shutdown.is_cancelled() {
+            NodeState::Draining
+        } else {
+            NodeState::Serving
+        };
+        let (publishers, max_publishers) = {
+            let registry = self.registry();
+            (registry.publishers(), registry.max_publishers())
+        };
+        NodeInfo {
+            id: self.node.id.clone(),
+            url: self.node.url.clone(),
+            state,
+            publishers,
+            max_publishers,
+        }
+    }
+
+    /// In a cluster, joins it (refused when another live node has this node's id) and
+    /// keeps this node's record and claims renewed until it leaves.
+    pub async fn join_cluster(self: &Arc<Self>) -> Result<(), String> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        cluster.join(&self.node_info()).await?;
+        let gateway = Arc::downgrade(self);
+        cluster.spawn_renewal(move || gateway.upgrade().map(|g| g.node_info()));
+        Ok(())
     }
 
     /// Removes ended streams, and their HLS files, once they have lingered long enough.
@@ -75,9 +119,14 @@ impl Gateway {
         });
     }
 
+    /// How long an ended stream's HLS files stay.
+    pub fn linger(&self) -> Duration {
+        Duration::from_secs(self.config.hls.linger_s as u64)
+    }
+
     /// When an ended stream's HLS files go away, if it ends now.
     pub fn linger_deadline(&self) -> Instant {
-        Instant::now() + Duration::from_secs(self.config.hls.linger_s as u64)
+        Instant::now() + self.linger()
     }
 
     /// The registry, for one short call.
@@ -89,6 +138,10 @@ impl Gateway {
     /// streams to end and their publishers to be told.
     pub async fn stop(&self, grace: Duration) {
         self.shutdown.cancel();
+        // The other nodes place no publisher here from now on.
+        if let Some(cluster) = &self.cluster {
+            let _ = cluster.renew(&self.node_info()).await;
+        }
         self.sessions.close();
         self.connections.close();
         let ended = async {
@@ -97,6 +150,10 @@ impl Gateway {
         };
         if tokio::time::timeout(grace, ended).await.is_err() {
             tracing::warn!("some streams did not end within {grace:?}");
+        }
+        // The names and slots are free for other nodes at once, not after the lease.
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
         }
         // Ended playlists stay in a configured hls.dir, with their ENDLIST, for whoever
         // serves that directory; a temporary one goes away with the process.

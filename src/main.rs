@@ -110,8 +110,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let gateway = gateway::Gateway::new(config, media, hls);
+    let gateway = gateway::Gateway::new(config, media, hls)
+        .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
     gateway.spawn_reaper();
+    gateway.join_cluster().await.map_err(anyhow::Error::msg)?;
     if let Some(uploads) =
         upload::Uploads::new(&gateway.config.record, gateway.metrics.uploads.clone())
             .map_err(anyhow::Error::msg)?

@@ -2,6 +2,7 @@
 //! once at start; the per-stream series (label `stream`) are collected at each scrape from
 //! the registry's snapshot of the streams, by a [`Collector`].
 
+use crate::cluster::membership::RedisState;
 use crate::stream::{EndReason, StreamInfo, StreamState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -59,6 +60,10 @@ pub struct Metrics {
     connections_open: Gauge,
     connections_refused: Counter,
     candidates_ignored: Counter,
+    forwarded: Family<KindLabel, Counter>,
+    cluster_nodes: Gauge,
+    cluster_redis_up: Gauge,
+    cluster_redis_calls: Counter,
     /// The streams as the last scrape saw them.
     streams: Arc<Mutex<Vec<StreamInfo>>>,
 }
@@ -126,6 +131,31 @@ impl Default for Metrics {
             "Remote ICE candidates ignored past limits.max_remote_candidates",
             candidates_ignored.clone(),
         );
+        let forwarded = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "forwarded_requests",
+            "Requests forwarded to the node of the cluster that holds the stream, by kind: \
+             playlist, media, sdp, api, whip, recording, websocket",
+            forwarded.clone(),
+        );
+        let cluster_nodes = Gauge::default();
+        registry.register(
+            "cluster_nodes",
+            "Live nodes of the cluster, as the last scrape read them from Redis",
+            cluster_nodes.clone(),
+        );
+        let cluster_redis_up = Gauge::default();
+        registry.register(
+            "cluster_redis_up",
+            "1 while the cluster's Redis answers, 0 while it does not",
+            cluster_redis_up.clone(),
+        );
+        let cluster_redis_calls = Counter::default();
+        registry.register(
+            "cluster_redis_calls",
+            "Calls this node made to the cluster's Redis (a script counts as one)",
+            cluster_redis_calls.clone(),
+        );
         let streams = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(StreamSeries(streams.clone())));
         Self {
@@ -139,6 +169,10 @@ impl Default for Metrics {
             connections_open,
             connections_refused,
             candidates_ignored,
+            forwarded,
+            cluster_nodes,
+            cluster_redis_up,
+            cluster_redis_calls,
             streams,
         }
     }
@@ -186,6 +220,24 @@ impl Metrics {
 
     pub fn candidates_ignored(&self, count: u64) {
         self.candidates_ignored.inc_by(count);
+    }
+
+    /// A request was forwarded to another node of the cluster.
+    pub fn forwarded(&self, kind: &'static str) {
+        self.forwarded.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// The cluster as this node sees it now: the live nodes (unknown while Redis is
+    /// away), whether Redis answers, and the calls made to it so far.
+    pub fn cluster(&self, nodes: Option<usize>, redis: RedisState, calls: u64) {
+        if let Some(nodes) = nodes {
+            self.cluster_nodes.set(nodes as i64);
+        }
+        self.cluster_redis_up
+            .set(i64::from(redis == RedisState::Connected));
+        let counted = self.cluster_redis_calls.get();
+        self.cluster_redis_calls
+            .inc_by(calls.saturating_sub(counted));
     }
 
     /// The metrics text for a scrape, with `streams` as the registry lists them now.

@@ -61,13 +61,19 @@ impl Registry {
         self.max_publishers
     }
 
-    /// Claims `name` and the lowest free port slot; returns the slot. An ended stream of
-    /// that name is taken over.
+    /// Whether `name` has a publisher (connecting or live) on this node.
+    pub fn is_active(&self, name: &str) -> bool {
+        self.streams.get(name).is_some_and(StreamEntry::is_active)
+    }
+
+    /// Claims `name` and a port slot: `slot` when given (the cluster claimed it), else
+    /// the lowest free one; returns the slot. An ended stream of that name is taken over.
     pub fn reserve(
         &mut self,
         name: &StreamName,
         publisher: &str,
         now: SystemTime,
+        slot: Option<u32>,
     ) -> Result<u32, RegistryError> {
         if self.streams.get(name).is_some_and(StreamEntry::is_active) {
             return Err(RegistryError::InUse);
@@ -81,9 +87,11 @@ impl Registry {
         if active.len() as u32 >= self.max_publishers {
             return Err(RegistryError::Full(self.max_publishers));
         }
-        let slot = (0..)
-            .find(|slot| !active.contains(slot))
-            .expect("a free slot below max_publishers");
+        let slot = slot.unwrap_or_else(|| {
+            (0..)
+                .find(|slot| !active.contains(slot))
+                .expect("a free slot below max_publishers")
+        });
         self.streams.insert(
             name.clone(),
             StreamEntry {
@@ -177,19 +185,23 @@ mod tests {
     fn slots_are_lowest_free_and_reused() {
         let mut r = Registry::new(3, "n");
         let now = SystemTime::UNIX_EPOCH;
-        assert_eq!(r.reserve(&name("a"), "websocket", now), Ok(0));
-        assert_eq!(r.reserve(&name("b"), "websocket", now), Ok(1));
+        assert_eq!(r.reserve(&name("a"), "websocket", now, None), Ok(0));
+        assert_eq!(r.reserve(&name("b"), "websocket", now, None), Ok(1));
         assert_eq!(
-            r.reserve(&name("a"), "websocket", now),
+            r.reserve(&name("a"), "websocket", now, None),
             Err(RegistryError::InUse)
         );
-        assert_eq!(r.reserve(&name("c"), "websocket", now), Ok(2));
+        assert_eq!(r.reserve(&name("c"), "websocket", now, None), Ok(2));
         assert_eq!(
-            r.reserve(&name("d"), "websocket", now),
+            r.reserve(&name("d"), "websocket", now, None),
             Err(RegistryError::Full(3))
         );
         r.release(&name("a"));
-        assert_eq!(r.reserve(&name("d"), "websocket", now), Ok(0));
+        assert_eq!(r.reserve(&name("d"), "websocket", now, None), Ok(0));
+        // A slot the cluster claimed is taken as given.
+        r.release(&name("b"));
+        assert_eq!(r.reserve(&name("e"), "websocket", now, Some(7)), Ok(7));
+        assert!(r.is_active("e") && !r.is_active("b"));
         assert_eq!(r.get("d").unwrap().info.started_at, "1970-01-01T00:00:00Z");
         assert_eq!(r.list().len(), 3);
     }
@@ -199,15 +211,21 @@ mod tests {
         let mut r = Registry::new(1, "n");
         let start = Instant::now();
         let until = start + Duration::from_secs(30);
-        r.reserve(&name("a"), "websocket", SystemTime::now())
+        r.reserve(&name("a"), "websocket", SystemTime::now(), None)
             .unwrap();
         r.end(&name("a"), until);
         assert_eq!(r.get("a").unwrap().info.state, StreamState::Ended);
         assert_eq!(r.get("a").unwrap().info.slot, None);
         // Its slot is free for another stream, and its name for a returning publisher.
-        assert_eq!(r.reserve(&name("b"), "websocket", SystemTime::now()), Ok(0));
+        assert_eq!(
+            r.reserve(&name("b"), "websocket", SystemTime::now(), None),
+            Ok(0)
+        );
         r.release(&name("b"));
-        assert_eq!(r.reserve(&name("a"), "whip", SystemTime::now()), Ok(0));
+        assert_eq!(
+            r.reserve(&name("a"), "whip", SystemTime::now(), None),
+            Ok(0)
+        );
         assert_eq!(r.get("a").unwrap().info.state, StreamState::Connecting);
         r.end(&name("a"), until);
         assert!(r.expire(start + Duration::from_secs(29)).is_empty());

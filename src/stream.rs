@@ -132,6 +132,9 @@ pub enum EndReason {
     Shutdown,
     #[error("stopped-by-operator")]
     Stopped,
+    /// In a cluster, another node claimed the name while this one could not reach Redis.
+    #[error("name-claimed-elsewhere")]
+    NameClaimedElsewhere,
     #[error("pipeline-error: {0}")]
     PipelineError(String),
     #[error("internal-error")]
@@ -150,6 +153,7 @@ impl EndReason {
             EndReason::InputTooLarge => "input-too-large",
             EndReason::Shutdown => "shutdown",
             EndReason::Stopped => "stopped-by-operator",
+            EndReason::NameClaimedElsewhere => "name-claimed-elsewhere",
             EndReason::PipelineError(_) => "pipeline-error",
             EndReason::InternalError => "internal-error",
         }

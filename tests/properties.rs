@@ -335,7 +335,7 @@ fn in_process() -> &'static InProcess {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let sessions = {
             let _entered = runtime.enter();
-            Sessions::new(Gateway::new(config, media, hls))
+            Sessions::new(Gateway::new(config, media, hls).unwrap())
         };
         let router = webrtc_gateway::http::router(sessions.clone());
         InProcess {

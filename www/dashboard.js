@@ -143,7 +143,7 @@ async function refreshStreams() {
   const body = $("streams");
   const streams = await (await fetch("/api/streams")).json();
   body.replaceChildren();
-  if (streams.length === 0) emptyRow(body, "No stream is live. Publish one!", 7);
+  if (streams.length === 0) emptyRow(body, "No stream is live. Publish one!", 8);
   for (const stream of streams) {
     const tr = document.createElement("tr");
     tr.dataset.stream = stream.name;
@@ -169,11 +169,32 @@ async function refreshStreams() {
     watch.textContent = "Watch";
     watch.disabled = !stream.outputs.hls;
     watch.addEventListener("click", () => play(stream));
-    tr.append(cell(stream.name), cell(state), cell(video), cell(rate),
+    tr.append(cell(stream.name), cell(state), cell(stream.node), cell(video), cell(rate),
       cell(stream.state === "ended" ? "–" : uptime(stream.started_at)), cell(recording), cell(watch));
     body.append(tr);
   }
   if (playing && !streams.some((s) => s.name === playing)) closePlayer();
+}
+
+// The nodes of the cluster (this node alone without one), their load and Redis.
+async function refreshCluster() {
+  const response = await fetch("/api/cluster");
+  if (!response.ok) return;
+  const cluster = await response.json();
+  const status = $("cluster-status");
+  status.dataset.redis = cluster.redis ?? "none";
+  status.textContent = cluster.redis === null
+    ? `This node (${cluster.node}) runs on its own.`
+    : `Answered by node ${cluster.node}; the cluster's Redis is ${cluster.redis}.`;
+  const body = $("nodes");
+  body.replaceChildren();
+  for (const node of cluster.nodes) {
+    const tr = document.createElement("tr");
+    tr.dataset.node = node.id;
+    tr.append(cell(node.id), cell(node.state), cell(`${node.publishers} of ${node.max_publishers}`),
+      cell(node.url));
+    body.append(tr);
+  }
 }
 
 async function refreshRecordings() {
@@ -196,7 +217,7 @@ async function refreshRecordings() {
 
 async function refresh() {
   try {
-    await Promise.all([refreshStreams(), refreshRecordings()]);
+    await Promise.all([refreshStreams(), refreshRecordings(), refreshCluster()]);
     document.body.dataset.loaded = "1";
   } catch (e) {
     $("streams").replaceChildren(cell(`Cannot reach the gateway: ${e.message}`));

@@ -171,7 +171,9 @@ async function connect() {
         }
         break;
       case "error":
-        if (FATAL_CODES.has(message.code)) {
+        // Back after a drop, the name may still be held for the node that was lost (a
+        // cluster frees it within its lease): that 409 is worth another try.
+        if (FATAL_CODES.has(message.code) && !(message.code === 409 && attempt > 0)) {
           finish("error", `${message.code} ${message.error}: ${message.message}`);
         } else {
           dropped(`${message.code} ${message.error}: ${message.message}`);

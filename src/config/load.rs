@@ -2,6 +2,7 @@
 //! each problem on one line naming its key.
 
 use super::sections::Config;
+use super::values::redact_password;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -143,13 +144,19 @@ impl Config {
             );
         }
         p.range("cluster.lease_ms", self.cluster.lease_ms, 1000, 600_000);
-        if !self.cluster.redis_url.is_empty() {
-            p.push(
-                "cluster.redis_url",
-                "this gateway runs as one node on its own so far (no cluster on Redis yet): \
-                 leave it empty"
-                    .into(),
-            );
+        let redis = &self.cluster.redis_url;
+        if !redis.is_empty() {
+            match url::Url::parse(redis) {
+                Ok(url) if ["redis", "rediss"].contains(&url.scheme()) && url.has_host() => {}
+                _ => p.push(
+                    "cluster.redis_url",
+                    format!(
+                        "must be redis://[user:password@]host:port[/db] or rediss://..., \
+                         or empty, got {:?}",
+                        redact_password(redis)
+                    ),
+                ),
+            }
         }
         let url = &self.cluster.advertise_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
@@ -512,10 +519,10 @@ mod tests {
                 &["http: invalid type: integer `5`, expected struct HttpConfig"],
             ),
             (
-                "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nlease_ms = 10\nadvertise_url = \"gw1\"",
+                "[cluster]\nredis_url = \"http://h\"\nlease_ms = 10\nadvertise_url = \"gw1\"",
                 &[
                     "cluster.lease_ms: must be between 1000 and 600000, got 10",
-                    "cluster.redis_url: this gateway runs as one node on its own so far (no cluster on Redis yet): leave it empty",
+                    "cluster.redis_url: must be redis://[user:password@]host:port[/db] or rediss://..., or empty, got \"http://h\"",
                     "cluster.advertise_url: must be an http:// or https:// URL or empty, got \"gw1\"",
                 ],
             ),

@@ -290,6 +290,17 @@ impl StoreUrl {
     }
 }
 
+/// A URL as it may be shown: its password, if any, replaced by `***`.
+pub fn redact_password(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +336,15 @@ mod tests {
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact_password("redis://user:secret@h:6379/0"),
+            "redis://user:***@h:6379/0"
+        );
+        assert_eq!(redact_password("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_password("not a url"), "not a url");
     }
 }

@@ -3,7 +3,9 @@
 //! commands to the stream's session.
 
 use super::error::{ApiError, stream_name};
-use crate::cluster::{ClusterView, NodeState};
+use super::forward;
+use super::state::AppState;
+use crate::cluster::ClusterView;
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::session::{SessionCommand, SessionHandle, Sessions};
@@ -11,26 +13,45 @@ use crate::stream::EndReason;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-pub async fn list_streams(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    Json(gateway.registry().list())
+/// The streams of every node of the cluster, by name.
+pub async fn list_streams(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let local = serde_json::to_value(state.gateway.registry().list()).unwrap_or_default();
+    let mut streams = match local {
+        serde_json::Value::Array(streams) => streams,
+        _ => Vec::new(),
+    };
+    streams.extend(forward::gather(&state, &headers, "/api/streams").await);
+    streams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(streams)
 }
 
-/// The cluster as this node sees it.
+/// The cluster as this node sees it: the nodes in Redis, or this node alone when on
+/// its own or when Redis cannot be reached.
 pub async fn cluster(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    let state = if gateway.shutdown.is_cancelled() {
-        NodeState::Draining
-    } else {
-        NodeState::Serving
+    let me = gateway.node_info();
+    let mut view = ClusterView {
+        node: me.id.clone(),
+        redis: None,
+        nodes: vec![me.clone()],
     };
-    let (publishers, max) = {
-        let registry = gateway.registry();
-        (registry.publishers(), registry.max_publishers())
-    };
-    Json(ClusterView::single(&gateway.node, state, publishers, max))
+    if let Some(cluster) = &gateway.cluster {
+        match cluster.nodes().await {
+            Ok(mut nodes) => {
+                // This node as it is now, not as it was at its last renewal.
+                nodes.retain(|n| n.id != me.id);
+                nodes.push(me);
+                nodes.sort_by(|a, b| a.id.cmp(&b.id));
+                view.nodes = nodes;
+            }
+            Err(e) => tracing::debug!("{e}"),
+        }
+        view.redis = Some(cluster.redis_state().as_str().to_string());
+    }
+    Json(view)
 }
 
 pub async fn get_stream(
@@ -178,6 +199,12 @@ pub async fn remove_rtp_destination(
 }
 
 pub async fn render_metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    if let Some(cluster) = &gateway.cluster {
+        let nodes = cluster.nodes().await.map(|n| n.len()).ok();
+        gateway
+            .metrics
+            .cluster(nodes, cluster.redis_state(), cluster.calls());
+    }
     let streams = gateway.registry().list();
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

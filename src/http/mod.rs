@@ -7,6 +7,8 @@
 //! - `media_files`: SDP files, HLS playlists and segments, recordings, hls.js;
 //! - `control`: the stream API, the control API and the metrics;
 //! - `whip`: WHIP ingest over HTTP; `websocket`: the `/ws` socket adapter;
+//! - `forward`: in a cluster, requests for other nodes' streams forwarded to them,
+//!   lists gathered from every node, publishers placed on the node with most room;
 //! - `serve`: the accept loop, bounded in connections and time, HTTP and HTTPS.
 //!
 //! Handlers only translate between HTTP and `signalling` or `session`; nothing imports
@@ -15,6 +17,7 @@
 mod auth;
 mod control;
 mod error;
+mod forward;
 mod media_files;
 mod router;
 mod serve;

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{auth, control, media_files, websocket, whip};
+use super::{auth, control, forward, media_files, websocket, whip};
 use crate::gateway::Gateway;
 use crate::session::Sessions;
 use crate::signalling::whip::Whip;
@@ -31,6 +31,7 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         whip: Whip::new(sessions.clone()),
         sessions,
         gateway: gateway.clone(),
+        peers: forward::client(),
     };
     let body_timeout = Duration::from_secs(gateway.config.http.request_timeout_s as u64);
     // Players on other origins (hls.js pages) fetch the media. The answer is the same
@@ -104,6 +105,10 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         .merge(media)
         .merge(whip)
         .fallback(pages)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_holder,
+        ))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }

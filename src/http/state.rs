@@ -11,6 +11,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub sessions: Arc<Sessions>,
     pub whip: Arc<Whip>,
+    /// How this node reaches the others of its cluster.
+    pub peers: reqwest::Client,
 }
 
 impl FromRef<AppState> for Arc<Gateway> {

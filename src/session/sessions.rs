@@ -4,6 +4,7 @@
 //! reports `Ended`.
 
 use crate::blocking::blocking;
+use crate::cluster::membership::{ClaimError, Membership};
 use crate::config::TranscodeMode;
 use crate::gateway::Gateway;
 use crate::name::StreamName;
@@ -32,6 +33,12 @@ pub enum PublishError {
     Registry(#[from] RegistryError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// In a cluster, this node is full and no other node has room.
+    #[error("no node of the cluster has room for another publisher")]
+    NoCapacity,
+    /// In a cluster, the name cannot be claimed: Redis does not answer.
+    #[error("{0}")]
+    ClusterUnavailable(String),
     #[error("WebRTC negotiation failed: {0}")]
     Negotiation(String),
 }
@@ -45,6 +52,24 @@ pub struct PublishRequest {
     pub publisher: &'static str,
 }
 
+/// What a publication holds in the cluster: its name and, when RTP is sent, its slot.
+#[derive(Debug, Clone)]
+struct Claims {
+    cluster: Arc<Membership>,
+    rtp_host: String,
+    slot: Option<u32>,
+}
+
+impl Claims {
+    /// Gives the claims up; with `linger`, the node serves the ended stream that long.
+    async fn release(&self, name: &StreamName, linger: Option<std::time::Duration>) {
+        if let Some(slot) = self.slot {
+            self.cluster.release_slot(&self.rtp_host, slot).await;
+        }
+        self.cluster.release_name(name, linger).await;
+    }
+}
+
 /// The live sessions, by stream name.
 #[derive(Debug)]
 pub struct Sessions {
@@ -54,10 +79,29 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
-        Arc::new(Self {
+        let sessions = Arc::new(Self {
             gateway,
             handles: Mutex::new(HashMap::new()),
-        })
+        });
+        sessions.end_lost_names();
+        sessions
+    }
+
+    /// In a cluster, ends each stream whose name another node claimed while this one
+    /// could not renew it (Redis was away longer than the lease).
+    fn end_lost_names(self: &Arc<Self>) {
+        let Some(mut lost) = self.gateway.cluster.as_ref().and_then(|c| c.take_lost()) else {
+            return;
+        };
+        let sessions = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(name) = lost.recv().await {
+                let Some(handle) = sessions.upgrade().and_then(|s| s.get(name.as_str())) else {
+                    continue;
+                };
+                handle.stop(EndReason::NameClaimedElsewhere).await;
+            }
+        });
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -71,6 +115,47 @@ impl Sessions {
     /// The running session of a live stream.
     pub fn get(&self, name: &str) -> Option<SessionHandle> {
         self.handles().get(name).cloned()
+    }
+
+    /// Claims `name` across the cluster and, when RTP is sent, a port slot that no
+    /// other node sending to `rtp.host` uses.
+    async fn claim(
+        &self,
+        cluster: &Arc<Membership>,
+        name: &StreamName,
+    ) -> Result<Claims, PublishError> {
+        let config = &self.gateway.config;
+        // A name live here needs no Redis to be refused.
+        if self.gateway.registry().is_active(name.as_str()) {
+            return Err(RegistryError::InUse.into());
+        }
+        let refused = |e: ClaimError| match e {
+            ClaimError::Held(_) => PublishError::Registry(RegistryError::InUse),
+            ClaimError::Unavailable(e) => PublishError::ClusterUnavailable(format!(
+                "the cluster cannot be reached to claim the name: {e}"
+            )),
+        };
+        cluster.claim_name(name).await.map_err(refused)?;
+        let mut claims = Claims {
+            cluster: cluster.clone(),
+            rtp_host: config.rtp.host.to_string(),
+            slot: None,
+        };
+        if config.rtp.enabled {
+            // Each slot takes four ports from rtp.port_base.
+            let count = 65536u32.saturating_sub(config.rtp.port_base) / 4;
+            match cluster.claim_slot(&claims.rtp_host, count).await {
+                Ok(slot) => claims.slot = Some(slot),
+                Err(e) => {
+                    claims.release(name, None).await;
+                    return Err(match e {
+                        ClaimError::Held(_) => PublishError::NoCapacity,
+                        e => refused(e),
+                    });
+                }
+            }
+        }
+        Ok(claims)
     }
 
     /// Starts a session: checks the offer, claims the name and a port slot, negotiates and
@@ -91,9 +176,28 @@ impl Sessions {
         };
         let plan = offer::plan(&request.offer, preference)?;
         let name = request.stream.clone();
-        let slot = gateway
-            .registry()
-            .reserve(&name, request.publisher, SystemTime::now())?;
+        let claims = match &gateway.cluster {
+            Some(cluster) => Some(self.claim(cluster, &name).await?),
+            None => None,
+        };
+        let reserved = gateway.registry().reserve(
+            &name,
+            request.publisher,
+            SystemTime::now(),
+            claims.as_ref().and_then(|c| c.slot),
+        );
+        let slot = match reserved {
+            Ok(slot) => slot,
+            Err(e) => {
+                if let Some(claims) = claims {
+                    claims.release(&name, None).await;
+                }
+                return Err(match e {
+                    RegistryError::Full(_) if gateway.cluster.is_some() => PublishError::NoCapacity,
+                    e => e.into(),
+                });
+            }
+        };
         let span = tracing::info_span!("stream", name = %name);
         if let Some(rtx) = &plan.video_rtx {
             tracing::info!(parent: &span, payload_type = rtx.payload_type, "retransmissions on their own stream (RTX)");
@@ -112,10 +216,16 @@ impl Sessions {
             Ok(n) => n,
             Err(e) => {
                 // An ended stream taken over goes back to lingering.
-                if gateway.hls.is_lingering(&name) {
+                let lingering = gateway.hls.is_lingering(&name);
+                if lingering {
                     gateway.registry().end(&name, gateway.linger_deadline());
                 } else {
                     gateway.registry().release(&name);
+                }
+                if let Some(claims) = claims {
+                    claims
+                        .release(&name, lingering.then(|| gateway.linger()))
+                        .await;
                 }
                 return Err(PublishError::Negotiation(e.to_string()));
             }
@@ -149,6 +259,7 @@ impl Sessions {
                 };
                 sessions.handles().remove(&name);
                 let gateway = &sessions.gateway;
+                let lingering = hls.is_some();
                 match hls {
                     // The playlist stays served, ended, for hls.linger_s.
                     Some(hls) => {
@@ -161,6 +272,11 @@ impl Sessions {
                             blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
                         }
                     }
+                }
+                if let Some(claims) = claims {
+                    claims
+                        .release(&name, lingering.then(|| gateway.linger()))
+                        .await;
                 }
                 tracing::info!(%reason, "stream ended");
                 gateway.metrics.publication_ended(&reason);

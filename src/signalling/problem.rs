@@ -52,6 +52,8 @@ impl Problem {
                 Self::new(503, "too-many-publishers", message)
             }
             PublishError::ShuttingDown => Self::new(503, "shutting-down", message),
+            PublishError::NoCapacity => Self::new(503, "no-capacity", message),
+            PublishError::ClusterUnavailable(_) => Self::new(503, "cluster-unavailable", message),
             PublishError::Negotiation(_) => Self::new(400, "negotiation-failed", message),
         }
     }
@@ -64,7 +66,7 @@ mod tests {
     #[test]
     fn publish_errors_have_one_status_each() {
         let stream = StreamName::new("cam1").unwrap();
-        let table: [(PublishError, u16, &str); 7] = [
+        let table: [(PublishError, u16, &str); 9] = [
             (OfferError::Malformed("x".into()).into(), 400, "bad-sdp"),
             (
                 OfferError::NoSupportedCodec.into(),
@@ -80,6 +82,12 @@ mod tests {
             (RegistryError::InUse.into(), 409, "stream-in-use"),
             (RegistryError::Full(16).into(), 503, "too-many-publishers"),
             (PublishError::ShuttingDown, 503, "shutting-down"),
+            (PublishError::NoCapacity, 503, "no-capacity"),
+            (
+                PublishError::ClusterUnavailable("down".into()),
+                503,
+                "cluster-unavailable",
+            ),
         ];
         for (error, status, token) in table {
             let problem = Problem::publish(&stream, &error);

@@ -43,7 +43,7 @@ pub fn free_tcp_port() -> u16 {
 
 /// A base port with `count` free UDP ports from it, below the kernel's ephemeral range
 /// (32768 and up), so that no socket bound to port 0 later (ICE, a player) takes one.
-fn free_udp_range(count: u16) -> u16 {
+pub fn free_udp_range(count: u16) -> u16 {
     for _ in 0..200 {
         let base = 20000 + (rand::random::<u16>() % 600) * 20;
         let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
@@ -126,7 +126,15 @@ impl TestGateway {
             .and_then(|listen| listen.rsplit_once(':')?.1.parse().ok())
             .unwrap_or(port);
         let max = config["limits"]["max_publishers"].as_integer().unwrap() as u16;
-        let port_base = free_udp_range(4 * max);
+        // `extra` may name the ports (nodes of a cluster that send to one host).
+        let given = config
+            .get("rtp")
+            .and_then(|rtp| rtp.get("port_base"))
+            .and_then(toml::Value::as_integer);
+        let port_base = match given {
+            Some(port_base) => port_base as u16,
+            None => free_udp_range(4 * max),
+        };
         merge(
             &mut config,
             toml::from_str(&format!("[rtp]\nport_base = {port_base}")).unwrap(),
@@ -322,8 +330,13 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn start(gateway: &TestGateway, stream: &str, args: &[&str]) -> Publisher {
+        Self::start_at(&gateway.ws_url(), stream, args)
+    }
+
+    /// A publisher to the signalling socket at `ws_url` (a proxy in front of gateways).
+    pub fn start_at(ws_url: &str, stream: &str, args: &[&str]) -> Publisher {
         let mut child = Command::new(PUBLISHER)
-            .args(["--url", &gateway.ws_url(), "--stream", stream])
+            .args(["--url", ws_url, "--stream", stream])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

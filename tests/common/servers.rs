@@ -1,4 +1,4 @@
-//! Real servers beside the gateway in tests (Varnish, an S3 store), each
+//! Real servers beside the gateway in tests (Varnish, an S3 store, Redis, HAProxy), each
 //! started on a free loopback port in a directory of its own, and stopped with SIGTERM
 //! (then SIGKILL) when dropped.
 
@@ -160,5 +160,80 @@ pub fn s3_store() -> Server {
             command
         },
         "make test-deps installs s3s-fs into target/tools",
+    )
+}
+
+/// Redis from Debian, on loopback, keeping nothing on disk, with `password` required.
+pub fn redis(password: &str) -> Server {
+    let password = password.to_string();
+    Server::start(
+        "redis",
+        move |port, dir| {
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--requirepass", &password])
+                .arg("--dir")
+                .arg(dir);
+            command
+        },
+        "make test-deps installs Debian's redis-server",
+    )
+}
+
+/// The README's HAProxy configuration, listening on `port` on loopback, its servers
+/// the gateways on `backends`.
+pub fn readme_haproxy(port: u16, backends: &[u16]) -> String {
+    let readme = std::fs::read_to_string(super::root_path("README.md")).unwrap();
+    let config = readme
+        .split("```haproxy\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README shows an HAProxy configuration in a ```haproxy block");
+    let mut out = String::new();
+    let mut servers_written = false;
+    for line in config.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("bind ") {
+            out.push_str(&format!("    bind 127.0.0.1:{port}\n"));
+        } else if let Some(rest) = trimmed.strip_prefix("server ") {
+            // The README's servers, each as it is written, on the test's ports.
+            if !servers_written {
+                let options = rest
+                    .split_whitespace()
+                    .skip(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                for (k, backend) in backends.iter().enumerate() {
+                    out.push_str(&format!(
+                        "    server gw{} 127.0.0.1:{backend} {options}\n",
+                        k + 1
+                    ));
+                }
+                servers_written = true;
+            }
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(servers_written, "{config}");
+    out
+}
+
+/// HAProxy from Debian with the README's configuration in front of `backends`.
+pub fn haproxy(backends: &[u16]) -> Server {
+    let backends = backends.to_vec();
+    Server::start(
+        "haproxy",
+        move |port, dir| {
+            let config = dir.join("haproxy.cfg");
+            std::fs::write(&config, readme_haproxy(port, &backends)).unwrap();
+            let mut command = Command::new("haproxy");
+            command.arg("-db").arg("-f").arg(&config);
+            command
+        },
+        "make test-deps installs Debian's haproxy",
     )
 }

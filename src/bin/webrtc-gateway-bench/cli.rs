@@ -50,6 +50,12 @@ pub struct Cli {
     /// rate and delay of the live streams while recordings upload, and the upload rate.
     #[arg(long)]
     pub upload: bool,
+    /// Instead of the sweep: two nodes sharing a Redis behind HAProxy (the README's
+    /// configuration): the latency forwarding adds to a playlist, a part and a segment,
+    /// Redis commands per node and per stream (over `--seconds`), and the time from
+    /// SIGKILL of a node to its publisher live again on the other.
+    #[arg(long)]
+    pub cluster: bool,
     /// With `--latency`: hls.js plays through Varnish with the README's configuration.
     #[arg(long)]
     pub via_varnish: bool,

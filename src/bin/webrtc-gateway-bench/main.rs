@@ -22,6 +22,7 @@ mod abuse;
 mod bare;
 mod cache;
 mod cli;
+mod cluster;
 mod latency;
 mod load;
 mod passthrough;
@@ -51,6 +52,11 @@ async fn main() -> Result<()> {
     }
     if cli.upload {
         let report = upload::run(&cli).await?;
+        write_report(&cli, &report)?;
+        return Ok(());
+    }
+    if cli.cluster {
+        let report = cluster::run(&cli).await?;
         write_report(&cli, &report)?;
         return Ok(());
     }

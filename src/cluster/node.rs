@@ -1,9 +1,8 @@
-//! The cluster as this node sees it: the node's name and the URL other nodes reach it
-//! by, and what `/api/cluster` shows. This gateway runs as one node on its own so far
-//! (`cluster.redis_url` must be empty), so the cluster it shows is itself. Plain data.
+//! A node of the cluster as plain data: its name and URL, its record (what
+//! `/api/cluster` lists), and where a publisher goes when this node is full.
 
 use crate::config::{ClusterConfig, HttpConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// This node: its name in the cluster and its base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +53,7 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
     /// Takes publishers.
@@ -63,8 +62,8 @@ pub enum NodeState {
     Draining,
 }
 
-/// One node as `/api/cluster` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One node as `/api/cluster` lists it, and as its record in Redis says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: String,
     pub url: String,
@@ -81,6 +80,25 @@ pub struct ClusterView {
     /// The cluster's Redis: `connected`, `unavailable`, or null for a node on its own.
     pub redis: Option<String>,
     pub nodes: Vec<NodeInfo>,
+}
+
+impl NodeInfo {
+    /// Publishers it can still take; none while draining.
+    pub fn room(&self) -> u32 {
+        match self.state {
+            NodeState::Serving => self.max_publishers.saturating_sub(self.publishers),
+            NodeState::Draining => 0,
+        }
+    }
+}
+
+/// The node, other than `me`, with the most room for a publisher (the first by id
+/// among equals), if any has room.
+pub fn place<'a>(nodes: &'a [NodeInfo], me: &str) -> Option<&'a NodeInfo> {
+    nodes
+        .iter()
+        .filter(|n| n.id != me && n.room() > 0)
+        .min_by(|a, b| b.room().cmp(&a.room()).then_with(|| a.id.cmp(&b.id)))
 }
 
 impl ClusterView {
@@ -125,6 +143,32 @@ mod tests {
             (node.id.as_str(), node.url.as_str()),
             ("a", "http://10.0.0.5:8080")
         );
+    }
+
+    #[test]
+    fn a_publisher_goes_to_the_other_node_with_most_room() {
+        let node = |id: &str, state, publishers, max_publishers| NodeInfo {
+            id: id.into(),
+            url: format!("http://{id}"),
+            state,
+            publishers,
+            max_publishers,
+        };
+        let nodes = [
+            node("a", NodeState::Serving, 0, 16),
+            node("b", NodeState::Serving, 10, 16),
+            node("c", NodeState::Serving, 2, 16),
+            node("d", NodeState::Draining, 0, 16),
+            node("e", NodeState::Serving, 14, 16),
+        ];
+        assert_eq!(place(&nodes, "a").map(|n| n.id.as_str()), Some("c"));
+        assert_eq!(place(&nodes, "c").map(|n| n.id.as_str()), Some("a"));
+        assert_eq!(place(&nodes[3..4], "a"), None);
+        let full = [
+            node("a", NodeState::Serving, 1, 1),
+            node("b", NodeState::Serving, 3, 3),
+        ];
+        assert_eq!(place(&full, "a"), None);
     }
 
     #[test]
