@@ -33,6 +33,11 @@ struct Cluster {
 impl Cluster {
     /// Nodes with these `limits.max_publishers`, and `extra` TOML each.
     fn start(max_publishers: &[u32], extra: &str) -> Cluster {
+        Self::start_leased(max_publishers, extra, LEASE_MS)
+    }
+
+    /// The same, with claims held by `lease_ms`.
+    fn start_leased(max_publishers: &[u32], extra: &str, lease_ms: u64) -> Cluster {
         let redis = redis(PASSWORD);
         let total: u32 = max_publishers.iter().sum();
         let port_base = free_udp_range(4 * total as u16);
@@ -42,7 +47,7 @@ impl Cluster {
             .map(|(k, max)| {
                 TestGateway::start(&format!(
                     "[cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
-                     node_id = \"gw{}\"\nlease_ms = {LEASE_MS}\n\
+                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\n\
                      [limits]\nmax_publishers = {max}\n[rtp]\nport_base = {port_base}\n{extra}",
                     redis.port,
                     k + 1
@@ -372,7 +377,7 @@ fn aiortc(
 
 #[test]
 fn a_full_node_places_publishers_on_the_node_with_room() {
-    let cluster = Cluster::start(&[1, 3], "");
+    let cluster = Cluster::start(&[1, 4], "");
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let proxy = cluster.proxy();
     let mut first = Publisher::start(a, "first", &[]);
@@ -385,8 +390,15 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
     let decoded = decode_sdp(&a.url("/streams/second/stream.sdp"), 2.0);
     decoded.assert_h264_and_opus(25);
 
-    // So is a WHIP publisher (aiortc), its DELETE later sent to A too.
-    let (mut whip, mut lines) = aiortc(&a.url("/whip/third"), 60);
+    // So is a WHIP offer: A posts it to B and answers with B's answer.
+    let (status, location, body) = whip_post(&a.url("/whip/offered"));
+    assert_eq!(status, 201, "{body}");
+    assert!(location.unwrap().starts_with("/whip/offered/"));
+    assert_eq!(node_of(a, "offered").as_deref(), Some("gw2"));
+
+    // aiortc over WHIP through HAProxy, wherever HAProxy sends its offer, trickle and
+    // DELETE: live on B.
+    let (mut whip, mut lines) = aiortc(&proxy.url("/whip/third"), 60);
     let created: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(created["status"], 201, "{created}");
     let live = eventually(LIVE_TIMEOUT, || {
@@ -454,6 +466,32 @@ fn a_killed_node_frees_its_names_and_the_page_publishes_again_elsewhere() {
     );
     drop(cluster.nodes.remove(dead));
     drop(proxy);
+}
+
+#[test]
+fn sigterm_frees_a_nodes_claims_at_once() {
+    // A lease far longer than the test: only leaving frees the claims.
+    let mut cluster = Cluster::start_leased(&[4, 4], "", 600_000);
+    let (status, _, body) = whip_post(&cluster.nodes[0].url("/whip/leaving"));
+    assert_eq!(status, 201, "{body}");
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert_eq!(node_of(b, "leaving").as_deref(), Some("gw1"));
+    let (_, view) = b.get_json("/api/cluster");
+    assert_eq!(view["nodes"].as_array().unwrap().len(), 2);
+    a.signal("-TERM");
+    let (code, _) = cluster.nodes[0].wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    let b = &cluster.nodes[1];
+    let (_, view) = b.get_json("/api/cluster");
+    let ids: Vec<&str> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["gw2"]);
+    let (status, _, body) = whip_post(&b.url("/whip/leaving"));
+    assert_eq!(status, 201, "the name is free at once: {body}");
 }
 
 #[test]
