@@ -390,12 +390,6 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
     let decoded = decode_sdp(&a.url("/streams/second/stream.sdp"), 2.0);
     decoded.assert_h264_and_opus(25);
 
-    // So is a WHIP offer: A posts it to B and answers with B's answer.
-    let (status, location, body) = whip_post(&a.url("/whip/offered"));
-    assert_eq!(status, 201, "{body}");
-    assert!(location.unwrap().starts_with("/whip/offered/"));
-    assert_eq!(node_of(a, "offered").as_deref(), Some("gw2"));
-
     // aiortc over WHIP through HAProxy, wherever HAProxy sends its offer, trickle and
     // DELETE: live on B.
     let (mut whip, mut lines) = aiortc(&proxy.url("/whip/third"), 60);
@@ -412,6 +406,13 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
     let state = browser.wait_for(PAGE_STATE, &json!("live"), LIVE_TIMEOUT);
     assert_eq!(state, json!("live"), "{}", browser.eval(PAGE_REASON));
     assert_eq!(node_of(a, "fourth").as_deref(), Some("gw2"));
+
+    // A WHIP offer that reaches A goes to B too: A posts it there and answers with B's
+    // answer. (Without media, it holds B's last place until its connect timeout.)
+    let (status, location, body) = whip_post(&a.url("/whip/offered"));
+    assert_eq!(status, 201, "{body}");
+    assert!(location.unwrap().starts_with("/whip/offered/"));
+    assert_eq!(node_of(a, "offered").as_deref(), Some("gw2"));
 
     // No node has room: 503 no-capacity, with Retry-After.
     for node in [a, b] {

@@ -13,18 +13,22 @@ use crate::stream::EndReason;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 /// The streams of every node of the cluster, by name.
-pub async fn list_streams(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn list_streams(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     let local = serde_json::to_value(state.gateway.registry().list()).unwrap_or_default();
     let mut streams = match local {
         serde_json::Value::Array(streams) => streams,
         _ => Vec::new(),
     };
-    streams.extend(forward::gather(&state, &headers, "/api/streams").await);
+    streams.extend(forward::gather(&state, &headers, &uri).await);
     streams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Json(streams)
 }

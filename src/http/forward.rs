@@ -11,7 +11,7 @@ use crate::cluster::{self, NodeInfo};
 use crate::gateway::Gateway;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
@@ -75,7 +75,7 @@ fn unreachable(node: &str, e: impl std::fmt::Display) -> Response {
     .into_response()
 }
 
-/// Sends `request` to the node at `base` and streams its answer back.
+/// Sends `request` to `node` and streams its answer back.
 pub async fn relay(
     state: &AppState,
     node: &NodeInfo,
@@ -176,9 +176,11 @@ pub async fn other_nodes(gateway: &Gateway) -> Vec<NodeInfo> {
     nodes
 }
 
-/// Every other node's answer to `GET path` (a JSON array), as this request asked it
-/// (with its token); a node that does not answer in time is left out.
-pub async fn gather(state: &AppState, headers: &HeaderMap, path: &str) -> Vec<serde_json::Value> {
+/// Every other node's answer to the request `uri` (a JSON array), asked as this request
+/// asked it (with its token, in a header or the query); a node that does not answer in
+/// time is left out.
+pub async fn gather(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Vec<serde_json::Value> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     if is_forwarded(headers) {
         return Vec::new();
     }

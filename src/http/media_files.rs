@@ -14,7 +14,7 @@ use crate::media::output::record;
 use crate::name::StreamName;
 use axum::Json;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -265,6 +265,7 @@ pub async fn hls_js(State(gateway): State<Arc<Gateway>>) -> Result<Response, Api
 /// The recordings of every node of the cluster.
 pub async fn list_recordings(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> impl IntoResponse {
     let gateway = state.gateway.clone();
@@ -281,7 +282,7 @@ pub async fn list_recordings(
         Ok(serde_json::Value::Array(files)) => files,
         _ => Vec::new(),
     };
-    files.extend(forward::gather(&state, &headers, "/recordings").await);
+    files.extend(forward::gather(&state, &headers, &uri).await);
     Json(files)
 }
 
