@@ -164,10 +164,6 @@ impl Membership {
         }))
     }
 
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
     pub fn redis_state(&self) -> RedisState {
         match self.state.load(Ordering::Relaxed) {
             1 => RedisState::Connected,

@@ -102,18 +102,12 @@ pub fn place<'a>(nodes: &'a [NodeInfo], me: &str) -> Option<&'a NodeInfo> {
 }
 
 impl ClusterView {
-    /// A node on its own: the cluster is itself.
-    pub fn single(node: &Node, state: NodeState, publishers: u32, max_publishers: u32) -> Self {
+    /// A node on its own (or cut off from its cluster's Redis): the cluster is itself.
+    pub fn single(me: NodeInfo) -> Self {
         ClusterView {
-            node: node.id.clone(),
+            node: me.id.clone(),
             redis: None,
-            nodes: vec![NodeInfo {
-                id: node.id.clone(),
-                url: node.url.clone(),
-                state,
-                publishers,
-                max_publishers,
-            }],
+            nodes: vec![me],
         }
     }
 }
@@ -173,11 +167,13 @@ mod tests {
 
     #[test]
     fn a_single_node_shows_itself() {
-        let node = Node {
+        let view = ClusterView::single(NodeInfo {
             id: "gw1:8080".into(),
             url: "http://gw1:8080".into(),
-        };
-        let view = ClusterView::single(&node, NodeState::Serving, 2, 16);
+            state: NodeState::Serving,
+            publishers: 2,
+            max_publishers: 16,
+        });
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(
             json,

@@ -37,11 +37,7 @@ pub async fn list_streams(
 /// its own or when Redis cannot be reached.
 pub async fn cluster(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     let me = gateway.node_info();
-    let mut view = ClusterView {
-        node: me.id.clone(),
-        redis: None,
-        nodes: vec![me.clone()],
-    };
+    let mut view = ClusterView::single(me.clone());
     if let Some(cluster) = &gateway.cluster {
         match cluster.nodes().await {
             Ok(mut nodes) => {
