@@ -360,6 +360,40 @@ fn every_node_serves_every_stream_and_haproxy_is_one_address() {
     );
 }
 
+#[test]
+fn forwarded_reads_keep_their_token() {
+    let cluster = Cluster::start(
+        &[4, 4],
+        "[auth]\nread_token = \"viewer-token\"\n[record]\nenabled = true\nformat = \"mp4\"",
+    );
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut on_b = Publisher::start(b, "guarded", &["--duration-s", "8"]);
+    on_b.wait_for("live", LIVE_TIMEOUT);
+    // Through A, B asks for the token as it would itself.
+    assert_eq!(a.get("/streams/guarded/stream.sdp").status(), 401);
+    let sdp = a.get("/streams/guarded/stream.sdp?token=viewer-token");
+    assert_eq!(sdp.status(), 200);
+    assert!(sdp.text().unwrap().contains("m=video"));
+    let bearer = client()
+        .get(a.url("/streams/guarded/index.m3u8"))
+        .header("Authorization", "Bearer viewer-token")
+        .send()
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    // B's recording is listed by A with the token in the query, and only with it.
+    on_b.wait_for("ended", Duration::from_secs(20));
+    assert_eq!(a.get("/recordings").status(), 401);
+    let listed = eventually(Duration::from_secs(10), || {
+        let files: Value = a.get("/recordings?token=viewer-token").json().ok()?;
+        files
+            .as_array()?
+            .iter()
+            .any(|f| f["stream"] == "guarded" && f["finished"] == true)
+            .then_some(())
+    });
+    assert!(listed.is_some(), "{}", b.log());
+}
+
 fn aiortc(
     url: &str,
     seconds: u32,
