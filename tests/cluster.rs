@@ -97,6 +97,16 @@ fn whip_post(url: &str) -> (u16, Option<String>, Value) {
     (status, location, body)
 }
 
+/// The ids of the nodes that an `/api/cluster` answer lists.
+fn node_ids(view: &Value) -> Vec<&str> {
+    view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect()
+}
+
 /// The node a stream is on, as `gateway` (any node) answers.
 fn node_of(gateway: &TestGateway, name: &str) -> Option<String> {
     let (status, stream) = gateway.get_json(&format!("/api/streams/{name}"));
@@ -243,12 +253,7 @@ fn every_node_serves_every_stream_and_haproxy_is_one_address() {
     let (_, view) = a.get_json("/api/cluster");
     assert_eq!(view["node"], "gw1");
     assert_eq!(view["redis"], "connected");
-    let ids: Vec<&str> = view["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids = node_ids(&view);
     assert_eq!(ids, ["gw1", "gw2"]);
     assert_eq!(view["nodes"][1]["publishers"], 1);
 
@@ -518,12 +523,7 @@ fn sigterm_frees_a_nodes_claims_at_once() {
     assert_eq!(code, Some(0));
     let b = &cluster.nodes[1];
     let (_, view) = b.get_json("/api/cluster");
-    let ids: Vec<&str> = view["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
+    let ids = node_ids(&view);
     assert_eq!(ids, ["gw2"]);
     let (status, _, body) = whip_post(&b.url("/whip/leaving"));
     assert_eq!(status, 201, "the name is free at once: {body}");

@@ -204,34 +204,14 @@ pub async fn gather(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Vec<ser
 }
 
 /// A recording this node does not have, from the first other node that has it.
-pub fn recording_elsewhere(
-    state: &AppState,
-    request: &Request,
-) -> impl std::future::Future<Output = Option<Response>> + Send + 'static {
-    let state = state.clone();
-    let forwarded = is_forwarded(request.headers());
-    let (method, uri, headers) = (
-        request.method().clone(),
-        request.uri().clone(),
-        request.headers().clone(),
-    );
-    async move {
-        if forwarded {
-            return None;
-        }
-        recording_from_others(&state, method, uri, headers).await
+pub async fn recording_elsewhere(state: &AppState, request: Request) -> Option<Response> {
+    if is_forwarded(request.headers()) {
+        return None;
     }
-}
-
-async fn recording_from_others(
-    state: &AppState,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Option<Response> {
+    let (parts, _) = request.into_parts();
     for node in other_nodes(&state.gateway).await {
-        let mut copy = Request::builder().method(&method).uri(&uri);
-        for (name, value) in &headers {
+        let mut copy = Request::builder().method(&parts.method).uri(&parts.uri);
+        for (name, value) in &parts.headers {
             copy = copy.header(name, value);
         }
         let copy = copy.body(Body::empty()).ok()?;

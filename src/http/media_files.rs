@@ -299,7 +299,7 @@ pub async fn recording_file(
     let path = state.gateway.config.record.dir.join(&file);
     if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
         // Another node of the cluster may have recorded it.
-        if let Some(response) = forward::recording_elsewhere(&state, &request).await {
+        if let Some(response) = forward::recording_elsewhere(&state, request).await {
             return Ok(response);
         }
         return Err(ApiError::no_file(&file));
