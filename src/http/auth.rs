@@ -4,8 +4,9 @@
 use super::error::ApiError;
 use crate::gateway::Gateway;
 use crate::signalling::auth::token_matches;
+use crate::signalling::problem::Refusal;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use headers::authorization::Bearer;
@@ -35,8 +36,7 @@ pub async fn require_read_token(
         next.run(request).await
     } else {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Refusal::Unauthorized,
             "this needs the read token, as ?token= or a bearer header",
         )
         .into_response()
@@ -55,8 +55,7 @@ pub async fn require_admin_token(
         next.run(request).await
     } else {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Refusal::Unauthorized,
             "the control API needs the admin token as a bearer header",
         )
         .into_response()

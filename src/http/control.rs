@@ -8,7 +8,9 @@ use super::state::AppState;
 use crate::cluster::ClusterView;
 use crate::gateway::Gateway;
 use crate::metrics;
-use crate::session::{SessionCommand, SessionHandle, Sessions};
+use crate::name::StreamName;
+use crate::session::{ControlError, SessionCommand, SessionHandle, Sessions};
+use crate::signalling::problem::{Problem, Refusal};
 use crate::stream::EndReason;
 use axum::Json;
 use axum::body::Bytes;
@@ -75,8 +77,9 @@ fn live_session(sessions: &Sessions, name: &str) -> Result<SessionHandle, ApiErr
         .ok_or_else(|| ApiError::no_stream(name.as_str()))
 }
 
-fn conflict(message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "refused", message)
+/// A control command's refusal, from the one table.
+fn refused(stream: &StreamName) -> impl Fn(ControlError) -> ApiError + '_ {
+    move |e| ApiError(Problem::control(stream, &e))
 }
 
 pub async fn stop_stream(
@@ -96,7 +99,7 @@ pub async fn start_recording(
     let file = session
         .ask(SessionCommand::StartRecording)
         .await
-        .map_err(conflict)?;
+        .map_err(refused(&session.stream))?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({"stream": name, "recording": file})),
@@ -112,7 +115,7 @@ pub async fn stop_recording(
     let file = session
         .ask(SessionCommand::StopRecording)
         .await
-        .map_err(conflict)?;
+        .map_err(refused(&session.stream))?;
     Ok(
         Json(serde_json::json!({"stream": name, "recording": file, "finished": true}))
             .into_response(),
@@ -130,7 +133,7 @@ struct RtpDestinationRequest {
 /// Checks an extra RTP destination: an IP address (unicast or multicast), and even
 /// ports from 1024 whose RTCP ports (+1) do not collide.
 fn check_destination(request: &RtpDestinationRequest) -> Result<std::net::IpAddr, ApiError> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad-destination", message);
+    let bad = |message: String| ApiError::new(Refusal::BadDestination, message);
     let host: std::net::IpAddr = request.host.parse().map_err(|_| {
         bad(format!(
             "host must be an IP address, got {:?}",
@@ -166,13 +169,8 @@ pub async fn add_rtp_destination(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let session = live_session(&sessions, &name)?;
-    let request: RtpDestinationRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-request",
-            format!("invalid request: {e}"),
-        )
-    })?;
+    let request: RtpDestinationRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(Refusal::MalformedRequest, format!("invalid request: {e}")))?;
     let host = check_destination(&request)?;
     let destination = session
         .ask(|reply| SessionCommand::AddRtpDestination {
@@ -182,7 +180,7 @@ pub async fn add_rtp_destination(
             reply,
         })
         .await
-        .map_err(conflict)?;
+        .map_err(refused(&session.stream))?;
     Ok((StatusCode::CREATED, Json(destination)).into_response())
 }
 
@@ -194,7 +192,7 @@ pub async fn remove_rtp_destination(
     session
         .ask(|reply| SessionCommand::RemoveRtpDestination { id, reply })
         .await
-        .map_err(|message| ApiError::new(StatusCode::NOT_FOUND, "no-such-destination", message))?;
+        .map_err(refused(&session.stream))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,8 +1,9 @@
-//! API errors: a [`Problem`] from the one table, answered as JSON
-//! `{"error": "<token>", "message": "<sentence>"}` with its status.
+//! API errors: a [`Problem`] from the one table (`signalling::problem`), answered as JSON
+//! `{"error": "<token>", "message": "<sentence>"}` with its status. Handlers name the kind
+//! of refusal, never a status.
 
 use crate::name::StreamName;
-use crate::signalling::problem::Problem;
+use crate::signalling::problem::{Problem, Refusal};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,24 +12,16 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError(pub Problem);
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self(Problem::new(status.as_u16(), error, message))
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> Self {
+        Self(refusal.because(message))
     }
 
     pub fn no_stream(name: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "no-such-stream",
-            format!("no live stream named {name}"),
-        )
+        Self(Problem::no_stream(name))
     }
 
     pub fn no_file(file: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "no-such-file",
-            format!("no file named {file:?}"),
-        )
+        Self(Problem::no_file(file))
     }
 }
 
@@ -50,7 +43,7 @@ impl IntoResponse for ApiError {
             error,
             message,
         } = self.0;
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({"error": error, "message": message});
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();

@@ -9,6 +9,7 @@
 use super::state::AppState;
 use crate::cluster::{self, NodeInfo};
 use crate::gateway::Gateway;
+use crate::signalling::problem::Refusal;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
@@ -68,8 +69,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 fn unreachable(node: &str, e: impl std::fmt::Display) -> Response {
     super::error::ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "node-unreachable",
+        Refusal::NodeUnreachable,
         format!("node {node}, which holds the stream, cannot be reached: {e}"),
     )
     .into_response()

@@ -12,9 +12,10 @@ use crate::hls::live::{LiveHls, Reload, ReloadError};
 use crate::media::output::hls::MEDIA;
 use crate::media::output::record;
 use crate::name::StreamName;
+use crate::signalling::problem::Refusal;
 use axum::Json;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -27,8 +28,7 @@ pub async fn stream_sdp(
     let name = stream_name(&name)?;
     if !gateway.config.rtp.enabled {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "rtp-disabled",
+            Refusal::RtpDisabled,
             "RTP output is disabled (rtp.enabled = false)",
         ));
     }
@@ -38,8 +38,7 @@ pub async fn stream_sdp(
     };
     let sdp = sdp.ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
+            Refusal::NotReady,
             format!("stream {name} has not produced its first frame yet"),
         )
     })?;
@@ -79,8 +78,7 @@ pub async fn stream_file(
     };
     let Some(live) = live else {
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "hls-disabled",
+            Refusal::HlsDisabled,
             format!("stream {name} has no HLS output"),
         ));
     };
@@ -186,11 +184,7 @@ impl Cached {
 }
 
 fn bad_directive(e: ReloadError) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad-delivery-directive",
-        e.to_string(),
-    )
+    ApiError::new(Refusal::BadDeliveryDirective, e.to_string())
 }
 
 /// The media playlist, once it has what the request's delivery directives ask for.
@@ -201,18 +195,15 @@ async fn media_playlist(
 ) -> Result<String, ApiError> {
     live.playlist(reload).await.map_err(|e| match e {
         bad @ ReloadError::BadRequest(_) => bad_directive(bad),
-        timeout @ (ReloadError::Timeout { .. } | ReloadError::NoSegment(_)) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            format!("stream {name}: {timeout}"),
-        ),
+        timeout @ (ReloadError::Timeout { .. } | ReloadError::NoSegment(_)) => {
+            ApiError::new(Refusal::NotReady, format!("stream {name}: {timeout}"))
+        }
     })
 }
 
 fn not_ready(name: &StreamName) -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not-ready",
+        Refusal::NotReady,
         format!("stream {name} has no complete HLS segment yet"),
     )
 }
@@ -247,8 +238,7 @@ pub async fn hls_js(State(gateway): State<Arc<Gateway>>) -> Result<Response, Api
         .await
         .map_err(|_| {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no-hls-js",
+                Refusal::NoHlsJs,
                 "hls.js is not installed (run `make run` or `make test`, or `npm install`)",
             )
         })?;
@@ -313,8 +303,7 @@ pub async fn recording_file(
     match service.oneshot(request).await {
         Ok(response) => Ok(response.into_response()),
         Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "read-failed",
+            Refusal::ReadFailed,
             format!("cannot read {file}: {e}"),
         )),
     }

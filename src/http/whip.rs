@@ -6,6 +6,7 @@ use super::error::{ApiError, stream_name};
 use super::forward;
 use super::state::AppState;
 use crate::gateway::Gateway;
+use crate::signalling::problem::Refusal;
 use crate::signalling::whip::{self, Whip};
 use axum::body::Body;
 use axum::body::Bytes;
@@ -16,13 +17,8 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 fn body_text(body: &Bytes) -> Result<String, ApiError> {
-    String::from_utf8(body.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-sdp",
-            "the body is not UTF-8 text",
-        )
-    })
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::new(Refusal::BadSdp, "the body is not UTF-8 text"))
 }
 
 fn with_ice_servers(gateway: &Gateway, headers: &mut HeaderMap) {

@@ -9,12 +9,13 @@ use crate::config::{TranscodeConfig, TranscodeMode};
 use crate::gateway::Gateway;
 use crate::media::output::hls::HlsOutput;
 use crate::media::output::record::Recording;
+use crate::media::output::rtp::DestinationError;
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{
     FileOutput, MediaEvent, MediaEventReceiver, OutputSpec, StreamPipeline, StreamSpec, VideoCodec,
 };
 use crate::name::StreamName;
-use crate::session::handle::{Reply, SessionCommand, SessionEvent};
+use crate::session::handle::{ControlError, Reply, SessionCommand, SessionEvent};
 use crate::session::keyframes::{self, KeyframeSchedule};
 use crate::session::offer::OfferPlan;
 use crate::session::peer::{Peer, PeerEvent};
@@ -316,7 +317,7 @@ impl Session {
                     tracing::info!("stopping the recording");
                     self.stop_recording_reply = Some(reply);
                 } else {
-                    let _ = reply.send(Err("the stream is not being recorded".into()));
+                    let _ = reply.send(Err(ControlError::NotRecording));
                 }
             }
             SessionCommand::AddRtpDestination {
@@ -332,8 +333,9 @@ impl Session {
             SessionCommand::RemoveRtpDestination { id, reply } => {
                 let result = match &mut self.rtp {
                     Some(rtp) => blocking(|| rtp.remove_destination(pipeline, &id)),
-                    None => Err(format!("no RTP destination {id}")),
-                };
+                    None => Err(DestinationError::Unknown(id)),
+                }
+                .map_err(ControlError::from);
                 if result.is_ok() {
                     self.publish_destinations();
                 }

@@ -2,6 +2,8 @@
 //! [`SessionCommand`]s (with a `oneshot` for answers), and the [`SessionEvent`]s a session
 //! tells its signalling connection.
 
+use crate::media::output::record::RecordingError;
+use crate::media::output::rtp::DestinationError;
 use crate::name::StreamName;
 use crate::stream::{EndReason, Outputs, RtpDestination};
 use std::net::IpAddr;
@@ -26,8 +28,29 @@ pub enum SessionEvent {
     },
 }
 
-/// Answers to control commands: a result or a sentence saying why not.
-pub type Reply<T> = oneshot::Sender<Result<T, String>>;
+/// Why a control command was refused or failed; `signalling::problem` gives each its
+/// status.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The session ended before it could answer.
+    #[error("the stream has ended")]
+    Ended,
+    #[error("the stream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the stream is not being recorded")]
+    NotRecording,
+    #[error("the stream is already being recorded")]
+    AlreadyRecording,
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error("RTP output is disabled (rtp.enabled = false)")]
+    NoRtpOutput,
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+}
+
+/// Answers to control commands: a result or why not.
+pub type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
 #[derive(Debug)]
 pub enum SessionCommand {
@@ -76,16 +99,16 @@ impl SessionHandle {
     pub async fn ask<T>(
         &self,
         command: impl FnOnce(Reply<T>) -> SessionCommand,
-    ) -> Result<T, String> {
+    ) -> Result<T, ControlError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(command(reply))
             .await
-            .map_err(|_| "the stream has ended".to_string())?;
+            .map_err(|_| ControlError::Ended)?;
         match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err("the stream has ended".into()),
-            Err(_) => Err("the stream did not answer in time".into()),
+            Ok(Err(_)) => Err(ControlError::Ended),
+            Err(_) => Err(ControlError::Timeout(ANSWER_TIMEOUT)),
         }
     }
 }

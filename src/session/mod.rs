@@ -20,5 +20,6 @@ mod peer;
 mod report;
 pub mod sessions;
 
-pub use handle::{Reply, SessionCommand, SessionEvent, SessionHandle};
+pub use handle::{ControlError, Reply, SessionCommand, SessionEvent, SessionHandle};
+pub use peer::NegotiationError;
 pub use sessions::{PublishError, PublishRequest, Sessions};

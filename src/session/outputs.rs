@@ -5,10 +5,11 @@
 //! that failed while the stream goes on.
 
 use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
-use crate::media::output::record::Recording;
+use crate::media::output::record::{Recording, RecordingError};
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{FileOutput, OutputSpec, StreamPipeline};
 use crate::session::driver::{Progress, Session};
+use crate::session::handle::ControlError;
 use std::net::IpAddr;
 
 impl Session {
@@ -52,7 +53,7 @@ impl Session {
                     outputs.record = Some(recording.spec());
                     self.recording = Some(recording);
                 }
-                Err(message) => self.output_failed(FileOutput::Recording, &message),
+                Err(e) => self.output_failed(FileOutput::Recording, &e.to_string()),
             }
         }
         outputs
@@ -82,15 +83,15 @@ impl Session {
         &mut self,
         pipeline: &StreamPipeline,
         progress: &mut Progress,
-    ) -> Result<String, String> {
+    ) -> Result<String, ControlError> {
         if self.recording.as_ref().is_some_and(Recording::is_attached) {
-            return Err("the stream is already being recorded".into());
+            return Err(ControlError::AlreadyRecording);
         }
         let config = &self.gateway.config.record;
         let mut recording = Recording::create(&config.dir, &self.name, config.format)?;
         if let Err(e) = recording.attach(pipeline) {
             recording.discard();
-            return Err(e.to_string());
+            return Err(RecordingError::Attach(e).into());
         }
         progress.pending_outputs.push(FileOutput::Recording);
         let file = recording.file().to_string();
@@ -125,8 +126,8 @@ impl Session {
             .update(&self.name, |entry| entry.info.outputs.recording = None);
         if let Some(reply) = reply {
             let _ = reply.send(Ok(file));
-        } else if let Err(message) = self.start_recording(pipeline, progress) {
-            self.output_failed(FileOutput::Recording, &message);
+        } else if let Err(e) = self.start_recording(pipeline, progress) {
+            self.output_failed(FileOutput::Recording, &e.to_string());
         }
     }
 
@@ -136,10 +137,10 @@ impl Session {
         host: IpAddr,
         video_port: u16,
         audio_port: u16,
-    ) -> Result<crate::stream::RtpDestination, String> {
+    ) -> Result<crate::stream::RtpDestination, ControlError> {
         let limit = self.gateway.config.limits.max_rtp_destinations;
         let Some(rtp) = &mut self.rtp else {
-            return Err("RTP output is disabled (rtp.enabled = false)".into());
+            return Err(ControlError::NoRtpOutput);
         };
         let destination = rtp.add_destination(pipeline, (host, video_port, audio_port), limit)?;
         self.publish_destinations();

@@ -29,7 +29,6 @@ use webrtc::peer_connection::{
 /// Longest wait for local candidates before the answer is sent anyway (later ones trickle).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A track the publisher started sending.
 /// How often missing packets are asked for again (RFC 4585 NACK). A retransmission comes
 /// back after a round trip; the jitter buffer (`transcode.jitter_buffer_ms`, 200 ms by
 /// default) waits for it. Asking every 20 ms, up to 10 times, covers that wait: a packet
@@ -63,6 +62,7 @@ fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, webrtc::erro
     Ok(configure_rtcp_reports(registry))
 }
 
+/// A track the publisher started sending.
 pub struct RemoteTrack {
     track: Arc<dyn TrackRemote>,
     ssrc: u32,
@@ -89,8 +89,12 @@ pub enum PeerEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NegotiationError {
+    /// The publisher's offer could not be applied or answered.
     #[error("{0}")]
-    WebRtc(#[from] webrtc::error::Error),
+    Offer(webrtc::error::Error),
+    /// This server could not build a peer connection.
+    #[error("the peer connection cannot be set up: {0}")]
+    Setup(webrtc::error::Error),
     #[error("no UDP port free between {0} and {1}")]
     NoPort(u32, u32),
 }
@@ -160,23 +164,38 @@ impl Peer {
         if plan.audio.is_some() {
             self.connection
                 .add_transceiver_from_kind(RtpCodecKind::Audio, recvonly())
-                .await?;
+                .await
+                .map_err(NegotiationError::Setup)?;
         }
         if plan.video.is_some() {
             self.connection
                 .add_transceiver_from_kind(RtpCodecKind::Video, recvonly())
-                .await?;
+                .await
+                .map_err(NegotiationError::Setup)?;
         }
-        let offer = RTCSessionDescription::offer(offer.to_string())?;
-        self.connection.set_remote_description(offer).await?;
-        let answer = self.connection.create_answer(None).await?;
-        self.connection.set_local_description(answer).await?;
+        let offer =
+            RTCSessionDescription::offer(offer.to_string()).map_err(NegotiationError::Offer)?;
+        self.connection
+            .set_remote_description(offer)
+            .await
+            .map_err(NegotiationError::Offer)?;
+        let answer = self
+            .connection
+            .create_answer(None)
+            .await
+            .map_err(NegotiationError::Offer)?;
+        self.connection
+            .set_local_description(answer)
+            .await
+            .map_err(NegotiationError::Offer)?;
         let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
         let local = self
             .connection
             .local_description()
             .await
-            .ok_or(webrtc::error::Error::ErrNoRemoteDescription)?;
+            .ok_or(NegotiationError::Offer(
+                webrtc::error::Error::ErrNoRemoteDescription,
+            ))?;
         Ok(local.sdp)
     }
 
@@ -299,8 +318,8 @@ async fn build(
                 }
                 engine.build()
             });
-        let mut media_engine = media_engine(plan)?;
-        let registry = interceptors(&mut media_engine)?;
+        let mut media_engine = media_engine(plan).map_err(NegotiationError::Setup)?;
+        let registry = interceptors(&mut media_engine).map_err(NegotiationError::Setup)?;
         let built = builder
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
@@ -314,7 +333,7 @@ async fn build(
         }
     }
     match last_error {
-        Some(e) if min == 0 => Err(e.into()),
+        Some(e) if min == 0 => Err(NegotiationError::Setup(e)),
         _ => Err(NegotiationError::NoPort(min, max)),
     }
 }

@@ -12,7 +12,7 @@ use crate::registry::RegistryError;
 use crate::session::driver::Session;
 use crate::session::handle::{SessionEvent, SessionHandle};
 use crate::session::offer::{self, OfferError, VideoPreference};
-use crate::session::peer::Peer;
+use crate::session::peer::{NegotiationError, Peer};
 use crate::stream::EndReason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,7 +40,7 @@ pub enum PublishError {
     #[error("{0}")]
     ClusterUnavailable(String),
     #[error("WebRTC negotiation failed: {0}")]
-    Negotiation(String),
+    Negotiation(#[from] NegotiationError),
 }
 
 /// A publication request from any signalling protocol.
@@ -227,7 +227,7 @@ impl Sessions {
                         .release(&name, lingering.then(|| gateway.linger()))
                         .await;
                 }
-                return Err(PublishError::Negotiation(e.to_string()));
+                return Err(e.into());
             }
         };
         let (commands_tx, commands) = mpsc::channel(COMMANDS_QUEUED);

@@ -5,7 +5,7 @@
 use crate::name::StreamName;
 use crate::session::{PublishRequest, SessionEvent, SessionHandle, Sessions};
 use crate::signalling::auth::may_publish;
-use crate::signalling::problem::Problem;
+use crate::signalling::problem::{Problem, Refusal};
 use crate::stream::{EndReason, Outputs};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -115,56 +115,31 @@ fn error_message(problem: &Problem) -> ServerMessage {
 /// Parses one client message; every failure is a 400 with a sentence saying why.
 pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, Problem> {
     if text.len() > max_bytes {
-        return Err(Problem::new(
-            400,
-            "message-too-large",
-            format!(
-                "message of {} bytes is larger than the limit of {max_bytes}",
-                text.len()
-            ),
-        ));
+        return Err(Refusal::MessageTooLarge.because(format!(
+            "message of {} bytes is larger than the limit of {max_bytes}",
+            text.len()
+        )));
     }
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        Problem::new(
-            400,
-            "malformed-message",
-            format!("message is not JSON: {e}"),
-        )
-    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Refusal::MalformedMessage.because(format!("message is not JSON: {e}")))?;
     match value.get("type") {
         Some(serde_json::Value::String(kind)) => {
             if !["publish", "candidate", "unpublish"].contains(&kind.as_str()) {
-                return Err(Problem::new(
-                    400,
-                    "unknown-type",
-                    format!("unknown message type {kind:?}"),
-                ));
+                return Err(Refusal::UnknownType.because(format!("unknown message type {kind:?}")));
             }
         }
         Some(_) => {
-            return Err(Problem::new(
-                400,
-                "malformed-message",
-                "\"type\" must be a string",
-            ));
+            return Err(Refusal::MalformedMessage.because("\"type\" must be a string"));
         }
         None if value.is_object() => {
-            return Err(Problem::new(
-                400,
-                "malformed-message",
-                "message has no \"type\"",
-            ));
+            return Err(Refusal::MalformedMessage.because("message has no \"type\""));
         }
         None => {
-            return Err(Problem::new(
-                400,
-                "malformed-message",
-                "message must be a JSON object",
-            ));
+            return Err(Refusal::MalformedMessage.because("message must be a JSON object"));
         }
     }
     serde_json::from_value(value)
-        .map_err(|e| Problem::new(400, "malformed-message", format!("invalid message: {e}")))
+        .map_err(|e| Refusal::MalformedMessage.because(format!("invalid message: {e}")))
 }
 
 /// One signalling connection. Ends its stream when the client goes away.
@@ -206,8 +181,7 @@ impl Connection {
             tokio::select! {
                 message = incoming.next() => match message {
                     Some(Incoming::Text(text)) => self.on_text(&text).await,
-                    Some(Incoming::Binary) => self.send_error(&Problem::new(
-                        400, "malformed-message", "messages must be JSON text")),
+                    Some(Incoming::Binary) => self.send_error(&Refusal::MalformedMessage.because("messages must be JSON text")),
                     Some(Incoming::Violation(Violation::Protocol)) => {
                         break Close::new(1002, "protocol error");
                     }
@@ -268,14 +242,10 @@ impl Connection {
                     self.wait_ended().await;
                 }
                 if let Some(current) = &self.current {
-                    return Err(Problem::new(
-                        409,
-                        "already-publishing",
-                        format!(
-                            "this connection already publishes stream {}; unpublish first",
-                            current.stream
-                        ),
-                    ));
+                    return Err(Refusal::AlreadyPublishing.because(format!(
+                        "this connection already publishes stream {}; unpublish first",
+                        current.stream
+                    )));
                 }
                 let stream = StreamName::new(&stream).map_err(|_| Problem::bad_name())?;
                 let auth = &self.sessions.gateway().config.auth;
@@ -307,11 +277,8 @@ impl Connection {
                 username_fragment,
             } => {
                 let Some(current) = &self.current else {
-                    return Err(Problem::new(
-                        400,
-                        "not-publishing",
-                        "a candidate needs a publication: send publish first",
-                    ));
+                    return Err(Refusal::NotPublishing
+                        .because("a candidate needs a publication: send publish first"));
                 };
                 // A null or empty candidate marks the end of the publisher's candidates.
                 if let Some(candidate) = candidate.filter(|c| !c.is_empty()) {
@@ -329,11 +296,7 @@ impl Connection {
             }
             ClientMessage::Unpublish => {
                 let Some(current) = &self.current else {
-                    return Err(Problem::new(
-                        400,
-                        "not-publishing",
-                        "this connection publishes nothing",
-                    ));
+                    return Err(Refusal::NotPublishing.because("this connection publishes nothing"));
                 };
                 current.stop(EndReason::Unpublished).await;
                 self.ending = true;

@@ -8,7 +8,7 @@ use crate::name::StreamName;
 use crate::session::offer::first_mid;
 use crate::session::{PublishError, PublishRequest, SessionEvent, SessionHandle, Sessions};
 use crate::signalling::auth::may_publish;
-use crate::signalling::problem::Problem;
+use crate::signalling::problem::{Problem, Refusal};
 use crate::stream::EndReason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,12 +41,12 @@ impl WhipError {
         let message = self.to_string();
         match self {
             WhipError::UnsupportedMediaType { .. } => {
-                Problem::new(415, "unsupported-media-type", message)
+                Refusal::UnsupportedMediaType.because(message)
             }
             WhipError::Unauthorized => Problem::unauthorized(message),
-            WhipError::NotFound(_) => Problem::new(404, "no-such-session", message),
-            WhipError::PreconditionFailed => Problem::new(412, "precondition-failed", message),
-            WhipError::IceRestart => Problem::new(422, "ice-restart-unsupported", message),
+            WhipError::NotFound(_) => Refusal::NoSuchSession.because(message),
+            WhipError::PreconditionFailed => Refusal::PreconditionFailed.because(message),
+            WhipError::IceRestart => Refusal::IceRestartUnsupported.because(message),
             WhipError::Publish(e) => Problem::publish(stream, e),
         }
     }

@@ -19,6 +19,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
+/// Why a recording could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("cannot write in {}: {source}", dir.display())]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the recording: {0}")]
+    Attach(#[from] PipelineError),
+}
+
 /// One recording: its file, and while it is written, its branch in the pipeline.
 #[derive(Debug)]
 pub struct Recording {
@@ -37,7 +49,11 @@ struct Branch {
 
 impl Recording {
     /// Creates a new, empty recording file of `stream` in `dir`.
-    pub fn create(dir: &Path, stream: &StreamName, format: RecordFormat) -> Result<Self, String> {
+    pub fn create(
+        dir: &Path,
+        stream: &StreamName,
+        format: RecordFormat,
+    ) -> Result<Self, RecordingError> {
         let path = new_path(dir, stream, SystemTime::now(), format.extension());
         std::fs::create_dir_all(dir)
             .and_then(|()| {
@@ -46,7 +62,10 @@ impl Recording {
                     .write(true)
                     .open(&path)
             })
-            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+            .map_err(|source| RecordingError::Create {
+                dir: dir.to_owned(),
+                source,
+            })?;
         tracing::info!(file = %path.display(), "recording");
         let file = path
             .file_name()

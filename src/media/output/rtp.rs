@@ -17,8 +17,16 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-/// Why a destination could not be added or removed, as a sentence.
-pub type DestinationError = String;
+/// Why a destination could not be added or removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    #[error("the stream already has its limit of {0} RTP destinations")]
+    Limit(u32),
+    #[error("{0} already gets this stream on those ports")]
+    InUse(IpAddr),
+    #[error("no RTP destination {0}")]
+    Unknown(String),
+}
 
 /// One stream's RTP output.
 #[derive(Debug)]
@@ -143,16 +151,14 @@ impl RtpOutput {
         limit: u32,
     ) -> Result<RtpDestination, DestinationError> {
         if self.destinations.len() as u32 >= limit {
-            return Err(format!(
-                "the stream already has its limit of {limit} RTP destinations"
-            ));
+            return Err(DestinationError::Limit(limit));
         }
         let host_text = host.to_string();
         let taken = self.destinations.iter().any(|d| {
             d.host == host_text && (d.video_port == video_port || d.audio_port == audio_port)
         });
         if taken {
-            return Err(format!("{host} already gets this stream on those ports"));
+            return Err(DestinationError::InUse(host));
         }
         send_to(pipeline, "add", &host_text, video_port, audio_port);
         let destination = RtpDestination {
@@ -174,7 +180,7 @@ impl RtpOutput {
     ) -> Result<(), DestinationError> {
         let position = self.destinations.iter().position(|d| d.id == id);
         let Some(i) = position else {
-            return Err(format!("no RTP destination {id}"));
+            return Err(DestinationError::Unknown(id.to_string()));
         };
         let gone = self.destinations.remove(i);
         send_to(
