@@ -8,7 +8,7 @@ use crate::blocking::blocking;
 use crate::config::{TranscodeConfig, TranscodeMode};
 use crate::gateway::Gateway;
 use crate::media::output::hls::HlsOutput;
-use crate::media::output::record::Recording;
+use crate::media::output::record::{Recording, RecordingState};
 use crate::media::output::rtp::DestinationError;
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{
@@ -47,12 +47,8 @@ pub(super) struct Session {
     pub(super) rtp: Option<RtpOutput>,
     /// The stream's HLS files, when HLS is on; handed back when the session ends.
     pub(super) hls: Option<HlsOutput>,
-    pub(super) recording: Option<Recording>,
-    /// Who asked for the recording to stop, answered once its file is complete.
-    pub(super) stop_recording_reply: Option<Reply<String>>,
-    /// The recording's file is being finished to go on in a new one (the picture size
-    /// changed).
-    pub(super) recording_continues: bool,
+    /// The recording, and who waits for its stop to be answered.
+    pub(super) recording: RecordingState<Recording, Reply<String>>,
     pub(super) plis_sent: u64,
     /// The publisher's picture size, once known.
     pub(super) input_size: Option<(u32, u32)>,
@@ -153,9 +149,7 @@ impl Session {
             answer_mid,
             rtp: None,
             hls: None,
-            recording: None,
-            stop_recording_reply: None,
-            recording_continues: false,
+            recording: RecordingState::Idle,
             plis_sent: 0,
             input_size: None,
             candidates_taken: 0,
@@ -188,7 +182,7 @@ impl Session {
                 blocking(|| self.write_variant(None));
             }
         }
-        if self.recording.as_ref().is_some_and(Recording::is_attached) {
+        if self.recording.current().is_some_and(Recording::is_attached) {
             progress.pending_outputs.push(FileOutput::Recording);
         }
         let (pipeline, mut media_events) = pipeline;
@@ -310,16 +304,17 @@ impl Session {
             SessionCommand::StartRecording(reply) => {
                 let _ = reply.send(blocking(|| self.start_recording(pipeline, progress)));
             }
-            SessionCommand::StopRecording(reply) => {
-                let stopping = self.stop_recording_reply.is_none()
-                    && self.recording.as_ref().is_some_and(Recording::stop);
-                if stopping {
+            SessionCommand::StopRecording(reply) => match self.recording.stop(reply) {
+                Ok(cut_off) => {
                     tracing::info!("stopping the recording");
-                    self.stop_recording_reply = Some(reply);
-                } else {
+                    if let Some(recording) = cut_off {
+                        recording.stop();
+                    }
+                }
+                Err(reply) => {
                     let _ = reply.send(Err(ControlError::NotRecording));
                 }
-            }
+            },
             SessionCommand::AddRtpDestination {
                 host,
                 video_port,
@@ -583,12 +578,9 @@ impl Session {
                 self.output_failed(output, &message);
             }
             MediaEvent::RecordingSizeChanged => {
-                let stopping = self.stop_recording_reply.is_none()
-                    && !self.recording_continues
-                    && self.recording.as_ref().is_some_and(Recording::stop);
-                if stopping {
+                if let Some(recording) = self.recording.size_changed() {
+                    recording.stop();
                     tracing::info!("the picture size changed: the recording goes on in a new file");
-                    self.recording_continues = true;
                 }
             }
             MediaEvent::OutputFinished(output) => {

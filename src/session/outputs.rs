@@ -5,7 +5,7 @@
 //! that failed while the stream goes on.
 
 use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
-use crate::media::output::record::{Recording, RecordingError};
+use crate::media::output::record::{AfterStop, Recording, RecordingError};
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{FileOutput, OutputSpec, StreamPipeline};
 use crate::session::driver::{Progress, Session};
@@ -51,7 +51,7 @@ impl Session {
             match Recording::create(&config.record.dir, &self.name, config.record.format) {
                 Ok(recording) => {
                     outputs.record = Some(recording.spec());
-                    self.recording = Some(recording);
+                    let _ = self.recording.start(recording);
                 }
                 Err(e) => self.output_failed(FileOutput::Recording, &e.to_string()),
             }
@@ -69,7 +69,9 @@ impl Session {
         }
         if let Some(mut recording) = self.recording.take() {
             match recording.attach(pipeline) {
-                Ok(()) => self.recording = Some(recording),
+                Ok(()) => {
+                    let _ = self.recording.start(recording);
+                }
                 Err(e) => {
                     recording.discard();
                     let message = format!("cannot start the recording: {e}");
@@ -84,7 +86,7 @@ impl Session {
         pipeline: &StreamPipeline,
         progress: &mut Progress,
     ) -> Result<String, ControlError> {
-        if self.recording.as_ref().is_some_and(Recording::is_attached) {
+        if !self.recording.is_idle() {
             return Err(ControlError::AlreadyRecording);
         }
         let config = &self.gateway.config.record;
@@ -95,7 +97,7 @@ impl Session {
         }
         progress.pending_outputs.push(FileOutput::Recording);
         let file = recording.file().to_string();
-        self.recording = Some(recording);
+        let _ = self.recording.start(recording);
         let shown = file.clone();
         self.gateway.registry().update(&self.name, |entry| {
             entry.info.outputs.recording = Some(shown);
@@ -111,12 +113,7 @@ impl Session {
         pipeline: &StreamPipeline,
         progress: &mut Progress,
     ) {
-        let continues = std::mem::take(&mut self.recording_continues);
-        let reply = self.stop_recording_reply.take();
-        if reply.is_none() && !continues {
-            return;
-        }
-        let Some(recording) = self.recording.take() else {
+        let Some((recording, then)) = self.recording.finished() else {
             return;
         };
         let file = recording.detach(pipeline);
@@ -124,10 +121,15 @@ impl Session {
         self.gateway
             .registry()
             .update(&self.name, |entry| entry.info.outputs.recording = None);
-        if let Some(reply) = reply {
-            let _ = reply.send(Ok(file));
-        } else if let Err(e) = self.start_recording(pipeline, progress) {
-            self.output_failed(FileOutput::Recording, &e.to_string());
+        match then {
+            AfterStop::Answer(reply) => {
+                let _ = reply.send(Ok(file));
+            }
+            AfterStop::RollOver => {
+                if let Err(e) = self.start_recording(pipeline, progress) {
+                    self.output_failed(FileOutput::Recording, &e.to_string());
+                }
+            }
         }
     }
 

@@ -50,7 +50,7 @@ impl Session {
             jitter_buffer_lost,
             jitter_buffer_late,
             hls_segments: self.hls.as_ref().map_or(0, HlsOutput::segments),
-            recording_bytes: blocking(|| self.recording.as_ref().map_or(0, Recording::bytes)),
+            recording_bytes: blocking(|| self.recording.current().map_or(0, Recording::bytes)),
             candidates_ignored: self.candidates_ignored,
             ..StreamStats::default()
         };
@@ -103,7 +103,7 @@ impl Session {
             .map(|_| format!("/streams/{name}/index.m3u8"));
         let recording = self
             .recording
-            .as_ref()
+            .current()
             .filter(|r| r.is_attached())
             .map(|r| r.file().to_string());
         self.gateway.registry().update(name, |entry| {

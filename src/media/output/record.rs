@@ -1,7 +1,9 @@
 //! The recording output: a file per recording in `record.dir`, named
 //! `<stream>-<UTC start>.<ext>`; the branch that writes it, attached to a running
-//! pipeline and cut off again (its file finished by the end of the stream); which file
-//! names are ours, and the listing of a recording directory.
+//! pipeline and cut off again (its file finished by the end of the stream); a recording's
+//! life as one [`RecordingState`] (started, rolled over to a new file when the picture
+//! size changes, stopped with its answer); which file names are ours, and the listing of a
+//! recording directory.
 
 use crate::config::RecordFormat;
 use crate::media::error::PipelineError;
@@ -190,6 +192,124 @@ impl Recording {
     /// A recording that could not start: its empty file goes away.
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A stream's recording through its life: none, one being written, or one whose file is
+/// being finished, after which whoever stopped it is answered, or it goes on in a new
+/// file (the picture size changed). `T` is the recording ([`Recording`]), `R` whoever
+/// waits for a stop's answer. Plain data: the session does what each transition says
+/// (cuts a branch off, detaches it, answers).
+#[derive(Debug, Default)]
+pub enum RecordingState<T, R> {
+    #[default]
+    Idle,
+    Recording(T),
+    Stopping {
+        recording: T,
+        then: AfterStop<R>,
+    },
+}
+
+/// What follows once a stopping recording's file is complete.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterStop<R> {
+    /// Answer whoever asked for the stop.
+    Answer(R),
+    /// Go on in a new file.
+    RollOver,
+}
+
+impl<T, R> RecordingState<T, R> {
+    /// No recording is being written (or finished): a new one may start.
+    pub fn is_idle(&self) -> bool {
+        matches!(self, Self::Idle)
+    }
+
+    /// The recording being written or finished.
+    pub fn current(&self) -> Option<&T> {
+        match self {
+            Self::Idle => None,
+            Self::Recording(recording) | Self::Stopping { recording, .. } => Some(recording),
+        }
+    }
+
+    /// A recording starts; refused (and handed back) while another is not done.
+    pub fn start(&mut self, recording: T) -> Result<(), T> {
+        if !self.is_idle() {
+            return Err(recording);
+        }
+        *self = Self::Recording(recording);
+        Ok(())
+    }
+
+    /// Someone asks the recording to stop. The recording to cut off now, `None` when it is
+    /// already being finished (for a new file: it is not continued, and this stop is
+    /// answered instead); the reply back when nothing is recorded (or a stop is already
+    /// under way).
+    pub fn stop(&mut self, reply: R) -> Result<Option<&T>, R> {
+        match std::mem::take(self) {
+            Self::Recording(recording) => {
+                *self = Self::Stopping {
+                    recording,
+                    then: AfterStop::Answer(reply),
+                };
+                Ok(self.current())
+            }
+            Self::Stopping {
+                recording,
+                then: AfterStop::RollOver,
+            } => {
+                *self = Self::Stopping {
+                    recording,
+                    then: AfterStop::Answer(reply),
+                };
+                Ok(None)
+            }
+            other => {
+                *self = other;
+                Err(reply)
+            }
+        }
+    }
+
+    /// The picture size changed: the recording to cut off, to go on in a new file; `None`
+    /// when none is being written.
+    pub fn size_changed(&mut self) -> Option<&T> {
+        match std::mem::take(self) {
+            Self::Recording(recording) => {
+                *self = Self::Stopping {
+                    recording,
+                    then: AfterStop::RollOver,
+                };
+                self.current()
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// A recording's file is complete. A stopping one is done: it is handed back with what
+    /// follows, and a new one may start. One still recording was finished by the end of
+    /// the stream and stays.
+    pub fn finished(&mut self) -> Option<(T, AfterStop<R>)> {
+        match std::mem::take(self) {
+            Self::Stopping { recording, then } => Some((recording, then)),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Takes the recording out, whatever its state (one that could not start).
+    pub fn take(&mut self) -> Option<T> {
+        match std::mem::take(self) {
+            Self::Idle => None,
+            Self::Recording(recording) | Self::Stopping { recording, .. } => Some(recording),
+        }
     }
 }
 
@@ -431,6 +551,50 @@ pub fn list(dir: &Path, is_active: impl Fn(&str) -> bool) -> Vec<RecordingFile> 
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    type State = RecordingState<&'static str, u32>;
+
+    #[test]
+    fn a_recording_starts_stops_and_answers() {
+        let mut state = State::default();
+        assert_eq!(state.stop(1), Err(1), "nothing to stop");
+        assert_eq!(state.finished(), None);
+        assert_eq!(state.start("a.mp4"), Ok(()));
+        assert_eq!(state.start("b.mp4"), Err("b.mp4"), "already recording");
+        assert_eq!(state.current(), Some(&"a.mp4"));
+        assert_eq!(state.stop(2), Ok(Some(&"a.mp4")), "cut off now");
+        assert_eq!(state.stop(3), Err(3), "a stop is under way");
+        assert_eq!(state.start("b.mp4"), Err("b.mp4"), "still being finished");
+        assert_eq!(state.size_changed(), None);
+        assert_eq!(state.finished(), Some(("a.mp4", AfterStop::Answer(2))));
+        assert!(state.is_idle());
+        assert_eq!(state.start("b.mp4"), Ok(()));
+    }
+
+    #[test]
+    fn a_size_change_rolls_over_unless_a_stop_comes_first() {
+        let mut state = State::default();
+        assert_eq!(state.size_changed(), None, "nothing recorded");
+        state.start("a.mp4").unwrap();
+        assert_eq!(state.size_changed(), Some(&"a.mp4"));
+        assert_eq!(state.size_changed(), None, "already being finished");
+        assert_eq!(state.finished(), Some(("a.mp4", AfterStop::RollOver)));
+        state.start("b.mp4").unwrap();
+        // A stop while the file is finished for a new one: answered, no new file.
+        assert_eq!(state.size_changed(), Some(&"b.mp4"));
+        assert_eq!(state.stop(7), Ok(None), "already being cut off");
+        assert_eq!(state.finished(), Some(("b.mp4", AfterStop::Answer(7))));
+    }
+
+    #[test]
+    fn the_stream_end_finishes_a_recording_that_stays() {
+        let mut state = State::default();
+        state.start("a.mp4").unwrap();
+        assert_eq!(state.finished(), None);
+        assert_eq!(state.current(), Some(&"a.mp4"));
+        assert_eq!(state.take(), Some("a.mp4"));
+        assert!(state.is_idle());
+    }
 
     #[test]
     fn names_round_trip() {
