@@ -1,15 +1,15 @@
-//! The context every session shares: configuration, the stream registry, the pipeline
-//! factory, the HLS store, metrics, the cluster membership, the shutdown signal and the
-//! task trackers. Created once in `main`; it holds no session handles (those are
-//! `session::Sessions`'s).
+//! The context every session shares: configuration, the stream registry (each name's
+//! life, with its session's handle, its lingering HLS output and its cluster claim), the
+//! pipeline factory, the HLS store, metrics, the cluster membership, the shutdown signal
+//! and the task trackers. Created once in `main`.
 
 use crate::cluster::membership::Membership;
 use crate::cluster::{Node, NodeInfo, NodeState, host_name};
 use crate::config::Config;
 use crate::media::PipelineFactory;
-use crate::media::output::hls::HlsStore;
+use crate::media::output::hls::{HlsOutput, HlsStore};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Opaque, Registry};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -18,14 +18,18 @@ use tokio_util::task::TaskTracker;
 /// How often ended streams are checked for expiry.
 const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The names of this node. The session layer keeps its handles and claims in it, which
+/// this layer cannot name.
+pub type StreamRegistry = Registry<Opaque, HlsOutput, Opaque>;
+
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
     /// This node: its name in the cluster and its URL.
     pub node: Node,
     pub media: PipelineFactory,
-    registry: Mutex<Registry>,
-    /// Where HLS files go, and ended streams' lingering outputs.
+    registry: Mutex<StreamRegistry>,
+    /// Where HLS files go.
     pub hls: HlsStore,
     pub metrics: Metrics,
     /// This node's claims and record in the cluster's Redis; `None` on its own.
@@ -34,7 +38,7 @@ pub struct Gateway {
     /// (each session's stop token is a child of it).
     pub shutdown: CancellationToken,
     /// Every session task, so that shutdown can wait for them.
-    pub sessions: TaskTracker,
+    pub session_tasks: TaskTracker,
     /// Every signalling connection, so that shutdown can let them say goodbye.
     pub connections: TaskTracker,
 }
@@ -58,7 +62,7 @@ impl Gateway {
             metrics: Metrics::default(),
             cluster,
             shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
+            session_tasks: TaskTracker::new(),
             connections: TaskTracker::new(),
         }))
     }
@@ -106,12 +110,12 @@ impl Gateway {
                     break;
                 };
                 let expired = gateway.registry().expire(Instant::now());
-                if !expired.is_empty() {
+                let outputs: Vec<HlsOutput> =
+                    expired.into_iter().filter_map(|(_, hls)| hls).collect();
+                if !outputs.is_empty() {
                     // Deleting files blocks: not on the workers that receive the RTP.
                     let _ = tokio::task::spawn_blocking(move || {
-                        for name in expired {
-                            gateway.hls.expire(&name);
-                        }
+                        outputs.into_iter().for_each(HlsOutput::remove);
                     })
                     .await;
                 }
@@ -130,7 +134,7 @@ impl Gateway {
     }
 
     /// The registry, for one short call.
-    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+    pub fn registry(&self) -> MutexGuard<'_, StreamRegistry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -142,10 +146,10 @@ impl Gateway {
         if let Some(cluster) = &self.cluster {
             let _ = cluster.renew(&self.node_info()).await;
         }
-        self.sessions.close();
+        self.session_tasks.close();
         self.connections.close();
         let ended = async {
-            self.sessions.wait().await;
+            self.session_tasks.wait().await;
             self.connections.wait().await;
         };
         if tokio::time::timeout(grace, ended).await.is_err() {

@@ -19,7 +19,7 @@ use crate::session::handle::{ControlError, Reply, SessionCommand, SessionEvent};
 use crate::session::keyframes::{self, KeyframeSchedule};
 use crate::session::offer::OfferPlan;
 use crate::session::peer::{Peer, PeerEvent};
-use crate::stream::{EndReason, Outputs, StreamState, StreamStats};
+use crate::stream::{EndReason, StreamStats};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -609,11 +609,7 @@ impl Session {
         }
         progress.live = true;
         tracing::info!("stream is live");
-        let mut outputs = Outputs::default();
-        self.gateway.registry().update(&self.name, |entry| {
-            entry.info.state = StreamState::Live;
-            outputs = entry.info.outputs.clone();
-        });
+        let outputs = self.gateway.registry().live(&self.name).unwrap_or_default();
         let _ = self.events.send(SessionEvent::Live {
             stream: self.name.clone(),
             outputs,

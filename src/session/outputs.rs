@@ -33,7 +33,8 @@ impl Session {
             ));
         }
         if config.hls.enabled {
-            match gateway.hls.open(&self.name) {
+            let lingering = gateway.registry().take_lingering(&self.name);
+            match gateway.hls.open(&self.name, lingering) {
                 Ok(hls) => {
                     outputs.hls = Some(hls.spec(config.hls.segment_duration_s));
                     let live = hls.live.clone();

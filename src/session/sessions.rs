@@ -1,21 +1,22 @@
-//! The running sessions: [`Sessions::publish`] checks an offer, claims the name and a
-//! port slot, negotiates, and spawns the session's task; the handles of live sessions
-//! are found here by name. Whatever ends a session, its wrapper frees what it held and
-//! reports `Ended`.
+//! The running sessions: [`Sessions::publish`] checks an offer, claims the name (and an
+//! RTP slot) in the cluster, reserves them in the registry, negotiates, and spawns the
+//! session's task. The registry (`crate::registry`) owns each name's life, with the
+//! session's handle and the claim; this layer does the I/O its transitions ask for.
+//! Whatever ends a session, its wrapper ends the name in one transition, gives the claim
+//! up, and reports `Ended`.
 
 use crate::blocking::blocking;
 use crate::cluster::membership::{ClaimError, Membership};
 use crate::config::TranscodeMode;
 use crate::gateway::Gateway;
 use crate::name::StreamName;
-use crate::registry::RegistryError;
+use crate::registry::{Opaque, Refused, RegistryError};
 use crate::session::driver::Session;
 use crate::session::handle::{SessionEvent, SessionHandle};
 use crate::session::offer::{self, OfferError, VideoPreference};
 use crate::session::peer::{NegotiationError, Peer};
 use crate::stream::EndReason;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -53,6 +54,7 @@ pub struct PublishRequest {
 }
 
 /// What a publication holds in the cluster: its name and, when RTP is sent, its slot.
+/// The registry entry keeps it, as an [`Opaque`] value, until the name ends.
 #[derive(Debug, Clone)]
 struct Claims {
     cluster: Arc<Membership>,
@@ -62,27 +64,34 @@ struct Claims {
 
 impl Claims {
     /// Gives the claims up; with `linger`, the node serves the ended stream that long.
-    async fn release(&self, name: &StreamName, linger: Option<std::time::Duration>) {
+    async fn give_up(&self, name: &StreamName, linger: Option<std::time::Duration>) {
         if let Some(slot) = self.slot {
             self.cluster.release_slot(&self.rtp_host, slot).await;
         }
         self.cluster.release_name(name, linger).await;
     }
+
+    /// Gives up the claim a registry entry held, if any.
+    async fn give_up_held(
+        held: Option<Opaque>,
+        name: &StreamName,
+        linger: Option<std::time::Duration>,
+    ) {
+        if let Some(claims) = held.and_then(|held| held.downcast::<Claims>().ok()) {
+            claims.give_up(name, linger).await;
+        }
+    }
 }
 
-/// The live sessions, by stream name.
+/// Starts sessions, and finds the live ones' handles in the registry by name.
 #[derive(Debug)]
 pub struct Sessions {
     gateway: Arc<Gateway>,
-    handles: Mutex<HashMap<StreamName, SessionHandle>>,
 }
 
 impl Sessions {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Self> {
-        let sessions = Arc::new(Self {
-            gateway,
-            handles: Mutex::new(HashMap::new()),
-        });
+        let sessions = Arc::new(Self { gateway });
         sessions.end_lost_names();
         sessions
     }
@@ -108,13 +117,13 @@ impl Sessions {
         &self.gateway
     }
 
-    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, SessionHandle>> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The running session of a live stream.
     pub fn get(&self, name: &str) -> Option<SessionHandle> {
-        self.handles().get(name).cloned()
+        let registry = self.gateway.registry();
+        registry
+            .handle(name)?
+            .downcast_ref::<SessionHandle>()
+            .cloned()
     }
 
     /// Claims `name` across the cluster and, when RTP is sent, a port slot that no
@@ -147,7 +156,7 @@ impl Sessions {
             match cluster.claim_slot(&claims.rtp_host, count).await {
                 Ok(slot) => claims.slot = Some(slot),
                 Err(e) => {
-                    claims.release(name, None).await;
+                    claims.give_up(name, None).await;
                     return Err(match e {
                         ClaimError::Held(_) => PublishError::NoCapacity,
                         e => refused(e),
@@ -176,23 +185,24 @@ impl Sessions {
         };
         let plan = offer::plan(&request.offer, preference)?;
         let name = request.stream.clone();
+        // Claim, then reserve: the registry entry keeps the claim until the name ends.
         let claims = match &gateway.cluster {
             Some(cluster) => Some(self.claim(cluster, &name).await?),
             None => None,
         };
+        let claimed_slot = claims.as_ref().and_then(|c| c.slot);
         let reserved = gateway.registry().reserve(
             &name,
             request.publisher,
             SystemTime::now(),
-            claims.as_ref().and_then(|c| c.slot),
+            claimed_slot,
+            claims.map(|c| Box::new(c) as Opaque),
         );
         let slot = match reserved {
             Ok(slot) => slot,
-            Err(e) => {
-                if let Some(claims) = claims {
-                    claims.release(&name, None).await;
-                }
-                return Err(match e {
+            Err(Refused { error, claim }) => {
+                Claims::give_up_held(claim, &name, None).await;
+                return Err(match error {
                     RegistryError::Full(_) if gateway.cluster.is_some() => PublishError::NoCapacity,
                     e => e.into(),
                 });
@@ -216,23 +226,17 @@ impl Sessions {
             Ok(n) => n,
             Err(e) => {
                 // An ended stream taken over goes back to lingering.
-                let lingering = gateway.hls.is_lingering(&name);
-                if lingering {
-                    gateway.registry().end(&name, gateway.linger_deadline());
-                } else {
-                    gateway.registry().release(&name);
-                }
-                if let Some(claims) = claims {
-                    claims
-                        .release(&name, lingering.then(|| gateway.linger()))
-                        .await;
-                }
+                let released = gateway.registry().release(&name, gateway.linger_deadline());
+                let linger = released.lingers.then(|| gateway.linger());
+                Claims::give_up_held(released.claim, &name, linger).await;
                 return Err(e.into());
             }
         };
         let (commands_tx, commands) = mpsc::channel(COMMANDS_QUEUED);
         let handle = SessionHandle::new(name.clone(), commands_tx);
-        self.handles().insert(name.clone(), handle.clone());
+        gateway
+            .registry()
+            .started(&name, Box::new(handle.clone()) as Opaque);
         let mut session = Session::new(
             gateway.clone(),
             name.clone(),
@@ -246,7 +250,7 @@ impl Sessions {
         session.remote_candidates(taken, ignored as u64);
         let sessions = self.clone();
         gateway.metrics.publication_started();
-        gateway.sessions.spawn(
+        gateway.session_tasks.spawn(
             async move {
                 tracing::info!(slot, "publisher connecting");
                 // The session runs in a task of its own so that a panic ends this stream only.
@@ -257,27 +261,17 @@ impl Sessions {
                         (EndReason::InternalError, None)
                     }
                 };
-                sessions.handles().remove(&name);
                 let gateway = &sessions.gateway;
-                let lingering = hls.is_some();
-                match hls {
-                    // The playlist stays served, ended, for hls.linger_s.
-                    Some(hls) => {
-                        gateway.hls.linger(&name, hls);
-                        gateway.registry().end(&name, gateway.linger_deadline());
-                    }
-                    None => {
-                        let entry = gateway.registry().release(&name);
-                        if let Some(live) = entry.and_then(|e| e.hls) {
-                            blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
-                        }
-                    }
+                // One step: the handle goes, and with its HLS output the name lingers
+                // (the playlist served, ended) for hls.linger_s.
+                let ended = gateway
+                    .registry()
+                    .end(&name, hls, gateway.linger_deadline());
+                if let Some(live) = ended.remove {
+                    blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
                 }
-                if let Some(claims) = claims {
-                    claims
-                        .release(&name, lingering.then(|| gateway.linger()))
-                        .await;
-                }
+                let linger = ended.lingers.then(|| gateway.linger());
+                Claims::give_up_held(ended.claim, &name, linger).await;
                 tracing::info!(%reason, "stream ended");
                 gateway.metrics.publication_ended(&reason);
                 let _ = events.send(SessionEvent::Ended {

@@ -3,9 +3,9 @@
 //! same split into parts), the playlists, and the stream's directory. The playlist
 //! ([`crate::hls::playlist::Playlist`]) is plain data; [`LiveHls`] shares it with the
 //! HTTP requests that read it and wait on it; [`HlsOutput`] puts the files on disk and
-//! attaches to the pipeline; [`HlsStore`] keeps an ended stream's output lingering for
-//! `hls.linger_s`, so that a publisher who comes back continues it, and deletes it when
-//! its time is up.
+//! attaches to the pipeline; [`HlsStore`] says where outputs go and opens them, new or
+//! continuing an ended stream's output that lingered (the registry keeps those for
+//! `hls.linger_s`, so that a publisher who comes back continues it).
 
 mod fmp4;
 
@@ -21,10 +21,9 @@ use crate::name::StreamName;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// What the variant's video is: made by the encoder, or the publisher's own passed
 /// through, with its picture size once its SPS is read.
@@ -264,22 +263,21 @@ impl HlsOutput {
         write_media(&self.live)
     }
 
-    /// Removes the stream's files.
-    fn remove(self) {
+    /// Removes the stream's files (an ended output whose linger is over). Touches the
+    /// disk: call it off the async workers.
+    pub fn remove(self) {
         tracing::debug!(dir = %self.dir().display(), "HLS files expired");
         let _ = std::fs::remove_dir_all(self.dir());
     }
 }
 
-/// Where the streams' HLS directories are made, and the outputs of ended streams while
-/// they linger. Each output has a directory of its own, and taking a lingering output
-/// over or expiring it happens under one lock: expiring an ended stream never deletes
-/// the files of a publisher who just took its name.
+/// Where the streams' HLS directories are made. Each output has a directory of its own;
+/// an ended stream's output lingers in the registry, which hands it either to a returning
+/// publisher or, once expired, back to be removed: never both.
 #[derive(Debug)]
 pub struct HlsStore {
     root: PathBuf,
     config: HlsConfig,
-    lingering: Mutex<HashMap<StreamName, HlsOutput>>,
     /// The temporary directory used when `hls.dir` is empty, removed at exit.
     _temp: Option<tempfile::TempDir>,
 }
@@ -301,40 +299,20 @@ impl HlsStore {
                 .as_ref()
                 .map_or_else(|| config.dir.clone(), |t| t.path().to_owned()),
             config: config.clone(),
-            lingering: Mutex::new(HashMap::new()),
             _temp: temp,
         })
     }
 
-    fn lingering(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, HlsOutput>> {
-        self.lingering.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The stream's output: the lingering one of its previous publisher, continued after
-    /// a discontinuity, or a new one. Touches the disk: call it off the async workers.
-    pub fn open(&self, name: &StreamName) -> std::io::Result<HlsOutput> {
-        let mut lingering = self.lingering();
-        match lingering.remove(name) {
+    /// The stream's output: `lingering`, its previous publisher's, continued after a
+    /// discontinuity, or a new one. Touches the disk: call it off the async workers.
+    pub fn open(
+        &self,
+        name: &StreamName,
+        lingering: Option<HlsOutput>,
+    ) -> std::io::Result<HlsOutput> {
+        match lingering {
             Some(mut output) => output.resume().map(|()| output),
             None => HlsOutput::create(&self.root, name, &self.config),
-        }
-    }
-
-    /// An ended stream's output stays until [`HlsStore::expire`].
-    pub fn linger(&self, name: &StreamName, output: HlsOutput) {
-        self.lingering().insert(name.clone(), output);
-    }
-
-    pub fn is_lingering(&self, name: &StreamName) -> bool {
-        self.lingering().contains_key(name)
-    }
-
-    /// Deletes an ended stream's files, unless a publisher has taken them over. Touches
-    /// the disk: call it off the async workers.
-    pub fn expire(&self, name: &StreamName) {
-        let expired = self.lingering().remove(name);
-        if let Some(output) = expired {
-            output.remove();
         }
     }
 }
