@@ -167,9 +167,10 @@ impl Sessions {
         Ok(claims)
     }
 
-    /// Starts a session: checks the offer, claims the name and a port slot, negotiates and
-    /// returns the answer. The session then runs on its own until it ends, and always
-    /// reports `Ended` on `events` and frees what it held.
+    /// Starts a session: checks the offer, claims the name (and an RTP slot) in the
+    /// cluster, reserves them in the registry, negotiates and returns the answer. The
+    /// session then runs on its own until it ends; then its name ends in the registry, its
+    /// claim is given up, and `Ended` is reported on `events`.
     pub async fn publish(
         self: &Arc<Self>,
         request: PublishRequest,
