@@ -201,11 +201,15 @@ fn whip_status_codes() {
 
 #[test]
 fn whip_tokens_and_preflight() {
-    let gateway = TestGateway::start(
+    // A STUN server on this machine that never answers: the gateway asks it (and
+    // names it in its Link headers) without reaching past loopback.
+    let stun_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stun = format!("stun:{}", stun_socket.local_addr().unwrap());
+    let gateway = TestGateway::start(&format!(
         "[auth]\npublish_token = \"global-token-123\"\n\
          [[auth.streams]]\nname = \"cam7\"\ntoken = \"cam7-token-456\"\n\
-         [webrtc]\nice_servers = [\"stun:stun.example.net:3478\"]",
-    );
+         [webrtc]\nice_servers = [\"{stun}\"]",
+    ));
     for token in [None, Some("wrong"), Some("cam7-token-456")] {
         let response = post(&gateway, "other", "application/sdp", token, &offer());
         assert_eq!(response.status(), 401, "{token:?}");
@@ -232,7 +236,7 @@ fn whip_tokens_and_preflight() {
     assert_eq!(created.status(), 201);
     assert_eq!(
         created.headers()["link"],
-        "<stun:stun.example.net:3478>; rel=\"ice-server\""
+        format!("<{stun}>; rel=\"ice-server\"")
     );
     // The session URL needs the token too.
     let location = created.headers()["location"].to_str().unwrap().to_string();
@@ -277,7 +281,7 @@ fn whip_tokens_and_preflight() {
     );
     assert_eq!(
         headers["link"],
-        "<stun:stun.example.net:3478>; rel=\"ice-server\""
+        format!("<{stun}>; rel=\"ice-server\"")
     );
 
     let log = gateway.log();
