@@ -255,13 +255,15 @@ fn the_tools_live_outside_the_gateway_crate() {
             spec.get("path").is_none(),
             "the gateway depends on {dependency}, a crate of the workspace"
         );
-        let path = format!("{}::", crate_name(dependency));
-        // `rtc::` inside `webrtc::` is not a use of rtc.
-        let named = sources.match_indices(&path).any(|(at, _)| {
-            !sources[..at]
+        let name = crate_name(dependency);
+        // `name::...` or `use name as ...`; `rtc::` inside `webrtc::` is not a use of rtc.
+        let named = sources.match_indices(&name).any(|(at, _)| {
+            let after = &sources[at + name.len()..];
+            let whole = !sources[..at]
                 .chars()
                 .last()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            whole && (after.starts_with("::") || after.starts_with(" as "))
         });
         assert!(
             named,
