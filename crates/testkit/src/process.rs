@@ -303,3 +303,63 @@ impl Drop for Process {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{eventually, free_tcp_port};
+
+    fn shell(script: &'static str) -> impl Fn() -> Command + Send + Sync + 'static {
+        move || {
+            let mut command = Command::new("sh");
+            command.args(["-c", script]);
+            command
+        }
+    }
+
+    #[test]
+    fn started_again_it_runs_the_same_command_and_its_log_goes_on() {
+        let mut process = Process::new("sleeper", shell("echo started; exec sleep 30"))
+            .spawn()
+            .unwrap();
+        let once = eventually(Duration::from_secs(10), || {
+            (process.log() == "started\n").then_some(())
+        });
+        assert!(once.is_some(), "{}", process.log());
+        process.start().unwrap();
+        let twice = eventually(Duration::from_secs(10), || {
+            (process.log() == "started\nstarted\n").then_some(())
+        });
+        assert!(twice.is_some(), "{}", process.log());
+        process.signal(Signal::Stop);
+        process.signal(Signal::Cont);
+        assert!(process.running().is_ok());
+        process.signal(Signal::Term);
+        assert!(process.wait_exit(Duration::from_secs(10)).is_some());
+        assert!(matches!(process.running(), Err(Error::Exited { .. })));
+    }
+
+    #[test]
+    fn waiting_for_its_port_ends_when_it_exits() {
+        let mut process = Process::new("quitter", shell("echo leaving; exit 3"))
+            .spawn()
+            .unwrap();
+        let error = process
+            .wait_port(free_tcp_port(), Duration::from_secs(60))
+            .unwrap_err();
+        match error {
+            Error::Exited { status, .. } => assert_eq!(status.code(), Some(3)),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_program_says_what_installs_it() {
+        let error = Process::new("missing", || Command::new("/nonexistent/program"))
+            .hint("nothing installs it")
+            .spawn()
+            .err()
+            .expect("no such program");
+        assert!(error.to_string().contains("nothing installs it"), "{error}");
+    }
+}
