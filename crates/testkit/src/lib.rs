@@ -47,6 +47,12 @@ pub enum Error {
         timeout: Duration,
         log: String,
     },
+    #[error("{what} was not ready within {timeout:?}; its log:\n{log}")]
+    NotReady {
+        what: String,
+        timeout: Duration,
+        log: String,
+    },
     #[error("{what} is not running")]
     NotRunning { what: String },
     #[error(

@@ -156,7 +156,7 @@ impl Process {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         })
         .map_err(|error| match error {
-            Error::NotListening { what, log, .. } => Error::NotListening {
+            Error::NotReady { what, timeout, log } => Error::NotListening {
                 what,
                 port,
                 timeout,
@@ -179,9 +179,8 @@ impl Process {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::NotListening {
+                return Err(Error::NotReady {
                     what: self.what.clone(),
-                    port: 0,
                     timeout,
                     log: self.log(),
                 });
