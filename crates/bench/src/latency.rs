@@ -191,8 +191,10 @@ async fn hls_latency(
     dir: &std::path::Path,
     http_port: u16,
 ) -> Result<(Vec<f64>, Option<f64>)> {
-    let hls_js = std::fs::read("node_modules/hls.js/dist/hls.min.js")
-        .context("hls.js is not installed: run `make test-deps` (npm install)")?;
+    let hls_js = std::fs::read(webrtc_gateway_testkit::root_path(
+        "node_modules/hls.js/dist/hls.min.js",
+    ))
+    .context("hls.js is not installed: run `make test-deps` (npm install)")?;
     let reports: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
     let page = PAGE
         .replace("WIDTH", &WIDTH.to_string())
