@@ -6,14 +6,13 @@ mod common;
 
 use common::browser::{Browser, BrowserKind};
 use common::fetch::decode_playlist;
-use common::servers::{Server, haproxy, redis};
+use common::servers::{Server, haproxy, redis, redis_tls};
 use common::{
-    BROWSER_OFFER, Publisher, Signalling, TestGateway, client, decode_sdp, eventually,
-    free_udp_range, root_path,
+    BROWSER_OFFER, Publisher, Signalling, TestGateway, aiortc_whip, client, decode_sdp, eventually,
+    free_udp_range,
 };
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -399,21 +398,6 @@ fn forwarded_reads_keep_their_token() {
     assert!(listed.is_some(), "{}", b.log());
 }
 
-fn aiortc(
-    url: &str,
-    seconds: u32,
-) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
-    let mut child = Command::new(root_path("target/venv/bin/python"))
-        .arg(root_path("tests/tools/aiortc_whip.py"))
-        .arg(url)
-        .args(["--seconds", &seconds.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("make test installs aiortc in target/venv");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
-}
-
 #[test]
 fn a_full_node_places_publishers_on_the_node_with_room() {
     let cluster = Cluster::start(&[1, 4], "");
@@ -431,7 +415,7 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
 
     // aiortc over WHIP through HAProxy, wherever HAProxy sends its offer, trickle and
     // DELETE: live on B.
-    let (mut whip, mut lines) = aiortc(&proxy.url("/whip/third"), 60);
+    let (mut whip, mut lines) = aiortc_whip(&proxy.url("/whip/third"), &["--seconds", "60"]);
     let created: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(created["status"], 201, "{created}");
     let live = eventually(LIVE_TIMEOUT, || {
@@ -460,8 +444,7 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
         assert_eq!(body["error"], "no-capacity", "{body}");
         assert_eq!(body["retry_after"], true);
     }
-    let _ = whip.kill();
-    let _ = whip.wait();
+    whip.kill();
 }
 
 #[test]
@@ -554,7 +537,7 @@ fn live_streams_outlast_redis_and_a_paused_node_gives_its_name_up() {
     decode_sdp(&a.url("/streams/steady/stream.sdp"), 2.0).assert_h264_and_opus(25);
 
     // Redis is back, empty: the node takes its claim back, and B refuses the name.
-    cluster.redis.start_again();
+    cluster.redis.start_again().unwrap();
     let back = eventually(Duration::from_secs(15), || {
         (node_of(b, "steady")? == "gw1").then_some(())
     });
@@ -587,38 +570,7 @@ fn live_streams_outlast_redis_and_a_paused_node_gives_its_name_up() {
 fn a_redis_over_tls_with_a_password_holds_the_cluster() {
     // Redis from Debian speaking only TLS, with a certificate of its own (so the URL
     // says `#insecure`: no authority vouches for it).
-    let tls = Server::start(
-        "redis-tls",
-        |port, dir| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
-                .unwrap()
-                .self_signed(&key)
-                .unwrap();
-            std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-            let mut command = Command::new("redis-server");
-            command
-                .args(["--bind", "127.0.0.1", "--port", "0"])
-                .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-                .arg("--tls-cert-file")
-                .arg(dir.join("cert.pem"))
-                .arg("--tls-key-file")
-                .arg(dir.join("key.pem"))
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--requirepass",
-                    PASSWORD,
-                ])
-                .arg("--dir")
-                .arg(dir);
-            command
-        },
-        "make test-deps installs Debian's redis-server",
-    );
+    let tls = redis_tls(PASSWORD);
     let node = TestGateway::start(&format!(
         "[cluster]\nredis_url = \"rediss://:{PASSWORD}@127.0.0.1:{}/0#insecure\"\n\
          node_id = \"tls1\"\nlease_ms = {LEASE_MS}",
