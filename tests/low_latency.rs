@@ -168,7 +168,7 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
 
     // The hinted part is answered when it lands, and then listed. The hint is read
     // afresh: the parts read above may have left the playlist meanwhile.
-    let hint = parse(&media(&gateway, "ll", "").1)
+    let hint = Playlist::parse(&media(&gateway, "ll", "").1)
         .hint
         .expect("a preload hint");
     let hinted = fetch(&gateway, &format!("/streams/ll/{hint}"));
