@@ -18,6 +18,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "cluster-secret";
+/// The secret the tests' nodes sign their forwarded requests with.
+const SECRET: &str = "nodes-know-each-other";
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The lease the tests' nodes hold their claims by.
 const LEASE_MS: u64 = 2000;
@@ -47,7 +49,7 @@ impl Cluster {
             .map(|(k, max)| {
                 TestGateway::start(&format!(
                     "[cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
-                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\n\
+                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\nsecret = \"{SECRET}\"\n\
                      [limits]\nmax_publishers = {max}\n[rtp]\nport_base = {port_base}\n{extra}",
                     redis.port,
                     k + 1
@@ -397,6 +399,60 @@ fn forwarded_reads_keep_their_token() {
             .then_some(())
     });
     assert!(listed.is_some(), "{}", b.log());
+}
+
+#[test]
+fn a_node_refuses_forwarded_requests_not_signed_by_the_clusters_secret() {
+    use webrtc_gateway::cluster::signature::{Forwarded, sign};
+    let cluster = Cluster::start(&[4, 4], "");
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (status, _, body) = whip_post(&b.url("/whip/signed"));
+    assert_eq!(status, 201, "{body}");
+    // A forwards to B, signed with the cluster's secret: B answers.
+    assert_eq!(node_of(a, "signed").as_deref(), Some("gw2"));
+    let (_, streams) = a.get_json("/api/streams");
+    assert!(streams.to_string().contains("\"signed\""), "{streams}");
+
+    let path = "/api/streams/signed";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed_by = |secret: &str, timestamp: u64| {
+        let request = Forwarded {
+            method: "GET",
+            path,
+            timestamp,
+            node: "gw1",
+        };
+        client()
+            .get(b.url(path))
+            .header("X-Gateway-Forwarded-By", "gw1")
+            .header("X-Gateway-Forwarded-At", timestamp.to_string())
+            .header("X-Gateway-Forward-Signature", sign(secret, &request))
+            .send()
+            .unwrap()
+    };
+    let refused = |response: reqwest::blocking::Response, why: &str| {
+        assert_eq!(response.status(), 403, "{why}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"], "forward-unsigned", "{why}: {body}");
+    };
+    // Whoever only says it is a node is not taken for one, on any path.
+    for unsigned in [path, "/api/streams", "/recordings"] {
+        let response = client()
+            .get(b.url(unsigned))
+            .header("X-Gateway-Forwarded-By", "gw1")
+            .send()
+            .unwrap();
+        refused(response, unsigned);
+    }
+    refused(signed_by("not-the-secret", now), "another secret");
+    refused(signed_by(SECRET, now - 600), "ten minutes old");
+    // The cluster's own signature, fresh, is taken.
+    let response = signed_by(SECRET, now);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().unwrap()["node"], "gw2");
 }
 
 fn aiortc(

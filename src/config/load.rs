@@ -165,6 +165,20 @@ impl Config {
                 format!("must be an http:// or https:// URL or empty, got {url:?}"),
             );
         }
+        let ca_file = &self.cluster.ca_file;
+        if !ca_file.as_os_str().is_empty() {
+            match std::fs::read_to_string(ca_file) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {}
+                Ok(_) => p.push(
+                    "cluster.ca_file",
+                    format!("{} holds no PEM certificate", ca_file.display()),
+                ),
+                Err(e) => p.push(
+                    "cluster.ca_file",
+                    format!("cannot read {}: {e}", ca_file.display()),
+                ),
+            }
+        }
         if let Err(e) = super::values::StoreUrl::parse(&self.record.upload_url) {
             p.push("record.upload_url", e);
         }
@@ -311,6 +325,20 @@ impl Config {
     }
 
     /// The effective configuration as TOML text.
+    /// What is valid but unsafe, one line per key: `check-config` and the start say it.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.cluster.redis_url.is_empty() && self.cluster.secret.is_empty() {
+            warnings.push(
+                "cluster.secret: empty while cluster.redis_url is set: the nodes take \
+                 forwarded requests from anyone who can reach them; set the same secret on \
+                 every node"
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("configuration serializes")
     }
