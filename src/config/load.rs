@@ -558,10 +558,31 @@ mod tests {
                 "[transcode]\nmode = \"never\"",
                 &["transcode.mode: must be one of \"always\", \"auto\", got \"never\""],
             ),
+            (
+                "[cluster]\nca_file = \"/nonexistent/ca.pem\"",
+                &[
+                    "cluster.ca_file: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)",
+                ],
+            ),
+            (
+                "[cluster]\nca_file = \"/dev/null\"",
+                &["cluster.ca_file: /dev/null holds no PEM certificate"],
+            ),
         ];
         for (text, want) in table {
             assert_eq!(&problems(text), want, "for {text:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_without_a_secret_is_warned_of() {
+        let redis = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"";
+        let warnings = Config::parse(redis).unwrap().warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("cluster.secret: empty while cluster.redis_url is set"));
+        let signed = format!("{redis}\nsecret = \"s\"");
+        assert!(Config::parse(&signed).unwrap().warnings().is_empty());
+        assert!(Config::default().warnings().is_empty());
     }
 
     #[test]
