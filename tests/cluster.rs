@@ -455,6 +455,72 @@ fn a_node_refuses_forwarded_requests_not_signed_by_the_clusters_secret() {
     assert_eq!(response.json::<Value>().unwrap()["node"], "gw2");
 }
 
+#[test]
+fn nodes_on_https_check_each_others_certificates_against_the_clusters_authority() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut authority = CertificateParams::new(Vec::<String>::new()).unwrap();
+    authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let authority_key = KeyPair::generate().unwrap();
+    let authority_cert = authority.self_signed(&authority_key).unwrap();
+    let issuer = Issuer::new(authority, authority_key);
+    let node_key = KeyPair::generate().unwrap();
+    let node_cert = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&node_key, &issuer)
+        .unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = file("ca.pem", authority_cert.pem());
+    let cert = file("node.pem", node_cert.pem());
+    let key = file("node-key.pem", node_key.serialize_pem());
+
+    let redis = redis(PASSWORD);
+    let port_base = free_udp_range(4 * 8);
+    // gw1 trusts the cluster's authority; gw2 only the system's roots, which never
+    // signed the nodes' certificates.
+    let node = |id: &str, ca_file: &str| {
+        TestGateway::start(&format!(
+            "[http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\
+             [cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
+             node_id = \"{id}\"\nlease_ms = {LEASE_MS}\nsecret = \"{SECRET}\"\n\
+             ca_file = \"{ca_file}\"\n[rtp]\nport_base = {port_base}",
+            redis.port
+        ))
+    };
+    let (a, b) = (node("gw1", &ca_file), node("gw2", ""));
+    for node in [&a, &b] {
+        let joined = eventually(Duration::from_secs(10), || {
+            let (_, view) = node.get_json("/api/cluster");
+            (view["nodes"].as_array()?.len() == 2).then_some(view)
+        });
+        let view = joined.expect("both nodes joined");
+        assert!(
+            view["nodes"][0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"),
+            "{view}"
+        );
+    }
+    let (status, _, body) = whip_post(&b.url("/whip/onb"));
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = whip_post(&a.url("/whip/ona"));
+    assert_eq!(status, 201, "{body}");
+    // gw1 checks gw2's certificate against the authority, and forwards.
+    assert_eq!(node_of(&a, "onb").as_deref(), Some("gw2"));
+    // gw2 cannot check gw1's: it never sends gw1 the request (nor its token).
+    let (status, answer) = b.get_json("/api/streams/ona");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (502, Some("node-unreachable")),
+        "{answer}"
+    );
+}
+
 fn aiortc(
     url: &str,
     seconds: u32,

@@ -168,7 +168,8 @@ impl TestGateway {
         let https = config["http"]
             .get("tls_self_signed")
             .and_then(toml::Value::as_bool)
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || config["http"].get("tls_cert").is_some();
         let mut gateway = TestGateway {
             child: Some(child),
             scheme: if https { "https" } else { "http" },
