@@ -271,3 +271,36 @@ fn the_tools_live_outside_the_gateway_crate() {
         );
     }
 }
+
+#[test]
+fn nothing_above_the_cluster_asks_whether_there_is_one() {
+    let above = ["session", "http", "signalling", "gateway", "metrics"];
+    for (module, text) in modules() {
+        let top = module.split("::").next().unwrap_or(&module);
+        if !above.contains(&top) {
+            continue;
+        }
+        let code = code(&text);
+        let flat: String = code.split_whitespace().collect();
+        for asked in [
+            "cluster.is_some()",
+            "cluster.is_none()",
+            "cluster.as_ref()?",
+            "ifletSome(cluster)",
+            "letSome(cluster)=",
+        ] {
+            assert!(
+                !flat.contains(asked),
+                "{module} asks whether there is a cluster ({asked}): ask the cluster::Cluster trait"
+            );
+        }
+        for (at, _) in flat.match_indices("Option<") {
+            let inner: String = flat[at..].chars().take(60).collect();
+            let inner = inner.split('>').next().unwrap_or_default();
+            assert!(
+                !inner.contains("Membership") && !inner.contains("dynCluster"),
+                "{module} holds an optional cluster ({inner}): Gateway.cluster is always one"
+            );
+        }
+    }
+}

@@ -17,6 +17,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "cluster-secret";
+/// The secret the tests' nodes sign their forwarded requests with.
+const SECRET: &str = "nodes-know-each-other";
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The lease the tests' nodes hold their claims by.
 const LEASE_MS: u64 = 2000;
@@ -46,7 +48,7 @@ impl Cluster {
             .map(|(k, max)| {
                 TestGateway::start(&format!(
                     "[cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
-                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\n\
+                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\nsecret = \"{SECRET}\"\n\
                      [limits]\nmax_publishers = {max}\n[rtp]\nport_base = {port_base}\n{extra}",
                     redis.port,
                     k + 1
@@ -396,6 +398,126 @@ fn forwarded_reads_keep_their_token() {
             .then_some(())
     });
     assert!(listed.is_some(), "{}", b.log());
+}
+
+#[test]
+fn a_node_refuses_forwarded_requests_not_signed_by_the_clusters_secret() {
+    use webrtc_gateway::cluster::signature::{Forwarded, sign};
+    let cluster = Cluster::start(&[4, 4], "");
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (status, _, body) = whip_post(&b.url("/whip/signed"));
+    assert_eq!(status, 201, "{body}");
+    // A forwards to B, signed with the cluster's secret: B answers.
+    assert_eq!(node_of(a, "signed").as_deref(), Some("gw2"));
+    let (_, streams) = a.get_json("/api/streams");
+    assert!(streams.to_string().contains("\"signed\""), "{streams}");
+
+    let path = "/api/streams/signed";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed_by = |secret: &str, timestamp: u64| {
+        let request = Forwarded {
+            method: "GET",
+            path,
+            timestamp,
+            node: "gw1",
+        };
+        client()
+            .get(b.url(path))
+            .header("X-Gateway-Forwarded-By", "gw1")
+            .header("X-Gateway-Forwarded-At", timestamp.to_string())
+            .header("X-Gateway-Forward-Signature", sign(secret, &request))
+            .send()
+            .unwrap()
+    };
+    let refused = |response: reqwest::blocking::Response, why: &str| {
+        assert_eq!(response.status(), 403, "{why}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"], "forward-unsigned", "{why}: {body}");
+    };
+    // Whoever only says it is a node is not taken for one, on any path.
+    for unsigned in [path, "/api/streams", "/recordings"] {
+        let response = client()
+            .get(b.url(unsigned))
+            .header("X-Gateway-Forwarded-By", "gw1")
+            .send()
+            .unwrap();
+        refused(response, unsigned);
+    }
+    refused(signed_by("not-the-secret", now), "another secret");
+    refused(signed_by(SECRET, now - 600), "ten minutes old");
+    // The cluster's own signature, fresh, is taken.
+    let response = signed_by(SECRET, now);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().unwrap()["node"], "gw2");
+}
+
+#[test]
+fn nodes_on_https_check_each_others_certificates_against_the_clusters_authority() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut authority = CertificateParams::new(Vec::<String>::new()).unwrap();
+    authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let authority_key = KeyPair::generate().unwrap();
+    let authority_cert = authority.self_signed(&authority_key).unwrap();
+    let issuer = Issuer::new(authority, authority_key);
+    let node_key = KeyPair::generate().unwrap();
+    let node_cert = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&node_key, &issuer)
+        .unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = file("ca.pem", authority_cert.pem());
+    let cert = file("node.pem", node_cert.pem());
+    let key = file("node-key.pem", node_key.serialize_pem());
+
+    let redis = redis(PASSWORD);
+    let port_base = free_udp_range(4 * 8);
+    // gw1 trusts the cluster's authority; gw2 only the system's roots, which never
+    // signed the nodes' certificates.
+    let node = |id: &str, ca_file: &str| {
+        TestGateway::start(&format!(
+            "[http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\
+             [cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
+             node_id = \"{id}\"\nlease_ms = {LEASE_MS}\nsecret = \"{SECRET}\"\n\
+             ca_file = \"{ca_file}\"\n[rtp]\nport_base = {port_base}",
+            redis.port
+        ))
+    };
+    let (a, b) = (node("gw1", &ca_file), node("gw2", ""));
+    for node in [&a, &b] {
+        let joined = eventually(Duration::from_secs(10), || {
+            let (_, view) = node.get_json("/api/cluster");
+            (view["nodes"].as_array()?.len() == 2).then_some(view)
+        });
+        let view = joined.expect("both nodes joined");
+        assert!(
+            view["nodes"][0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"),
+            "{view}"
+        );
+    }
+    let (status, _, body) = whip_post(&b.url("/whip/onb"));
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = whip_post(&a.url("/whip/ona"));
+    assert_eq!(status, 201, "{body}");
+    // gw1 checks gw2's certificate against the authority, and forwards.
+    assert_eq!(node_of(&a, "onb").as_deref(), Some("gw2"));
+    // gw2 cannot check gw1's: it never sends gw1 the request (nor its token).
+    let (status, answer) = b.get_json("/api/streams/ona");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (502, Some("node-unreachable")),
+        "{answer}"
+    );
 }
 
 #[test]

@@ -32,6 +32,12 @@ impl Problem {
         Self::new(401, "unauthorized", message)
     }
 
+    /// A request that says another node of the cluster forwarded it, without a valid
+    /// signature of the cluster's secret.
+    pub fn forward_unsigned(message: impl Into<String>) -> Self {
+        Self::new(403, "forward-unsigned", message)
+    }
+
     /// A publication of `stream` that could not start.
     pub fn publish(stream: &StreamName, error: &PublishError) -> Self {
         let message = error.to_string();

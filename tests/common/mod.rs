@@ -147,7 +147,8 @@ impl TestGateway {
         let https = config["http"]
             .get("tls_self_signed")
             .and_then(toml::Value::as_bool)
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || config["http"].get("tls_cert").is_some();
         // The one start path: `restart` runs this same command again (with its file-size
         // limit, its environment, in its directory).
         let work_dir = dir.path().to_path_buf();
