@@ -91,9 +91,14 @@ lint: deps
 
 # The tests run the test publisher of crates/publish: every binary of the workspace is
 # built first (cargo builds only the tested package's own for its tests).
+# The suite runs under cargo-nextest (tests/nextest.toml): each test a process of its own,
+# the test files side by side, the timing tests alone. Installed from crates.io where the
+# machine lacks it.
 test: test-deps
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace --config-file tests/nextest.toml
+	$(CARGO) test --workspace --doc
 
 # The property tests of `make test` with FUZZ_CASES times their cases (1000 unless set),
 # from the same fixed seed unless FUZZ_SEED is set.
