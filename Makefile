@@ -16,7 +16,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # configuration) is its one address.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy
 
-.PHONY: run test build deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster fuzz clean
+.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -73,19 +73,32 @@ $(GECKODRIVER):
 $(S3S_FS):
 	$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --locked --features binary --root target/tools
 
+# The gateway alone: its tools (the publisher, the benchmark) are crates of their own.
 build: deps
-	$(CARGO) build --release
+	$(CARGO) build --release -p webrtc-gateway --bin webrtc-gateway
+
+# The gateway, the test publisher and the benchmark, in release mode (the benchmark runs
+# the release gateway and publisher beside it).
+build-tools: deps
+	$(CARGO) build --release --workspace --bins
 
 run: build $(HLS_JS)
 	./target/release/webrtc-gateway --config gateway.toml
 
 lint: deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The tests run the test publisher of crates/publish: every binary of the workspace is
+# built first (cargo builds only the tested package's own for its tests).
+# The suite runs under cargo-nextest (tests/nextest.toml): each test a process of its own,
+# the test files side by side, the timing tests alone. Installed from crates.io where the
+# machine lacks it.
 test: test-deps
-	$(CARGO) build --bins
-	$(CARGO) test --no-fail-fast
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run --workspace --config-file tests/nextest.toml
+	$(CARGO) test --workspace --doc
 
 # The property tests of `make test` with FUZZ_CASES times their cases (1000 unless set),
 # from the same fixed seed unless FUZZ_SEED is set.
@@ -97,37 +110,37 @@ clean:
 	$(CARGO) clean
 
 # Benchmarks (not part of `make test`): start-up time and CPU against bare gst-launch.
-bench: build
-	./target/release/webrtc-gateway-bench
+bench: build-tools
+	./target/release/webrtc-gateway-bench startup
 
 # What hostile clients cost, with the default limits: memory around 2,000 idle
 # WebSockets, datagrams under a candidate flood, the time a silent publisher is held.
-bench-abuse: build
-	./target/release/webrtc-gateway-bench --abuse --json target/bench-abuse.json
+bench-abuse: build-tools
+	./target/release/webrtc-gateway-bench abuse --json target/bench-abuse.json
 
 # H.264 publishers passed through (transcode.mode = "auto") against the same publishers
 # transcoded, at 1280x720: receive-only cost, capacity, cores and RSS per stream.
-bench-passthrough: build
-	./target/release/webrtc-gateway-bench --passthrough --sizes 1280x720 --seconds 10 --max-passthrough 256 --max-streams 32 --json target/bench-passthrough.json
+bench-passthrough: build-tools
+	./target/release/webrtc-gateway-bench passthrough --sizes 1280x720 --seconds 10 --max-passthrough 256 --max-streams 32 --json target/bench-passthrough.json
 
 # Simulated low-latency viewers (1, 10, 100, 1,000) through Varnish with the README's
 # configuration, and straight at the gateway: the requests a second that reach the
 # gateway, how far behind live the viewers are, the time the cache adds.
-bench-cache: build test-deps
-	./target/release/webrtc-gateway-bench --cache --seconds 15 --json target/bench-cache.json
+bench-cache: build-tools test-deps
+	./target/release/webrtc-gateway-bench cache --seconds 15 --json target/bench-cache.json
 
 # Two nodes sharing a Redis behind HAProxy (the README's configuration): what forwarding
 # adds to a playlist, a part and a segment; Redis commands per node and per stream; the
 # time from SIGKILL of a node to its publisher live again on the other.
-bench-cluster: build test-deps
-	./target/release/webrtc-gateway-bench --cluster --seconds 20 --json target/bench-cluster.json
+bench-cluster: build-tools test-deps
+	./target/release/webrtc-gateway-bench cluster --seconds 20 --json target/bench-cluster.json
 
 # 16 transcoded streams recorded to MP4, on disk only against also uploaded to s3s-fs
 # (with a 512 MiB backlog from before uploading meanwhile): frame rate, delay, upload rate.
-bench-upload: build test-deps
-	./target/release/webrtc-gateway-bench --upload --only 16 --sizes 640x360 --seconds 30 --json target/bench-upload.json
+bench-upload: build-tools test-deps
+	./target/release/webrtc-gateway-bench upload --only 16 --sizes 640x360 --seconds 30 --json target/bench-upload.json
 
 # Glass-to-glass latency of RTP (ffmpeg) and HLS (hls.js in headless Chromium) in each HLS
 # variant, and 1,000 held playlist requests. Needs what `make test-deps` installs.
-bench-latency: build test-deps
-	./target/release/webrtc-gateway-bench --latency --seconds 15 --json target/bench-latency.json
+bench-latency: build-tools test-deps
+	./target/release/webrtc-gateway-bench latency --seconds 15 --json target/bench-latency.json

@@ -1,10 +1,9 @@
 //! The context every session shares: configuration, the stream registry (each name's
 //! life, with its session's handle, its lingering HLS output and its cluster claim), the
-//! pipeline factory, the HLS store, metrics, the cluster membership, the shutdown signal
-//! and the task trackers. Created once in `main`.
+//! pipeline factory, the HLS store, metrics, the cluster (chosen here, once), the
+//! shutdown signal and the task trackers. Created once in `main`.
 
-use crate::cluster::membership::Membership;
-use crate::cluster::{Node, NodeInfo, NodeState, host_name};
+use crate::cluster::{self, Claim, Cluster, Node, NodeInfo, NodeState, host_name};
 use crate::config::Config;
 use crate::media::PipelineFactory;
 use crate::media::output::hls::{HlsOutput, HlsStore};
@@ -18,9 +17,9 @@ use tokio_util::task::TaskTracker;
 /// How often ended streams are checked for expiry.
 const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The names of this node. The session layer keeps its handles and claims in it, which
-/// this layer cannot name.
-pub type StreamRegistry = Registry<Opaque, HlsOutput, Opaque>;
+/// The names of this node, each with its session's handle (kept opaque: this layer
+/// cannot name the session's types), its lingering HLS output and its cluster claim.
+pub type StreamRegistry = Registry<Opaque, HlsOutput, Claim>;
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -32,8 +31,9 @@ pub struct Gateway {
     /// Where HLS files go.
     pub hls: HlsStore,
     pub metrics: Metrics,
-    /// This node's claims and record in the cluster's Redis; `None` on its own.
-    pub cluster: Option<Arc<Membership>>,
+    /// The cluster: this node on its own, or its claims and record in the cluster's
+    /// Redis.
+    pub cluster: Arc<dyn Cluster>,
     /// Cancelled when the gateway stops: no new publishers, and every session ends
     /// (each session's stop token is a child of it).
     pub shutdown: CancellationToken,
@@ -48,11 +48,7 @@ impl Gateway {
     /// reached on first use). Fails on a Redis URL that cannot be used.
     pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Result<Arc<Self>, String> {
         let node = Node::from_config(&config.cluster, &config.http, &host_name());
-        let cluster = if config.cluster.redis_url.is_empty() {
-            None
-        } else {
-            Some(Membership::new(&config.cluster, &node.id)?)
-        };
+        let cluster = cluster::open(&config.cluster, &node.id)?;
         Ok(Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
@@ -87,15 +83,14 @@ impl Gateway {
         }
     }
 
-    /// In a cluster, joins it (refused when another live node has this node's id) and
-    /// keeps this node's record and claims renewed until it leaves.
+    /// Joins the cluster (refused when another live node has this node's id) and keeps
+    /// this node's record and claims renewed until it leaves.
     pub async fn join_cluster(self: &Arc<Self>) -> Result<(), String> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(());
-        };
-        cluster.join(&self.node_info()).await?;
+        self.cluster.join(&self.node_info()).await?;
         let gateway = Arc::downgrade(self);
-        cluster.spawn_renewal(move || gateway.upgrade().map(|g| g.node_info()));
+        self.cluster
+            .clone()
+            .spawn_renewal(Box::new(move || gateway.upgrade().map(|g| g.node_info())));
         Ok(())
     }
 
@@ -143,9 +138,7 @@ impl Gateway {
     pub async fn stop(&self, grace: Duration) {
         self.shutdown.cancel();
         // The other nodes place no publisher here from now on.
-        if let Some(cluster) = &self.cluster {
-            let _ = cluster.renew(&self.node_info()).await;
-        }
+        let _ = self.cluster.renew(&self.node_info()).await;
         self.session_tasks.close();
         self.connections.close();
         let ended = async {
@@ -156,9 +149,7 @@ impl Gateway {
             tracing::warn!("some streams did not end within {grace:?}");
         }
         // The names and slots are free for other nodes at once, not after the lease.
-        if let Some(cluster) = &self.cluster {
-            cluster.leave().await;
-        }
+        self.cluster.leave().await;
         // Ended playlists stay in a configured hls.dir, with their ENDLIST, for whoever
         // serves that directory; a temporary one goes away with the process.
     }

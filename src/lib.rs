@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod gateway;

@@ -64,6 +64,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
@@ -88,6 +91,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let media = media::PipelineFactory::new(
         &config.transcode.pipelines_dir,
         config.transcode.clone(),

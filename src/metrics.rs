@@ -2,7 +2,7 @@
 //! once at start; the per-stream series (label `stream`) are collected at each scrape from
 //! the registry's snapshot of the streams, by a [`Collector`].
 
-use crate::cluster::membership::RedisState;
+use crate::cluster::{ClusterStatus, RedisState};
 use crate::stream::{EndReason, StreamInfo, StreamState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -228,16 +228,17 @@ impl Metrics {
     }
 
     /// The cluster as this node sees it now: the live nodes (unknown while Redis is
-    /// away), whether Redis answers, and the calls made to it so far.
-    pub fn cluster(&self, nodes: Option<usize>, redis: RedisState, calls: u64) {
+    /// away), whether Redis answers (never, for a node on its own), and the calls made
+    /// to it so far.
+    pub fn cluster(&self, nodes: Option<usize>, status: ClusterStatus) {
         if let Some(nodes) = nodes {
             self.cluster_nodes.set(nodes as i64);
         }
         self.cluster_redis_up
-            .set(i64::from(redis == RedisState::Connected));
+            .set(i64::from(status.redis == Some(RedisState::Connected)));
         let counted = self.cluster_redis_calls.get();
         self.cluster_redis_calls
-            .inc_by(calls.saturating_sub(counted));
+            .inc_by(status.calls.saturating_sub(counted));
     }
 
     /// The metrics text for a scrape, with `streams` as the registry lists them now.

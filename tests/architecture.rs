@@ -1,8 +1,10 @@
 //! The module structure README.md's "Architecture" promises, read from the sources: every
 //! `crate::` and `super::` path in `src/` (outside tests and comments) is an arrow from
 //! its file to the module file it names. No circle of arrows, and dependencies point one
-//! way: http → signalling → session → gateway → media → registry, metrics → stream,
-//! config → name.
+//! way down the layers of `layer`: main → http → signalling → session → gateway, tls,
+//! upload → media, metrics → registry, cluster → config, stream → name, blocking, hls.
+//! The tools (the test publisher, the benchmark, the test kit) are crates of their own,
+//! outside the gateway's package.
 
 mod common;
 
@@ -17,12 +19,9 @@ fn modules() -> BTreeMap<String, String> {
             let path = entry.path();
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             if path.is_dir() {
-                // Binaries are programs of their own; they use the library as any client.
-                if name != "bin" {
-                    let mut inner = prefix.to_vec();
-                    inner.push(name);
-                    walk(&path, &inner, out);
-                }
+                let mut inner = prefix.to_vec();
+                inner.push(name);
+                walk(&path, &inner, out);
                 continue;
             }
             if path.extension().is_none_or(|e| e != "rs") {
@@ -164,7 +163,7 @@ fn layer(module: &str) -> usize {
         &["gateway", "tls", "upload"],
         &["media", "metrics"],
         &["registry", "cluster"],
-        &["config", "stream", "client"],
+        &["config", "stream"],
         &["name", "blocking", "hls", ""],
     ];
     layers
@@ -213,4 +212,95 @@ fn media_knows_nothing_of_webrtc_and_the_registry_is_a_leaf() {
         "name imports {:?}",
         arrows["name"]
     );
+}
+
+/// The crate a dependency of the gateway's manifest is named by in code.
+fn crate_name(dependency: &str) -> String {
+    match dependency {
+        "gst-plugin-fmp4" => "gstfmp4".to_string(),
+        other => other.replace('-', "_"),
+    }
+}
+
+#[test]
+fn the_tools_live_outside_the_gateway_crate() {
+    // The gateway's package builds the gateway only: the publisher, the benchmark and
+    // the test kit are crates of the workspace.
+    assert!(
+        !root_path("src/bin").exists(),
+        "src/bin holds programs: the tools are crates of their own under crates/"
+    );
+    for tool in ["publish", "bench", "testkit"] {
+        assert!(
+            root_path(&format!("crates/{tool}/Cargo.toml")).is_file(),
+            "crates/{tool} is missing"
+        );
+    }
+    let lib = std::fs::read_to_string(root_path("src/lib.rs")).unwrap();
+    assert!(
+        !code(&lib).contains("mod client"),
+        "the gateway's library serves the tools (`client` belongs to crates/publish)"
+    );
+
+    // Every crate the gateway depends on is named by its sources: one only the tools use
+    // belongs in their manifests, and no crate of the workspace is a dependency.
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root_path("Cargo.toml")).unwrap()).unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    assert_eq!(members, &[toml::Value::from("crates/*")]);
+    let sources: String = modules().values().map(|text| code(text)).collect();
+    let dependencies = manifest["dependencies"].as_table().unwrap();
+    for (dependency, spec) in dependencies {
+        assert!(
+            spec.get("path").is_none(),
+            "the gateway depends on {dependency}, a crate of the workspace"
+        );
+        let name = crate_name(dependency);
+        // `name::...` or `use name as ...`; `rtc::` inside `webrtc::` is not a use of rtc.
+        let named = sources.match_indices(&name).any(|(at, _)| {
+            let after = &sources[at + name.len()..];
+            let whole = !sources[..at]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            whole && (after.starts_with("::") || after.starts_with(" as "))
+        });
+        assert!(
+            named,
+            "the gateway depends on {dependency}, which src/ never names: a tool's?"
+        );
+    }
+}
+
+#[test]
+fn nothing_above_the_cluster_asks_whether_there_is_one() {
+    let above = ["session", "http", "signalling", "gateway", "metrics"];
+    for (module, text) in modules() {
+        let top = module.split("::").next().unwrap_or(&module);
+        if !above.contains(&top) {
+            continue;
+        }
+        let code = code(&text);
+        let flat: String = code.split_whitespace().collect();
+        for asked in [
+            "cluster.is_some()",
+            "cluster.is_none()",
+            "cluster.as_ref()?",
+            "ifletSome(cluster)",
+            "letSome(cluster)=",
+        ] {
+            assert!(
+                !flat.contains(asked),
+                "{module} asks whether there is a cluster ({asked}): ask the cluster::Cluster trait"
+            );
+        }
+        for (at, _) in flat.match_indices("Option<") {
+            let inner: String = flat[at..].chars().take(60).collect();
+            let inner = inner.split('>').next().unwrap_or_default();
+            assert!(
+                !inner.contains("Membership") && !inner.contains("dynCluster"),
+                "{module} holds an optional cluster ({inner}): Gateway.cluster is always one"
+            );
+        }
+    }
 }

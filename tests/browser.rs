@@ -8,19 +8,10 @@ use common::browser::{Browser, BrowserKind};
 use common::{Publisher, TestGateway, decode_sdp};
 use serde_json::{Value, json};
 use std::time::Duration;
+use webrtc_gateway_testkit::Process;
 
 const STATE: &str = "document.body.dataset.state";
 const REASON: &str = "document.getElementById('reason').textContent";
-
-/// A helper process, killed when the test ends, also when it panics.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn screenshot_path(name: &str, kind: BrowserKind) -> std::path::PathBuf {
     let shots = common::root_path("target/screenshots");
@@ -366,8 +357,10 @@ player.attach(video)
     )
     .unwrap();
     let port = common::free_tcp_port();
-    let _server = KillOnDrop(
-        std::process::Command::new("python3")
+    let directory = page.path().to_path_buf();
+    let mut server = Process::new("http.server", move || {
+        let mut command = std::process::Command::new("python3");
+        command
             .args([
                 "-m",
                 "http.server",
@@ -376,15 +369,12 @@ player.attach(video)
                 "127.0.0.1",
             ])
             .arg("--directory")
-            .arg(page.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _ = common::eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+            .arg(&directory);
+        command
+    })
+    .spawn()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = server.wait_port(port, Duration::from_secs(10));
     let mut browser = Browser::start(kind);
     browser.open(&format!("http://127.0.0.1:{port}/index.html"));
     let state = browser.wait_for("window.state", &json!("live"), Duration::from_secs(20));

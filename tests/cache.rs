@@ -10,8 +10,8 @@ use common::fetch::fetch;
 use common::servers::{Server, varnish};
 use common::*;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
+use webrtc_gateway_testkit::python;
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,15 +40,23 @@ fn viewers(
     viewers: usize,
     seconds: u32,
 ) -> Value {
-    let output = Command::new(root_path("target/venv/bin/python"))
-        .arg(root_path("tests/tools/ll_viewers.py"))
-        .args(["--base", &cache.url("")])
-        .args(["--origin", &gateway.url("")])
-        .args(["--stream", stream])
-        .args(["--viewers", &viewers.to_string()])
-        .args(["--seconds", &seconds.to_string()])
-        .output()
-        .expect("make test installs aiohttp in target/venv");
+    let output = python::tool(
+        "ll_viewers.py",
+        &[
+            "--base",
+            &cache.url(""),
+            "--origin",
+            &gateway.url(""),
+            "--stream",
+            stream,
+            "--viewers",
+            &viewers.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ],
+    )
+    .output()
+    .expect(python::HINT);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

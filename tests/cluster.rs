@@ -6,18 +6,19 @@ mod common;
 
 use common::browser::{Browser, BrowserKind};
 use common::fetch::decode_playlist;
-use common::servers::{Server, haproxy, redis};
+use common::servers::{Server, haproxy, redis, redis_tls};
 use common::{
-    BROWSER_OFFER, Publisher, Signalling, TestGateway, client, decode_sdp, eventually,
-    free_udp_range, root_path,
+    BROWSER_OFFER, Publisher, Signalling, TestGateway, aiortc_whip, client, decode_sdp, eventually,
+    free_udp_range,
 };
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "cluster-secret";
+/// The secret the tests' nodes sign their forwarded requests with.
+const SECRET: &str = "nodes-know-each-other";
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The lease the tests' nodes hold their claims by.
 const LEASE_MS: u64 = 2000;
@@ -47,7 +48,7 @@ impl Cluster {
             .map(|(k, max)| {
                 TestGateway::start(&format!(
                     "[cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
-                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\n\
+                     node_id = \"gw{}\"\nlease_ms = {lease_ms}\nsecret = \"{SECRET}\"\n\
                      [limits]\nmax_publishers = {max}\n[rtp]\nport_base = {port_base}\n{extra}",
                     redis.port,
                     k + 1
@@ -399,19 +400,124 @@ fn forwarded_reads_keep_their_token() {
     assert!(listed.is_some(), "{}", b.log());
 }
 
-fn aiortc(
-    url: &str,
-    seconds: u32,
-) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
-    let mut child = Command::new(root_path("target/venv/bin/python"))
-        .arg(root_path("tests/tools/aiortc_whip.py"))
-        .arg(url)
-        .args(["--seconds", &seconds.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("make test installs aiortc in target/venv");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+#[test]
+fn a_node_refuses_forwarded_requests_not_signed_by_the_clusters_secret() {
+    use webrtc_gateway::cluster::signature::{Forwarded, sign};
+    let cluster = Cluster::start(&[4, 4], "");
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (status, _, body) = whip_post(&b.url("/whip/signed"));
+    assert_eq!(status, 201, "{body}");
+    // A forwards to B, signed with the cluster's secret: B answers.
+    assert_eq!(node_of(a, "signed").as_deref(), Some("gw2"));
+    let (_, streams) = a.get_json("/api/streams");
+    assert!(streams.to_string().contains("\"signed\""), "{streams}");
+
+    let path = "/api/streams/signed";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed_by = |secret: &str, timestamp: u64| {
+        let request = Forwarded {
+            method: "GET",
+            path,
+            timestamp,
+            node: "gw1",
+        };
+        client()
+            .get(b.url(path))
+            .header("X-Gateway-Forwarded-By", "gw1")
+            .header("X-Gateway-Forwarded-At", timestamp.to_string())
+            .header("X-Gateway-Forward-Signature", sign(secret, &request))
+            .send()
+            .unwrap()
+    };
+    let refused = |response: reqwest::blocking::Response, why: &str| {
+        assert_eq!(response.status(), 403, "{why}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"], "forward-unsigned", "{why}: {body}");
+    };
+    // Whoever only says it is a node is not taken for one, on any path.
+    for unsigned in [path, "/api/streams", "/recordings"] {
+        let response = client()
+            .get(b.url(unsigned))
+            .header("X-Gateway-Forwarded-By", "gw1")
+            .send()
+            .unwrap();
+        refused(response, unsigned);
+    }
+    refused(signed_by("not-the-secret", now), "another secret");
+    refused(signed_by(SECRET, now - 600), "ten minutes old");
+    // The cluster's own signature, fresh, is taken.
+    let response = signed_by(SECRET, now);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().unwrap()["node"], "gw2");
+}
+
+#[test]
+fn nodes_on_https_check_each_others_certificates_against_the_clusters_authority() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut authority = CertificateParams::new(Vec::<String>::new()).unwrap();
+    authority.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let authority_key = KeyPair::generate().unwrap();
+    let authority_cert = authority.self_signed(&authority_key).unwrap();
+    let issuer = Issuer::new(authority, authority_key);
+    let node_key = KeyPair::generate().unwrap();
+    let node_cert = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&node_key, &issuer)
+        .unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = file("ca.pem", authority_cert.pem());
+    let cert = file("node.pem", node_cert.pem());
+    let key = file("node-key.pem", node_key.serialize_pem());
+
+    let redis = redis(PASSWORD);
+    let port_base = free_udp_range(4 * 8);
+    // gw1 trusts the cluster's authority; gw2 only the system's roots, which never
+    // signed the nodes' certificates.
+    let node = |id: &str, ca_file: &str| {
+        TestGateway::start(&format!(
+            "[http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\
+             [cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n\
+             node_id = \"{id}\"\nlease_ms = {LEASE_MS}\nsecret = \"{SECRET}\"\n\
+             ca_file = \"{ca_file}\"\n[rtp]\nport_base = {port_base}",
+            redis.port
+        ))
+    };
+    let (a, b) = (node("gw1", &ca_file), node("gw2", ""));
+    for node in [&a, &b] {
+        let joined = eventually(Duration::from_secs(10), || {
+            let (_, view) = node.get_json("/api/cluster");
+            (view["nodes"].as_array()?.len() == 2).then_some(view)
+        });
+        let view = joined.expect("both nodes joined");
+        assert!(
+            view["nodes"][0]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"),
+            "{view}"
+        );
+    }
+    let (status, _, body) = whip_post(&b.url("/whip/onb"));
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = whip_post(&a.url("/whip/ona"));
+    assert_eq!(status, 201, "{body}");
+    // gw1 checks gw2's certificate against the authority, and forwards.
+    assert_eq!(node_of(&a, "onb").as_deref(), Some("gw2"));
+    // gw2 cannot check gw1's: it never sends gw1 the request (nor its token).
+    let (status, answer) = b.get_json("/api/streams/ona");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (502, Some("node-unreachable")),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -431,7 +537,7 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
 
     // aiortc over WHIP through HAProxy, wherever HAProxy sends its offer, trickle and
     // DELETE: live on B.
-    let (mut whip, mut lines) = aiortc(&proxy.url("/whip/third"), 60);
+    let (mut whip, mut lines) = aiortc_whip(&proxy.url("/whip/third"), &["--seconds", "60"]);
     let created: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(created["status"], 201, "{created}");
     let live = eventually(LIVE_TIMEOUT, || {
@@ -460,8 +566,7 @@ fn a_full_node_places_publishers_on_the_node_with_room() {
         assert_eq!(body["error"], "no-capacity", "{body}");
         assert_eq!(body["retry_after"], true);
     }
-    let _ = whip.kill();
-    let _ = whip.wait();
+    whip.kill();
 }
 
 #[test]
@@ -554,7 +659,7 @@ fn live_streams_outlast_redis_and_a_paused_node_gives_its_name_up() {
     decode_sdp(&a.url("/streams/steady/stream.sdp"), 2.0).assert_h264_and_opus(25);
 
     // Redis is back, empty: the node takes its claim back, and B refuses the name.
-    cluster.redis.start_again();
+    cluster.redis.start_again().unwrap();
     let back = eventually(Duration::from_secs(15), || {
         (node_of(b, "steady")? == "gw1").then_some(())
     });
@@ -587,38 +692,7 @@ fn live_streams_outlast_redis_and_a_paused_node_gives_its_name_up() {
 fn a_redis_over_tls_with_a_password_holds_the_cluster() {
     // Redis from Debian speaking only TLS, with a certificate of its own (so the URL
     // says `#insecure`: no authority vouches for it).
-    let tls = Server::start(
-        "redis-tls",
-        |port, dir| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
-                .unwrap()
-                .self_signed(&key)
-                .unwrap();
-            std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-            let mut command = Command::new("redis-server");
-            command
-                .args(["--bind", "127.0.0.1", "--port", "0"])
-                .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-                .arg("--tls-cert-file")
-                .arg(dir.join("cert.pem"))
-                .arg("--tls-key-file")
-                .arg(dir.join("key.pem"))
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--requirepass",
-                    PASSWORD,
-                ])
-                .arg("--dir")
-                .arg(dir);
-            command
-        },
-        "make test-deps installs Debian's redis-server",
-    );
+    let tls = redis_tls(PASSWORD);
     let node = TestGateway::start(&format!(
         "[cluster]\nredis_url = \"rediss://:{PASSWORD}@127.0.0.1:{}/0#insecure\"\n\
          node_id = \"tls1\"\nlease_ms = {LEASE_MS}",

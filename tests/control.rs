@@ -3,12 +3,13 @@
 
 mod common;
 
-use common::{Publisher, TestGateway, decode_sdp, root_path};
+use common::{Publisher, TestGateway, decode_sdp};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use webrtc_gateway_testkit::python;
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const ADMIN: &str = "admin-token-789";
@@ -202,13 +203,12 @@ fn scrape(gateway: &TestGateway) -> Vec<Value> {
             .starts_with("application/openmetrics-text")
     );
     let text = response.text().unwrap();
-    let mut parser = Command::new(root_path("target/venv/bin/python"))
-        .arg(root_path("tests/tools/parse_metrics.py"))
+    let mut parser = python::tool("parse_metrics.py", &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("make test installs prometheus-client in target/venv");
+        .expect(python::HINT);
     parser
         .stdin
         .take()

@@ -6,57 +6,12 @@ mod common;
 use common::fetch::{decode_playlist, fetch, ffprobe};
 use common::{Publisher, TestGateway};
 use std::time::{Duration, Instant};
+use webrtc_gateway_testkit::playlist::{Playlist, Segment};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A media playlist's tags and segments.
-#[derive(Debug, Default)]
-struct MediaPlaylist {
-    target_duration: u64,
-    media_sequence: u64,
-    segments: Vec<(f64, String)>,
-    /// Each complete segment's EXT-X-PROGRAM-DATE-TIME.
-    dates: Vec<std::time::SystemTime>,
-    /// Each complete segment's EXT-X-MAP (fMP4).
-    maps: Vec<Option<String>>,
-    discontinuities: usize,
-    ended: bool,
-}
-
-fn parse_media(text: &str) -> MediaPlaylist {
-    assert!(text.starts_with("#EXTM3U\n"), "{text}");
-    let mut playlist = MediaPlaylist::default();
-    let mut duration = None;
-    let mut date = None;
-    let mut map = None;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            playlist.target_duration = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            playlist.media_sequence = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            duration = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-            date = Some(humantime::parse_rfc3339(v).unwrap());
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=") {
-            map = Some(v.trim_matches('"').to_string());
-        } else if line == "#EXT-X-DISCONTINUITY" {
-            playlist.discontinuities += 1;
-        } else if line == "#EXT-X-ENDLIST" {
-            playlist.ended = true;
-        } else if !line.starts_with('#') && !line.is_empty() {
-            playlist
-                .segments
-                .push((duration.take().unwrap(), line.to_string()));
-            playlist.dates.extend(date.take());
-            playlist.maps.push(map.clone());
-        }
-    }
-    playlist
-}
-
 /// Checks the rules a player enforces on a media playlist and its segments.
-fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> MediaPlaylist {
+fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> Playlist {
     let media = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
     assert_eq!(media.status, 200);
     assert_eq!(
@@ -70,34 +25,37 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> M
         "{cache_control}"
     );
     assert_eq!(media.header("access-control-allow-origin"), "*");
-    let playlist = parse_media(&media.text());
-    assert_eq!(playlist.target_duration, 2);
+    let playlist = Playlist::parse(&media.text());
+    assert_eq!(playlist.target_duration, 2.0);
     // Every segment is dated by when its pictures arrived: in the last minute, each
     // after the one before by that one's duration.
     assert_eq!(
-        playlist.dates.len(),
+        playlist.dates().len(),
         playlist.segments.len(),
         "{}",
         media.text()
     );
     let now = std::time::SystemTime::now();
-    for date in &playlist.dates {
+    for date in &playlist.dates() {
         let age = now.duration_since(*date).expect("a date in the past");
         assert!(age < Duration::from_secs(60), "{age:?}");
     }
-    if playlist.discontinuities == 0 {
-        for (k, pair) in playlist.dates.windows(2).enumerate() {
+    if playlist.discontinuities() == 0 {
+        for (k, pair) in playlist.dates().windows(2).enumerate() {
             let step = pair[1].duration_since(pair[0]).unwrap().as_secs_f64();
-            let duration = playlist.segments[k].0;
+            let duration = playlist.segments[k].duration;
             assert!(
                 (step - duration).abs() < 0.3,
                 "{step} s between dates, EXTINF {duration}"
             );
         }
     }
-    for ((duration, uri), map) in playlist.segments.iter().zip(&playlist.maps) {
+    for Segment {
+        duration, uri, map, ..
+    } in &playlist.segments
+    {
         assert!(
-            duration.round() as u64 <= playlist.target_duration,
+            duration.round() as u64 <= playlist.target_duration as u64,
             "{duration} for {uri}"
         );
         let segment = fetch(gateway, &format!("/streams/{name}/{uri}"));
@@ -139,12 +97,12 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> M
 }
 
 /// Waits for the media playlist to list at least `count` segments.
-fn wait_segments(gateway: &TestGateway, name: &str, count: usize) -> MediaPlaylist {
+fn wait_segments(gateway: &TestGateway, name: &str, count: usize) -> Playlist {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let media = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
         if media.status == 200 {
-            let playlist = parse_media(&media.text());
+            let playlist = Playlist::parse(&media.text());
             if playlist.segments.len() >= count {
                 return playlist;
             }
@@ -203,10 +161,10 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     // The window slides: three segments. A segment that left it is still served for a
     // grace (a player may have the last playlist that listed it), then deleted.
     let playlist = wait_segments(&gateway, "cam1", 3);
-    let first_uri = playlist.segments[0].1.clone();
+    let first_uri = playlist.segments[0].uri.clone();
     let first_msn = playlist.media_sequence;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while parse_media(&fetch(&gateway, "/streams/cam1/stream.m3u8").text()).media_sequence
+    while Playlist::parse(&fetch(&gateway, "/streams/cam1/stream.m3u8").text()).media_sequence
         == first_msn
     {
         assert!(Instant::now() < deadline, "the window did not slide");
@@ -243,7 +201,7 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     publisher.wait_for("ended", Duration::from_secs(15));
     let ended = Instant::now();
     let playlist = loop {
-        let playlist = parse_media(&fetch(&gateway, "/streams/cam1/stream.m3u8").text());
+        let playlist = Playlist::parse(&fetch(&gateway, "/streams/cam1/stream.m3u8").text());
         if playlist.ended || ended.elapsed() > Duration::from_secs(3) {
             break playlist;
         }
@@ -256,20 +214,20 @@ fn live_hls_follows_the_rules_ends_and_continues() {
     // Back under the same name: the playlist goes on after a discontinuity, with a new
     // initialisation section in the fMP4 variants.
     let before = playlist.media_sequence + playlist.segments.len() as u64;
-    let first_map = playlist.maps.last().cloned().flatten();
+    let first_map = playlist.segments.last().and_then(|s| s.map.clone());
     let mut again = Publisher::start(&gateway, "cam1", &[]);
     again.wait_for("live", LIVE_TIMEOUT);
     let deadline = Instant::now() + Duration::from_secs(20);
     let resumed = loop {
         let playlist = check_media(&gateway, "cam1", true, true);
         let next = playlist.media_sequence + playlist.segments.len() as u64;
-        if playlist.discontinuities == 1 && !playlist.ended && next > before {
+        if playlist.discontinuities() == 1 && !playlist.ended && next > before {
             break playlist;
         }
         assert!(Instant::now() < deadline, "{playlist:?}");
         std::thread::sleep(Duration::from_millis(300));
     };
-    let new_map = resumed.maps.last().cloned().flatten();
+    let new_map = resumed.segments.last().and_then(|s| s.map.clone());
     assert!(
         first_map.is_none() || new_map != first_map,
         "{first_map:?} then {new_map:?}"
@@ -293,14 +251,14 @@ fn the_fmp4_and_mpegts_variants_stay_available() {
             playlist
                 .segments
                 .iter()
-                .all(|(_, uri)| uri.ends_with(extension)),
+                .all(|segment| segment.uri.ends_with(extension)),
             "{variant}: {text}"
         );
         let multivariant = fetch(&gateway, "/streams/v/index.m3u8").text();
         assert!(multivariant.contains("CODECS=\"avc1."), "{multivariant}");
         publisher.wait_for("ended", Duration::from_secs(20));
         let ended = common::eventually(Duration::from_secs(5), || {
-            let playlist = parse_media(&fetch(&gateway, "/streams/v/stream.m3u8").text());
+            let playlist = Playlist::parse(&fetch(&gateway, "/streams/v/stream.m3u8").text());
             playlist.ended.then_some(playlist)
         });
         assert!(ended.is_some(), "{variant}: no ENDLIST");

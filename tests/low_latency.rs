@@ -9,93 +9,9 @@ use common::fetch::{decode_playlist, fetch, ffprobe};
 use common::players::{h264_frames, unprivileged};
 use common::{Publisher, TestGateway};
 use std::time::{Duration, Instant};
+use webrtc_gateway_testkit::playlist::{Playlist, Segment, attribute};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Clone, PartialEq)]
-struct Part {
-    uri: String,
-    duration: f64,
-    independent: bool,
-}
-
-#[derive(Debug, Default)]
-struct Segment {
-    uri: String,
-    duration: f64,
-    dated: bool,
-    map: Option<String>,
-    parts: Vec<Part>,
-}
-
-/// A low-latency media playlist's tags, segments and parts.
-#[derive(Debug, Default)]
-struct Playlist {
-    version: u32,
-    target_duration: f64,
-    part_target: f64,
-    server_control: String,
-    media_sequence: u64,
-    skipped: u64,
-    segments: Vec<Segment>,
-    /// The parts of the segment being made.
-    open: Segment,
-    hint: Option<String>,
-    ended: bool,
-}
-
-fn attribute<'a>(attributes: &'a str, key: &str) -> Option<&'a str> {
-    attributes.split(',').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| v.trim_matches('"'))
-    })
-}
-
-fn parse(text: &str) -> Playlist {
-    assert!(text.starts_with("#EXTM3U\n"), "{text}");
-    let mut playlist = Playlist::default();
-    let mut open = Segment::default();
-    let mut map = None;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("#EXT-X-VERSION:") {
-            playlist.version = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            playlist.target_duration = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PART-INF:") {
-            playlist.part_target = attribute(v, "PART-TARGET").unwrap().parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-SERVER-CONTROL:") {
-            playlist.server_control = v.to_string();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            playlist.media_sequence = v.parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:") {
-            playlist.skipped = attribute(v, "SKIPPED-SEGMENTS").unwrap().parse().unwrap();
-        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
-            map = attribute(v, "URI").map(str::to_string);
-        } else if line.starts_with("#EXT-X-PROGRAM-DATE-TIME:") {
-            open.dated = true;
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
-            open.parts.push(Part {
-                uri: attribute(v, "URI").unwrap().to_string(),
-                duration: attribute(v, "DURATION").unwrap().parse().unwrap(),
-                independent: attribute(v, "INDEPENDENT") == Some("YES"),
-            });
-        } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
-            assert_eq!(attribute(v, "TYPE"), Some("PART"), "{line}");
-            playlist.hint = attribute(v, "URI").map(str::to_string);
-        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
-            open.duration = v.trim_end_matches(',').parse().unwrap();
-        } else if line == "#EXT-X-ENDLIST" {
-            playlist.ended = true;
-        } else if !line.starts_with('#') && !line.is_empty() {
-            open.uri = line.to_string();
-            open.map = map.clone();
-            playlist.segments.push(std::mem::take(&mut open));
-        }
-    }
-    open.map = map;
-    playlist.open = open;
-    playlist
-}
 
 fn media(gateway: &TestGateway, name: &str, query: &str) -> (u16, String) {
     let response = fetch(gateway, &format!("/streams/{name}/stream.m3u8{query}"));
@@ -107,8 +23,8 @@ fn wait_segments(gateway: &TestGateway, name: &str, count: usize) -> Playlist {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let (status, text) = media(gateway, name, "");
-        if status == 200 && parse(&text).segments.len() >= count {
-            return parse(&text);
+        if status == 200 && Playlist::parse(&text).segments.len() >= count {
+            return Playlist::parse(&text);
         }
         assert!(Instant::now() < deadline, "no {count} segments: {text}");
         std::thread::sleep(Duration::from_millis(200));
@@ -171,7 +87,7 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
         .unwrap();
     assert!(skip_until >= 6.0 * playlist.target_duration, "{text}");
     assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS") || text.contains("INDEPENDENT=YES"));
-    let hint = playlist.hint.clone().expect("a preload hint");
+    assert!(playlist.hint.is_some(), "a preload hint:\n{text}");
 
     // Every segment is dated and has its initialisation section; the parts listed make
     // up their segment, each within the part target, the first on a key frame.
@@ -183,7 +99,7 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
     assert!(!with_parts.is_empty(), "{text}");
     for segment in playlist.segments.iter().chain([&playlist.open]) {
         assert!(
-            segment.dated,
+            segment.dated(),
             "{segment:?} has no PROGRAM-DATE-TIME\n{text}"
         );
         assert!(segment.map.is_some(), "{segment:?} has no EXT-X-MAP");
@@ -250,7 +166,11 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
         decoded = video.len();
     }
 
-    // The hinted part is answered when it lands, and then listed.
+    // The hinted part is answered when it lands, and then listed. The hint is read
+    // afresh: the parts read above may have left the playlist meanwhile.
+    let hint = Playlist::parse(&media(&gateway, "ll", "").1)
+        .hint
+        .expect("a preload hint");
     let hinted = fetch(&gateway, &format!("/streams/ll/{hint}"));
     assert_eq!(hinted.status, 200, "{hint}");
     assert!(!hinted.body.is_empty());
@@ -293,7 +213,7 @@ fn blocking_reloads_answer_as_the_spec_says() {
     }
 
     // A request for the next part is held until the part is there.
-    let now = parse(&media(&gateway, "block", "").1);
+    let now = Playlist::parse(&media(&gateway, "block", "").1);
     let msn = now.media_sequence + now.segments.len() as u64;
     let part = now.open.parts.len() as u64;
     let hint = now.hint.clone().unwrap();
@@ -303,7 +223,7 @@ fn blocking_reloads_answer_as_the_spec_says() {
         &format!("?_HLS_msn={msn}&_HLS_part={part}"),
     );
     assert_eq!(status, 200, "{text}");
-    let answered = parse(&text);
+    let answered = Playlist::parse(&text);
     let listed = answered
         .segments
         .iter()
@@ -315,7 +235,7 @@ fn blocking_reloads_answer_as_the_spec_says() {
     // A whole segment: held until the segment after the open one is complete.
     let (status, text) = media(&gateway, "block", &format!("?_HLS_msn={}", msn + 1));
     assert_eq!(status, 200, "{text}");
-    let answered = parse(&text);
+    let answered = Playlist::parse(&text);
     assert!(
         answered.media_sequence + answered.segments.len() as u64 > msn + 1,
         "{text}"
@@ -326,8 +246,8 @@ fn blocking_reloads_answer_as_the_spec_says() {
     let (delta, answered) = common::eventually(Duration::from_secs(10), || {
         let (status, delta) = media(&gateway, "block", "?_HLS_msn=0&_HLS_skip=YES");
         assert_eq!(status, 200, "{delta}");
-        let whole = parse(&media(&gateway, "block", "").1);
-        let delta = parse(&delta);
+        let whole = Playlist::parse(&media(&gateway, "block", "").1);
+        let delta = Playlist::parse(&delta);
         (delta.media_sequence == whole.media_sequence
             && delta.segments.last().map(|s| &s.uri) == whole.segments.last().map(|s| &s.uri))
         .then_some((delta, whole))
@@ -344,7 +264,7 @@ fn blocking_reloads_answer_as_the_spec_says() {
     // A publisher that stops sending: the held request ends in 503 after three target
     // durations.
     publisher.signal("-STOP");
-    let now = parse(&media(&gateway, "block", "").1);
+    let now = Playlist::parse(&media(&gateway, "block", "").1);
     let ahead = now.media_sequence + now.segments.len() as u64 + 2;
     let asked = Instant::now();
     let (status, body) = media(&gateway, "block", &format!("?_HLS_msn={ahead}"));
@@ -365,14 +285,14 @@ fn blocking_reloads_answer_as_the_spec_says() {
         &format!("?_HLS_msn={}&_HLS_part=0", ended + 2),
     );
     assert_eq!(status, 200, "{text}");
-    assert!(parse(&text).ended, "{text}");
+    assert!(Playlist::parse(&text).ended, "{text}");
 }
 
 /// Waits for the playlist's ENDLIST; returns the number after its last segment.
 fn eventually_ended(gateway: &TestGateway) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let playlist = parse(&media(gateway, "block", "").1);
+        let playlist = Playlist::parse(&media(gateway, "block", "").1);
         if playlist.ended {
             assert!(playlist.hint.is_none() && playlist.open.parts.is_empty());
             return playlist.media_sequence + playlist.segments.len() as u64;

@@ -7,69 +7,23 @@
 mod common;
 
 use common::fetch::{fetch, ffprobe};
-use common::{Decoded, Publisher, TestGateway, decode_sdp, eventually, root_path};
+use common::{Decoded, Publisher, TestGateway, aiortc_whip, decode_sdp, eventually};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use webrtc_gateway_testkit::playlist::{Playlist, Segment};
 
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const H264_ON_REQUEST: &[&str] = &["--codec", "h264", "--keyframes-on-request"];
 
-/// One segment of a media playlist.
-#[derive(Debug, Clone)]
-struct Segment {
-    uri: String,
-    duration: f64,
-    map: Option<String>,
-    discontinuity: bool,
-    /// Whether the segment's first part is marked independent (low-latency only).
-    first_part_independent: Option<bool>,
-}
-
-#[derive(Debug, Default)]
-struct MediaPlaylist {
-    target: f64,
-    segments: Vec<Segment>,
-}
-
-fn parse(text: &str) -> MediaPlaylist {
-    let mut playlist = MediaPlaylist::default();
-    let (mut map, mut discontinuity, mut first_part) = (None, false, None);
-    for line in text.lines() {
-        if let Some(value) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            playlist.target = value.parse().unwrap();
-        } else if let Some(value) = line.strip_prefix("#EXT-X-MAP:URI=") {
-            map = Some(value.trim_matches('"').to_string());
-        } else if line == "#EXT-X-DISCONTINUITY" {
-            discontinuity = true;
-        } else if let Some(value) = line.strip_prefix("#EXT-X-PART:") {
-            first_part.get_or_insert(value.contains("INDEPENDENT=YES"));
-        } else if let Some(value) = line.strip_prefix("#EXTINF:") {
-            let duration = value.trim_end_matches(',').parse().unwrap();
-            playlist.segments.push(Segment {
-                uri: String::new(),
-                duration,
-                map: map.clone(),
-                discontinuity: std::mem::take(&mut discontinuity),
-                first_part_independent: first_part.take(),
-            });
-        } else if !line.starts_with('#')
-            && !line.is_empty()
-            && let Some(segment) = playlist.segments.last_mut()
-        {
-            segment.uri = line.to_string();
-        }
-    }
-    playlist
-}
-
-fn media(gateway: &TestGateway, name: &str) -> MediaPlaylist {
+/// The media playlist of `name`, or an empty one while it has none.
+fn media(gateway: &TestGateway, name: &str) -> Playlist {
     let response = fetch(gateway, &format!("/streams/{name}/stream.m3u8"));
     if response.status != 200 {
-        return MediaPlaylist::default();
+        return Playlist::default();
     }
-    parse(&response.text())
+    Playlist::parse(&response.text())
 }
 
 /// Waits (with a deadline) until the media playlist satisfies `done`.
@@ -77,8 +31,8 @@ fn wait_playlist(
     gateway: &TestGateway,
     name: &str,
     what: &str,
-    done: impl Fn(&MediaPlaylist) -> bool,
-) -> MediaPlaylist {
+    done: impl Fn(&Playlist) -> bool,
+) -> Playlist {
     eventually(Duration::from_secs(40), || {
         let playlist = media(gateway, name);
         done(&playlist).then_some(playlist)
@@ -122,22 +76,18 @@ fn segment_frames(gateway: &TestGateway, name: &str, segment: &Segment) -> (Vec<
 
 /// Every complete segment starts with a key frame, decodes, and lasts about the target
 /// (the publisher's key frame arrives just after each boundary).
-fn assert_segments_start_on_key_frames(
-    gateway: &TestGateway,
-    name: &str,
-    playlist: &MediaPlaylist,
-) {
+fn assert_segments_start_on_key_frames(gateway: &TestGateway, name: &str, playlist: &Playlist) {
     assert!(playlist.segments.len() >= 3, "{playlist:?}");
     for (k, segment) in playlist.segments.iter().enumerate() {
         let (keys, _) = segment_frames(gateway, name, segment);
         assert!(keys.len() >= 10, "{}: {} frames", segment.uri, keys.len());
         assert!(keys[0], "{} does not start with a key frame", segment.uri);
         assert!(
-            segment.duration.round() <= playlist.target,
+            segment.duration.round() <= playlist.target_duration,
             "{}: {} s past the target {}",
             segment.uri,
             segment.duration,
-            playlist.target
+            playlist.target_duration
         );
         // The first segment starts with the stream; the last may be cut by the end.
         if k > 0 && k + 1 < playlist.segments.len() {
@@ -148,7 +98,7 @@ fn assert_segments_start_on_key_frames(
                 segment.duration
             );
         }
-        if let Some(independent) = segment.first_part_independent {
+        if let Some(independent) = segment.first_part_independent() {
             assert!(
                 independent,
                 "{}: its first part is not independent",
@@ -567,15 +517,10 @@ fn only_h264_under_auto_passes_through() {
 #[test]
 fn a_whip_publisher_offering_only_h264_passes_through() {
     let gateway = TestGateway::start("[transcode]\nmode = \"auto\"");
-    let python = root_path("target/venv/bin/python");
-    let mut client = Command::new(python)
-        .arg(root_path("tests/tools/aiortc_whip.py"))
-        .arg(gateway.url("/whip/aioh264"))
-        .args(["--codec", "h264", "--seconds", "12"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("make test installs aiortc in target/venv");
-    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let (mut client, mut lines) = aiortc_whip(
+        &gateway.url("/whip/aioh264"),
+        &["--codec", "h264", "--seconds", "12"],
+    );
     let created: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(created["status"], 201, "{created}");
     let stream = eventually(LIVE_TIMEOUT, || {
@@ -601,7 +546,7 @@ fn a_whip_publisher_offering_only_h264_passes_through() {
         }
         assert!(started.elapsed() < Duration::from_secs(30));
     }
-    let _ = client.wait();
+    let _ = client.wait_exit(Duration::from_secs(30));
 }
 
 #[test]

@@ -295,12 +295,24 @@ fn freezes_under_loss(loss_percent: u32, jitter_ms: u32, rtx: bool, max_frozen: 
     let mut lossy = Publisher::start(&gateway, "lossy", &args);
     clean.wait_for("live", Duration::from_secs(30));
     lossy.wait_for("live", Duration::from_secs(30));
-    let clean_run = std::thread::scope(|scope| {
-        let clean = scope.spawn(|| frozen_seconds(&gateway, "clean", 15));
-        let lossy = frozen_seconds(&gateway, "lossy", 15);
-        (clean.join().unwrap(), lossy)
-    });
-    let ((clean_frozen, clean_frames), (lossy_frozen, lossy_frames)) = clean_run;
+    // The clean stream is the control: when it froze too, the machine was too busy for
+    // the measurement to say anything of the loss, and it is made again (three tries).
+    let measure = || {
+        std::thread::scope(|scope| {
+            let clean = scope.spawn(|| frozen_seconds(&gateway, "clean", 15));
+            let lossy = frozen_seconds(&gateway, "lossy", 15);
+            (clean.join().unwrap(), lossy)
+        })
+    };
+    let mut run = measure();
+    for _ in 1..3 {
+        if run.0.0 <= 0.2 {
+            break;
+        }
+        eprintln!("the clean stream froze {:.2} s: measuring again", run.0.0);
+        run = measure();
+    }
+    let ((clean_frozen, clean_frames), (lossy_frozen, lossy_frames)) = run;
     let stats = gateway.stream("lossy").expect("the lossy stream goes on")["stats"].clone();
     if rtx {
         // Negotiated: the publisher then retransmits only on the RTX stream, so the

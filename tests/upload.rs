@@ -194,7 +194,7 @@ fn a_store_that_stops_mid_recording_gets_it_once_back() {
     assert!(failed.is_some(), "{:?}", gateway.recordings_of("outage"));
     let listed = failed.unwrap();
     assert!(listed[0]["uploaded"].is_null(), "{listed:?}");
-    store.start_again();
+    store.start_again().unwrap();
     let listed = wait_uploaded(&gateway, "outage", 1);
     assert!(listed[0]["upload_error"].is_null(), "{listed:?}");
     let file = listed[0]["file"].as_str().unwrap();

@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::{BROWSER_OFFER, TestGateway, decode_sdp, root_path};
+use common::{BROWSER_OFFER, TestGateway, aiortc_whip, decode_sdp};
 use reqwest::blocking::{Client, Response};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn post(
@@ -33,15 +31,10 @@ fn offer() -> String {
 #[test]
 fn aiortc_publishes_over_whip_and_the_output_decodes() {
     let gateway = TestGateway::start("[auth]\npublish_token = \"whip-secret-token\"");
-    let python = root_path("target/venv/bin/python");
-    let mut client = Command::new(python)
-        .arg(root_path("tests/tools/aiortc_whip.py"))
-        .arg(gateway.url("/whip/aio"))
-        .args(["--token", "whip-secret-token", "--seconds", "8"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("make test installs aiortc in target/venv");
-    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let (mut client, mut lines) = aiortc_whip(
+        &gateway.url("/whip/aio"),
+        &["--token", "whip-secret-token", "--seconds", "8"],
+    );
     let created: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(created["status"], 201, "{created}");
     assert!(
@@ -67,7 +60,8 @@ fn aiortc_publishes_over_whip_and_the_output_decodes() {
     }
     assert_eq!(deleted.unwrap()["status"], 200);
     gateway.wait_stream_ended("aio", Duration::from_secs(2));
-    assert!(client.wait().unwrap().success());
+    let exit = client.wait_exit(Duration::from_secs(30));
+    assert!(exit.is_some_and(|status| status.success()), "{exit:?}");
     assert!(!gateway.log().contains("whip-secret-token"));
 }
 
@@ -201,11 +195,15 @@ fn whip_status_codes() {
 
 #[test]
 fn whip_tokens_and_preflight() {
-    let gateway = TestGateway::start(
+    // A STUN server on this machine that never answers: the gateway asks it (and
+    // names it in its Link headers) without reaching past loopback.
+    let stun_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stun = format!("stun:{}", stun_socket.local_addr().unwrap());
+    let gateway = TestGateway::start(&format!(
         "[auth]\npublish_token = \"global-token-123\"\n\
          [[auth.streams]]\nname = \"cam7\"\ntoken = \"cam7-token-456\"\n\
-         [webrtc]\nice_servers = [\"stun:stun.example.net:3478\"]",
-    );
+         [webrtc]\nice_servers = [\"{stun}\"]",
+    ));
     for token in [None, Some("wrong"), Some("cam7-token-456")] {
         let response = post(&gateway, "other", "application/sdp", token, &offer());
         assert_eq!(response.status(), 401, "{token:?}");
@@ -232,7 +230,7 @@ fn whip_tokens_and_preflight() {
     assert_eq!(created.status(), 201);
     assert_eq!(
         created.headers()["link"],
-        "<stun:stun.example.net:3478>; rel=\"ice-server\""
+        format!("<{stun}>; rel=\"ice-server\"")
     );
     // The session URL needs the token too.
     let location = created.headers()["location"].to_str().unwrap().to_string();
@@ -275,10 +273,7 @@ fn whip_tokens_and_preflight() {
             .unwrap()
             .contains("Authorization")
     );
-    assert_eq!(
-        headers["link"],
-        "<stun:stun.example.net:3478>; rel=\"ice-server\""
-    );
+    assert_eq!(headers["link"], format!("<{stun}>; rel=\"ice-server\""));
 
     let log = gateway.log();
     for secret in ["global-token-123", "cam7-token-456"] {

@@ -6,14 +6,18 @@
 //! node back from a pause finds its claim taken (a newer token) and gives it up, and
 //! takes back a claim that expired while Redis was away if nobody else took it.
 
-use super::NodeInfo;
+use super::{
+    Claim, ClaimError, Cluster, ClusterStatus, HeldSlot, Holder, NodeInfo, RedisState, Release,
+    SlotRequest,
+};
 use crate::config::ClusterConfig;
 use crate::name::StreamName;
+use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -60,47 +64,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// Why a claim was not made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClaimError {
-    #[error("held by node {0}")]
-    Held(String),
-    #[error("the cluster's Redis cannot be reached: {0}")]
-    Unavailable(String),
-}
-
-/// Whether Redis answered the last call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisState {
-    /// Not asked yet.
-    Unknown = 0,
-    Connected = 1,
-    Unavailable = 2,
-}
-
-impl RedisState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RedisState::Unknown | RedisState::Unavailable => "unavailable",
-            RedisState::Connected => "connected",
-        }
-    }
-}
-
 /// A claim this node holds.
 #[derive(Debug, Clone)]
 struct Held {
     value: String,
     /// The stream whose name it claims; `None` for a port slot.
     stream: Option<StreamName>,
-}
-
-/// Where a stream is served from, as the cluster knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub node: String,
-    /// The stream ended; its node serves its playlist while it lingers.
-    pub ended: bool,
 }
 
 /// This node in the cluster's Redis.
@@ -117,6 +86,8 @@ pub struct Membership {
     lost_rx: Mutex<Option<mpsc::UnboundedReceiver<StreamName>>>,
     /// Held while the record and claims are renewed; true once the node has left.
     left: tokio::sync::Mutex<bool>,
+    /// Itself, for the claims it hands out.
+    me: Weak<Membership>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -151,7 +122,7 @@ impl Membership {
         let redis = ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(|e| e.to_string())?;
         let (lost, lost_rx) = mpsc::unbounded_channel();
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             node: node.to_string(),
             lease: Duration::from_millis(config.lease_ms as u64),
             redis,
@@ -161,29 +132,16 @@ impl Membership {
             lost,
             lost_rx: Mutex::new(Some(lost_rx)),
             left: tokio::sync::Mutex::new(false),
+            me: me.clone(),
         }))
     }
 
-    pub fn redis_state(&self) -> RedisState {
+    fn redis_state(&self) -> RedisState {
         match self.state.load(Ordering::Relaxed) {
             1 => RedisState::Connected,
             2 => RedisState::Unavailable,
             _ => RedisState::Unknown,
         }
-    }
-
-    /// Redis calls made so far.
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    /// The names this node lost to another node's claim, once: whoever ends those
-    /// streams takes it.
-    pub fn take_lost(&self) -> Option<mpsc::UnboundedReceiver<StreamName>> {
-        self.lost_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
@@ -222,7 +180,7 @@ impl Membership {
     }
 
     /// Claims `key` for this node, as `stream` when it is a name.
-    async fn claim(&self, key: String, stream: Option<StreamName>) -> Result<(), ClaimError> {
+    async fn claim_key(&self, key: String, stream: Option<StreamName>) -> Result<(), ClaimError> {
         let mut redis = self.redis.clone();
         let script = Script::new(CLAIM);
         let mut invocation = script.key(&key);
@@ -239,14 +197,14 @@ impl Membership {
     }
 
     /// Claims a stream name for this node.
-    pub async fn claim_name(&self, name: &StreamName) -> Result<(), ClaimError> {
-        self.claim(key("stream", name.as_str()), Some(name.clone()))
+    async fn claim_name(&self, name: &StreamName) -> Result<(), ClaimError> {
+        self.claim_key(key("stream", name.as_str()), Some(name.clone()))
             .await
     }
 
     /// Claims the lowest RTP port slot free across the cluster for `host`, below
     /// `count`.
-    pub async fn claim_slot(&self, host: &str, count: u32) -> Result<u32, ClaimError> {
+    async fn claim_slot(&self, host: &str, count: u32) -> Result<u32, ClaimError> {
         let mut redis = self.redis.clone();
         let mut start = 0;
         while start < count {
@@ -257,7 +215,7 @@ impl Membership {
             let values: Vec<Option<String>> = self.call(redis.mget(&keys)).await?;
             for (slot, (key, value)) in (start..end).zip(keys.into_iter().zip(values)) {
                 if value.is_none() {
-                    match self.claim(key, None).await {
+                    match self.claim_key(key, None).await {
                         Ok(()) => return Ok(slot),
                         // Another node took it meanwhile: the next one.
                         Err(ClaimError::Held(_)) => continue,
@@ -267,14 +225,12 @@ impl Membership {
             }
             start = end;
         }
-        Err(ClaimError::Held(format!(
-            "every one of the {count} RTP slots"
-        )))
+        Err(ClaimError::NoSlot(count))
     }
 
     /// Gives up a name (with `linger`, the node keeps serving the ended stream's
     /// playlist that long, and other nodes send its viewers here).
-    pub async fn release_name(&self, name: &StreamName, linger: Option<Duration>) {
+    async fn release_name(&self, name: &StreamName, linger: Option<Duration>) {
         if let Some(linger) = linger.filter(|l| !l.is_zero()) {
             let mut redis = self.redis.clone();
             let ended = key("ended", name.as_str());
@@ -282,15 +238,16 @@ impl Membership {
                 .call(redis.pset_ex(ended, &self.node, linger.as_millis() as u64))
                 .await;
         }
-        self.release(key("stream", name.as_str())).await;
+        self.release_key(key("stream", name.as_str())).await;
     }
 
     /// Gives up a slot.
-    pub async fn release_slot(&self, host: &str, slot: u32) {
-        self.release(key("slot", &format!("{host}:{slot}"))).await;
+    async fn release_slot(&self, host: &str, slot: u32) {
+        self.release_key(key("slot", &format!("{host}:{slot}")))
+            .await;
     }
 
-    async fn release(&self, key: String) {
+    async fn release_key(&self, key: String) {
         let Some(held) = self.held().remove(&key) else {
             return;
         };
@@ -301,9 +258,55 @@ impl Membership {
         // Unreachable, the claim expires with its lease.
         let _: Result<i64, _> = self.call(invocation.invoke_async(&mut redis)).await;
     }
+}
+
+impl Release for Membership {
+    fn release(
+        self: Arc<Self>,
+        name: StreamName,
+        slot: Option<HeldSlot>,
+        linger: Option<Duration>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(slot) = slot {
+                self.release_slot(&slot.host, slot.slot).await;
+            }
+            self.release_name(&name, linger).await;
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Cluster for Membership {
+    fn has_other_nodes(&self) -> bool {
+        true
+    }
+
+    /// Claims the name, then the lowest slot free across the cluster; a name whose slot
+    /// cannot be claimed is given up again (its claim dropped).
+    async fn claim(
+        &self,
+        name: &StreamName,
+        slot: Option<SlotRequest>,
+    ) -> Result<Claim, ClaimError> {
+        let owner = self
+            .me
+            .upgrade()
+            .ok_or_else(|| ClaimError::Unavailable("the node is stopping".into()))?;
+        self.claim_name(name).await?;
+        let claim = Claim::new(name.clone(), None, owner);
+        let Some(slot) = slot else {
+            return Ok(claim);
+        };
+        let index = self.claim_slot(&slot.host, slot.count).await?;
+        Ok(claim.with_slot(HeldSlot {
+            host: slot.host,
+            slot: index,
+        }))
+    }
 
     /// Which node holds `name`, or served it last while its playlist lingers.
-    pub async fn holder(&self, name: &str) -> Result<Option<Holder>, ClaimError> {
+    async fn holder(&self, name: &str) -> Result<Option<Holder>, ClaimError> {
         let mut redis = self.redis.clone();
         let (live, ended): (Option<String>, Option<String>) = self
             .call(redis.mget(&[key("stream", name), key("ended", name)]))
@@ -319,7 +322,7 @@ impl Membership {
     }
 
     /// The record of node `id`, while it is live.
-    pub async fn node(&self, id: &str) -> Result<Option<NodeInfo>, ClaimError> {
+    async fn node(&self, id: &str) -> Result<Option<NodeInfo>, ClaimError> {
         let mut redis = self.redis.clone();
         let record: Option<String> = self.call(redis.get(key("node", id))).await?;
         Ok(record.and_then(|r| serde_json::from_str(&r).ok()))
@@ -327,7 +330,7 @@ impl Membership {
 
     /// The live nodes, this one included once it has joined. Nodes whose record has
     /// expired are forgotten.
-    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClaimError> {
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, ClaimError> {
         let mut redis = self.redis.clone();
         let mut ids: Vec<String> = self.call(redis.smembers(key("nodes", "all"))).await?;
         ids.sort();
@@ -353,7 +356,7 @@ impl Membership {
     /// Joins the cluster as `me`: refused when another live node has this node's id (a
     /// record with another URL). Redis may be away: the node then joins at its first
     /// renewal, and its live streams never wait for it.
-    pub async fn join(&self, me: &NodeInfo) -> Result<(), String> {
+    async fn join(&self, me: &NodeInfo) -> Result<(), String> {
         match self.node(&me.id).await {
             Ok(Some(other)) if other.url != me.url => {
                 return Err(format!(
@@ -374,7 +377,7 @@ impl Membership {
 
     /// Writes this node's record and renews its claims; a claim that another node
     /// holds now is given up, and its stream reported lost.
-    pub async fn renew(&self, me: &NodeInfo) -> Result<(), ClaimError> {
+    async fn renew(&self, me: &NodeInfo) -> Result<(), ClaimError> {
         let mut redis = self.redis.clone();
         let record = serde_json::to_string(me).expect("a node record serializes");
         let lease_ms = self.lease.as_millis() as u64;
@@ -419,8 +422,8 @@ impl Membership {
 
     /// Renews this node's record and claims three times a lease, with what `me` says of
     /// the node, until it leaves (or `me` has nothing to say).
-    pub fn spawn_renewal(self: &Arc<Self>, me: impl Fn() -> Option<NodeInfo> + Send + 'static) {
-        let membership = self.clone();
+    fn spawn_renewal(self: Arc<Self>, me: Box<dyn Fn() -> Option<NodeInfo> + Send + Sync>) {
+        let membership = self;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(membership.lease / 3);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -439,12 +442,12 @@ impl Membership {
 
     /// Leaves the cluster: every claim and this node's record go at once, not after
     /// the lease.
-    pub async fn leave(&self) {
+    async fn leave(&self) {
         // No renewal runs now, nor after.
         *self.left.lock().await = true;
         let keys: Vec<String> = self.held().keys().cloned().collect();
         for key in keys {
-            self.release(key).await;
+            self.release_key(key).await;
         }
         let mut redis = self.redis.clone();
         let mut pipe = redis::pipe();
@@ -453,6 +456,22 @@ impl Membership {
             .srem(key("nodes", "all"), &self.node)
             .ignore();
         let _: Result<(), _> = self.call(pipe.query_async(&mut redis)).await;
+    }
+
+    /// The names this node lost to another node's claim, once: whoever ends those
+    /// streams takes it.
+    fn take_lost(&self) -> Option<mpsc::UnboundedReceiver<StreamName>> {
+        self.lost_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            redis: Some(self.redis_state()),
+            calls: self.calls.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -158,6 +158,13 @@ mod tests {
         assert_eq!(place(&nodes, "a").map(|n| n.id.as_str()), Some("c"));
         assert_eq!(place(&nodes, "c").map(|n| n.id.as_str()), Some("a"));
         assert_eq!(place(&nodes[3..4], "a"), None);
+        // Among equals, the first by id; never the asking node, even with most room.
+        let tied = [
+            node("c", NodeState::Serving, 1, 4),
+            node("b", NodeState::Serving, 1, 4),
+            node("me", NodeState::Serving, 0, 4),
+        ];
+        assert_eq!(place(&tied, "me").map(|n| n.id.as_str()), Some("b"));
         let full = [
             node("a", NodeState::Serving, 1, 1),
             node("b", NodeState::Serving, 3, 3),

@@ -165,6 +165,20 @@ impl Config {
                 format!("must be an http:// or https:// URL or empty, got {url:?}"),
             );
         }
+        let ca_file = &self.cluster.ca_file;
+        if !ca_file.as_os_str().is_empty() {
+            match std::fs::read_to_string(ca_file) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {}
+                Ok(_) => p.push(
+                    "cluster.ca_file",
+                    format!("{} holds no PEM certificate", ca_file.display()),
+                ),
+                Err(e) => p.push(
+                    "cluster.ca_file",
+                    format!("cannot read {}: {e}", ca_file.display()),
+                ),
+            }
+        }
         if let Err(e) = super::values::StoreUrl::parse(&self.record.upload_url) {
             p.push("record.upload_url", e);
         }
@@ -311,6 +325,20 @@ impl Config {
     }
 
     /// The effective configuration as TOML text.
+    /// What is valid but unsafe, one line per key: `check-config` and the start say it.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.cluster.redis_url.is_empty() && self.cluster.secret.is_empty() {
+            warnings.push(
+                "cluster.secret: empty while cluster.redis_url is set: the nodes take \
+                 forwarded requests from anyone who can reach them; set the same secret on \
+                 every node"
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("configuration serializes")
     }
@@ -530,10 +558,31 @@ mod tests {
                 "[transcode]\nmode = \"never\"",
                 &["transcode.mode: must be one of \"always\", \"auto\", got \"never\""],
             ),
+            (
+                "[cluster]\nca_file = \"/nonexistent/ca.pem\"",
+                &[
+                    "cluster.ca_file: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)",
+                ],
+            ),
+            (
+                "[cluster]\nca_file = \"/dev/null\"",
+                &["cluster.ca_file: /dev/null holds no PEM certificate"],
+            ),
         ];
         for (text, want) in table {
             assert_eq!(&problems(text), want, "for {text:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_without_a_secret_is_warned_of() {
+        let redis = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"";
+        let warnings = Config::parse(redis).unwrap().warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("cluster.secret: empty while cluster.redis_url is set"));
+        let signed = format!("{redis}\nsecret = \"s\"");
+        assert!(Config::parse(&signed).unwrap().warnings().is_empty());
+        assert!(Config::default().warnings().is_empty());
     }
 
     #[test]

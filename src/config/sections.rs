@@ -297,6 +297,12 @@ pub struct ClusterConfig {
     pub advertise_url: String,
     /// A node that has not renewed its claims for this long is taken as gone.
     pub lease_ms: u32,
+    /// Signs the requests nodes forward to each other; when set, a forwarded request
+    /// without its signature is refused. Empty: forwarded requests are taken unsigned.
+    pub secret: String,
+    /// The authority (PEM) that signs the nodes' certificates, for `https://` advertise
+    /// URLs; empty: the system's roots.
+    pub ca_file: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -306,6 +312,8 @@ impl Default for ClusterConfig {
             node_id: String::new(),
             advertise_url: String::new(),
             lease_ms: 5000,
+            secret: String::new(),
+            ca_file: PathBuf::new(),
         }
     }
 }

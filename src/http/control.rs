@@ -3,8 +3,6 @@
 //! commands to the stream's session.
 
 use super::error::{ApiError, stream_name};
-use super::forward;
-use super::state::AppState;
 use crate::cluster::ClusterView;
 use crate::gateway::Gateway;
 use crate::metrics;
@@ -15,43 +13,32 @@ use crate::stream::EndReason;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// The streams of every node of the cluster, by name.
-pub async fn list_streams(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> impl IntoResponse {
-    let local = serde_json::to_value(state.gateway.registry().list()).unwrap_or_default();
-    let mut streams = match local {
-        serde_json::Value::Array(streams) => streams,
-        _ => Vec::new(),
-    };
-    streams.extend(forward::gather(&state, &headers, &uri).await);
-    streams.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Json(streams)
+/// This node's streams, by name (the `gather` layer adds the other nodes').
+pub async fn list_streams(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    Json(gateway.registry().list())
 }
 
 /// The cluster as this node sees it: the nodes in Redis, or this node alone when on
 /// its own or when Redis cannot be reached.
 pub async fn cluster(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     let me = gateway.node_info();
+    let nodes = gateway.cluster.nodes().await;
+    let status = gateway.cluster.status();
     let mut view = ClusterView::single(me.clone());
-    if let Some(cluster) = &gateway.cluster {
-        match cluster.nodes().await {
-            Ok(mut nodes) => {
-                // This node as it is now, not as it was at its last renewal.
-                nodes.retain(|n| n.id != me.id);
-                nodes.push(me);
-                nodes.sort_by(|a, b| a.id.cmp(&b.id));
-                view.nodes = nodes;
-            }
-            Err(e) => tracing::debug!("{e}"),
+    view.redis = status.redis.map(|redis| redis.as_str().to_string());
+    match nodes {
+        Ok(mut nodes) => {
+            // This node as it is now, not as it was at its last renewal.
+            nodes.retain(|n| n.id != me.id);
+            nodes.push(me);
+            nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            view.nodes = nodes;
         }
-        view.redis = Some(cluster.redis_state().as_str().to_string());
+        Err(e) => tracing::debug!("{e}"),
     }
     Json(view)
 }
@@ -197,12 +184,8 @@ pub async fn remove_rtp_destination(
 }
 
 pub async fn render_metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    if let Some(cluster) = &gateway.cluster {
-        let nodes = cluster.nodes().await.map(|n| n.len()).ok();
-        gateway
-            .metrics
-            .cluster(nodes, cluster.redis_state(), cluster.calls());
-    }
+    let nodes = gateway.cluster.nodes().await.map(|n| n.len()).ok();
+    gateway.metrics.cluster(nodes, gateway.cluster.status());
     let streams = gateway.registry().list();
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

@@ -1,45 +1,126 @@
 //! In a cluster, every node answers for all: a request for a stream held by another
 //! node is forwarded to that node and its answer streamed back (playlists, blocking
-//! reloads, segments, parts, the SDP file, the stream API, WHIP's PATCH and DELETE);
-//! lists (`/api/streams`, `/recordings`) gather every node's; a publisher that reaches
-//! a full or draining node is placed on the node with the most room, its WebSocket or
-//! WHIP request relayed there. A forwarded request carries [`FORWARDED`], and a node
-//! answers it from what it holds itself, so nothing is forwarded twice.
+//! reloads, segments, parts, the SDP file, the stream API, WHIP's PATCH and DELETE).
+//! A forwarded request carries [`FORWARDED`] (the forwarding node) and, with
+//! `cluster.secret` set, its time and signature ([`signed`]); a node takes a forwarded
+//! request only signed so ([`authenticate`]), and answers it from what it holds itself,
+//! so nothing is forwarded twice. Nodes reach each other over TLS verified against
+//! `cluster.ca_file` or the system's roots.
 
+use super::error::ApiError;
 use super::state::AppState;
-use crate::cluster::{self, NodeInfo};
+use crate::cluster::NodeInfo;
+use crate::cluster::signature::{self, Forwarded, SignatureError};
+use crate::config::ClusterConfig;
 use crate::gateway::Gateway;
-use crate::signalling::problem::Refusal;
+use crate::signalling::problem::{Problem, Refusal};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Marks a request one node forwards to another; its value is the forwarding node.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-gateway-forwarded-by");
+/// When the forwarding node signed the request, in seconds since the Unix epoch.
+pub const FORWARDED_AT: HeaderName = HeaderName::from_static("x-gateway-forwarded-at");
+/// The signature of a forwarded request (HMAC-SHA256, hex).
+pub const FORWARD_SIGNATURE: HeaderName = HeaderName::from_static("x-gateway-forward-signature");
 /// How long a node may take to accept a forwarded connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a node may take to answer for a list.
-const LIST_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The HTTP client nodes reach each other with.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client nodes reach each other with: certificates are checked against
+/// `cluster.ca_file` when set (and only it), else the system's roots.
+pub fn client(config: &ClusterConfig) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .no_proxy()
-        // Nodes on HTTPS with their own self-signed certificates reach each other.
-        .danger_accept_invalid_certs(true)
-        .build()
-        .expect("an HTTP client")
+        .no_proxy();
+    if !config.ca_file.as_os_str().is_empty() {
+        builder = builder.tls_built_in_root_certs(false);
+        // The file was checked when the configuration was loaded; a certificate that
+        // cannot be read leaves no authority at all, never any.
+        let authorities = std::fs::read(&config.ca_file)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()));
+        match authorities {
+            Ok(authorities) => {
+                for authority in authorities {
+                    builder = builder.add_root_certificate(authority);
+                }
+            }
+            Err(e) => tracing::error!(
+                "cluster.ca_file {}: {e}; no node's certificate is trusted",
+                config.ca_file.display()
+            ),
+        }
+    }
+    builder.build().expect("an HTTP client")
 }
 
-/// Whether `headers` come from another node.
+/// Whether `headers` come from another node (checked by [`authenticate`]).
 pub fn is_forwarded(headers: &HeaderMap) -> bool {
     headers.contains_key(&FORWARDED)
+}
+
+/// The headers that mark `method` `path` (with its query) as forwarded by this node,
+/// signed with `cluster.secret` when it is set.
+pub fn signed(gateway: &Gateway, method: &Method, path: &str) -> Vec<(HeaderName, HeaderValue)> {
+    let node = &gateway.node.id;
+    let Ok(by) = HeaderValue::from_str(node) else {
+        return Vec::new();
+    };
+    let mut headers = vec![(FORWARDED, by)];
+    let secret = &gateway.config.cluster.secret;
+    if !secret.is_empty() {
+        let request = Forwarded {
+            method: method.as_str(),
+            path,
+            timestamp: signature::now(),
+            node,
+        };
+        headers.push((FORWARDED_AT, HeaderValue::from(request.timestamp)));
+        if let Ok(mac) = HeaderValue::from_str(&signature::sign(secret, &request)) {
+            headers.push((FORWARD_SIGNATURE, mac));
+        }
+    }
+    headers
+}
+
+/// Whether a forwarded request is signed with `secret`, fresh.
+fn check(secret: &str, request: &Request) -> Result<(), SignatureError> {
+    let headers = request.headers();
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(node), Some(at), Some(mac)) = (
+        text(&FORWARDED),
+        text(&FORWARDED_AT),
+        text(&FORWARD_SIGNATURE),
+    ) else {
+        return Err(SignatureError::Missing);
+    };
+    let timestamp = at.parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let forwarded = Forwarded {
+        method: request.method().as_str(),
+        path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        timestamp,
+        node,
+    };
+    signature::verify(secret, &forwarded, mac, signature::now())
+}
+
+/// With `cluster.secret` set, refuses a request that says another node forwarded it
+/// unless it carries that node's fresh signature: nobody else passes for a node.
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let secret = &state.gateway.config.cluster.secret;
+    if is_forwarded(request.headers())
+        && !secret.is_empty()
+        && let Err(e) = check(secret, &request)
+    {
+        tracing::warn!(path = %request.uri().path(), "refused a forwarded request: {e}");
+        return ApiError(Problem::forward_unsigned(e.to_string())).into_response();
+    }
+    next.run(request).await
 }
 
 /// The stream a path is about, when another node may hold it.
@@ -68,14 +149,14 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 fn unreachable(node: &str, e: impl std::fmt::Display) -> Response {
-    super::error::ApiError::new(
+    ApiError::new(
         Refusal::NodeUnreachable,
         format!("node {node}, which holds the stream, cannot be reached: {e}"),
     )
     .into_response()
 }
 
-/// Sends `request` to `node` and streams its answer back.
+/// Sends `request` to `node`, signed, and streams its answer back.
 pub async fn relay(
     state: &AppState,
     node: &NodeInfo,
@@ -91,8 +172,8 @@ pub async fn relay(
             headers.append(name, value.clone());
         }
     }
-    if let Ok(me) = HeaderValue::from_str(&state.gateway.node.id) {
-        headers.insert(FORWARDED, me);
+    for (name, value) in signed(&state.gateway, &parts.method, path) {
+        headers.insert(name, value);
     }
     state.gateway.metrics.forwarded(kind);
     let body = reqwest::Body::wrap_stream(body.into_data_stream());
@@ -135,12 +216,9 @@ fn kind_of(path: &str) -> &'static str {
 }
 
 /// Forwards a request for a stream that this node does not have to the node that
-/// holds it (or served it last, while its playlist lingers). Without Redis, or for a
-/// stream nobody holds, this node answers itself.
+/// holds it (or served it last, while its playlist lingers). For a stream nobody else
+/// holds (always, on a node of its own), this node answers itself.
 pub async fn to_holder(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(cluster) = state.gateway.cluster.clone() else {
-        return next.run(request).await;
-    };
     let path = request.uri().path().to_string();
     let Some(name) = stream_of(&path) else {
         return next.run(request).await;
@@ -150,6 +228,7 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
     if is_forwarded(request.headers()) || here == Some(true) {
         return next.run(request).await;
     }
+    let cluster = &state.gateway.cluster;
     // A stream live elsewhere wins over one that ended here.
     let holder = match cluster.holder(name).await {
         Ok(Some(holder))
@@ -166,78 +245,11 @@ pub async fn to_holder(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-/// The other live nodes, or none without a cluster (or without Redis).
+/// The other live nodes (none on a node of its own, or without Redis).
 pub async fn other_nodes(gateway: &Gateway) -> Vec<NodeInfo> {
-    let Some(cluster) = &gateway.cluster else {
-        return Vec::new();
-    };
-    let mut nodes = cluster.nodes().await.unwrap_or_default();
+    let mut nodes = gateway.cluster.nodes().await.unwrap_or_default();
     nodes.retain(|n| n.id != gateway.node.id);
     nodes
-}
-
-/// Every other node's answer to the request `uri` (a JSON array), asked as this request
-/// asked it (with its token, in a header or the query); a node that does not answer in
-/// time is left out.
-pub async fn gather(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Vec<serde_json::Value> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    if is_forwarded(headers) {
-        return Vec::new();
-    }
-    let nodes = other_nodes(&state.gateway).await;
-    let asks = nodes.iter().map(|node| {
-        let mut request = state
-            .peers
-            .get(format!("{}{path}", node.url))
-            .timeout(LIST_TIMEOUT)
-            .header(FORWARDED, state.gateway.node.id.as_str());
-        if let Some(auth) = headers.get(header::AUTHORIZATION) {
-            request = request.header(header::AUTHORIZATION, auth);
-        }
-        async move {
-            let answer = request.send().await.ok()?.error_for_status().ok()?;
-            answer.json::<Vec<serde_json::Value>>().await.ok()
-        }
-    });
-    let answers = futures::future::join_all(asks).await;
-    answers.into_iter().flatten().flatten().collect()
-}
-
-/// A recording this node does not have, from the first other node that has it.
-pub async fn recording_elsewhere(state: &AppState, request: Request) -> Option<Response> {
-    if is_forwarded(request.headers()) {
-        return None;
-    }
-    let (parts, _) = request.into_parts();
-    for node in other_nodes(&state.gateway).await {
-        let mut copy = Request::builder().method(&parts.method).uri(&parts.uri);
-        for (name, value) in &parts.headers {
-            copy = copy.header(name, value);
-        }
-        let copy = copy.body(Body::empty()).ok()?;
-        let response = relay(state, &node, "recording", copy).await;
-        if response.status() != StatusCode::NOT_FOUND
-            && response.status() != StatusCode::BAD_GATEWAY
-        {
-            return Some(response);
-        }
-    }
-    None
-}
-
-/// Where a publisher that reached this node goes instead: when this node is full or
-/// draining, the node with the most room, if another has some.
-pub async fn placement(gateway: &Arc<Gateway>, headers: &HeaderMap) -> Option<NodeInfo> {
-    gateway.cluster.as_ref()?;
-    if is_forwarded(headers) || gateway.node_info().room() > 0 {
-        return None;
-    }
-    let nodes = other_nodes(gateway).await;
-    let node = cluster::place(&nodes, &gateway.node.id).cloned();
-    if let Some(node) = &node {
-        tracing::info!(node = %node.id, "this node is full: the publisher goes to the node with the most room");
-    }
-    node
 }
 
 #[cfg(test)]

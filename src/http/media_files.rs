@@ -4,8 +4,6 @@
 
 use super::auth::query_token;
 use super::error::{ApiError, stream_name};
-use super::forward;
-use super::state::AppState;
 use crate::config::{HlsConfig, HlsVariant};
 use crate::gateway::Gateway;
 use crate::hls::live::{LiveHls, Reload, ReloadError};
@@ -15,7 +13,7 @@ use crate::name::StreamName;
 use crate::signalling::problem::Refusal;
 use axum::Json;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -252,13 +250,8 @@ pub async fn hls_js(State(gateway): State<Arc<Gateway>>) -> Result<Response, Api
         .into_response())
 }
 
-/// The recordings of every node of the cluster.
-pub async fn list_recordings(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> impl IntoResponse {
-    let gateway = state.gateway.clone();
+/// This node's recordings (the `gather` layer adds the other nodes').
+pub async fn list_recordings(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     let dir = gateway.config.record.dir.clone();
     let gateway_for_list = gateway.clone();
     let files = tokio::task::spawn_blocking(move || {
@@ -268,30 +261,22 @@ pub async fn list_recordings(
     })
     .await
     .unwrap_or_default();
-    let mut files = match serde_json::to_value(files) {
-        Ok(serde_json::Value::Array(files)) => files,
-        _ => Vec::new(),
-    };
-    files.extend(forward::gather(&state, &headers, &uri).await);
     Json(files)
 }
 
 /// One recording, with `Range` support. Only names of recordings are served: never a
-/// path outside `record.dir`.
+/// path outside `record.dir`. (The `gather` layer asks the other nodes for one that is
+/// not here.)
 pub async fn recording_file(
-    State(state): State<AppState>,
+    State(gateway): State<Arc<Gateway>>,
     Path(file): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
     if record::parse_name(&file).is_none() {
         return Err(ApiError::no_file(&file));
     }
-    let path = state.gateway.config.record.dir.join(&file);
+    let path = gateway.config.record.dir.join(&file);
     if !tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
-        // Another node of the cluster may have recorded it.
-        if let Some(response) = forward::recording_elsewhere(&state, request).await {
-            return Ok(response);
-        }
         return Err(ApiError::no_file(&file));
     }
     let content_type = match file.rsplit_once('.').map(|(_, e)| e) {

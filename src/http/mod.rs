@@ -8,7 +8,11 @@
 //! - `control`: the stream API, the control API and the metrics;
 //! - `whip`: WHIP ingest over HTTP; `websocket`: the `/ws` socket adapter;
 //! - `forward`: in a cluster, requests for other nodes' streams forwarded to them,
-//!   lists gathered from every node, publishers placed on the node with most room;
+//!   signed with `cluster.secret`, and forwarded requests checked for that signature;
+//! - `gather`: lists (`/api/streams`, `/recordings`) gathered from every node, and a
+//!   recording not here asked of the others;
+//! - `placement`: a publisher that reaches a full node placed on the node with most
+//!   room;
 //! - `serve`: the accept loop, bounded in connections and time, HTTP and HTTPS.
 //!
 //! Handlers only translate between HTTP and `signalling` or `session`; nothing imports
@@ -18,7 +22,9 @@ mod auth;
 mod control;
 mod error;
 mod forward;
+mod gather;
 mod media_files;
+mod placement;
 mod router;
 mod serve;
 mod state;

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{auth, control, forward, media_files, websocket, whip};
+use super::{auth, control, forward, gather, media_files, placement, websocket, whip};
 use crate::gateway::Gateway;
 use crate::session::Sessions;
 use crate::signalling::whip::Whip;
@@ -31,8 +31,9 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         whip: Whip::new(sessions.clone()),
         sessions,
         gateway: gateway.clone(),
-        peers: forward::client(),
+        peers: forward::client(&gateway.config.cluster),
     };
+    let gathered = || middleware::from_fn_with_state(state.clone(), gather::lists);
     let body_timeout = Duration::from_secs(gateway.config.http.request_timeout_s as u64);
     // Players on other origins (hls.js pages) fetch the media. The answer is the same
     // for every origin, so it names no request header in `Vary`: a shared cache keeps
@@ -47,8 +48,17 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
     let media = Router::new()
         .route("/streams/{name}/stream.sdp", get(media_files::stream_sdp))
         .route("/streams/{name}/{file}", get(media_files::stream_file))
-        .route("/recordings", get(media_files::list_recordings))
-        .route("/recordings/{file}", get(media_files::recording_file))
+        .route(
+            "/recordings",
+            get(media_files::list_recordings).layer(gathered()),
+        )
+        .route(
+            "/recordings/{file}",
+            get(media_files::recording_file).layer(middleware::from_fn_with_state(
+                state.clone(),
+                gather::first_found,
+            )),
+        )
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             auth::require_read_token,
@@ -83,7 +93,15 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
             HeaderValue::from_static("Location, ETag, Link, Accept-Post"),
         ));
     let whip = Router::new()
-        .route("/whip/{name}", post(whip::create).options(whip::options))
+        .route(
+            "/whip/{name}",
+            post(whip::create)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    placement::whip,
+                ))
+                .options(whip::options),
+        )
         .route(
             "/whip/{name}/{id}",
             patch(whip::patch)
@@ -95,8 +113,14 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         .layer(whip_cors);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/ws", get(websocket::upgrade))
-        .route("/api/streams", get(control::list_streams))
+        .route(
+            "/ws",
+            get(websocket::upgrade).layer(middleware::from_fn_with_state(
+                state.clone(),
+                placement::websocket,
+            )),
+        )
+        .route("/api/streams", get(control::list_streams).layer(gathered()))
         .route("/api/cluster", get(control::cluster))
         .route("/api/streams/{name}", get(control::get_stream))
         .route("/metrics", get(control::render_metrics))
@@ -108,6 +132,11 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             forward::to_holder,
+        ))
+        // Before anything else, a request that says a node forwarded it must show it.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::authenticate,
         ))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)

@@ -3,15 +3,13 @@
 
 use super::auth::{bearer, header};
 use super::error::{ApiError, stream_name};
-use super::forward;
 use super::state::AppState;
 use crate::gateway::Gateway;
 use crate::signalling::problem::Refusal;
 use crate::signalling::whip::{self, Whip};
-use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -39,22 +37,10 @@ pub async fn count(State(gateway): State<Arc<Gateway>>, request: Request, next: 
 pub async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = stream_name(&name)?;
-    // In a cluster, a full node hands the publisher to the node with the most room; the
-    // resource URL it answers leads its PATCH and DELETE there from any node.
-    if let Some(node) = forward::placement(&state.gateway, &headers).await {
-        let mut request = Request::builder().method(Method::POST).uri(uri);
-        for (name, value) in &headers {
-            request = request.header(name, value);
-        }
-        if let Ok(request) = request.body(Body::from(body.clone())) {
-            return Ok(forward::relay(&state, &node, "whip", request).await);
-        }
-    }
     let offer = body_text(&body)?;
     let created = state
         .whip

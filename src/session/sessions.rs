@@ -6,9 +6,10 @@
 //! up, and reports `Ended`.
 
 use crate::blocking::blocking;
-use crate::cluster::membership::{ClaimError, Membership};
-use crate::config::TranscodeMode;
+use crate::cluster::{ClaimError, Cluster, SlotRequest};
+use crate::config::{RtpConfig, TranscodeMode};
 use crate::gateway::Gateway;
+use crate::gateway::StreamRegistry;
 use crate::name::StreamName;
 use crate::registry::{Opaque, Refused, RegistryError};
 use crate::session::driver::Session;
@@ -16,7 +17,7 @@ use crate::session::handle::{SessionEvent, SessionHandle};
 use crate::session::offer::{self, OfferError, VideoPreference};
 use crate::session::peer::{NegotiationError, Peer};
 use crate::stream::EndReason;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::SystemTime;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -53,33 +54,47 @@ pub struct PublishRequest {
     pub publisher: &'static str,
 }
 
-/// What a publication holds in the cluster: its name and, when RTP is sent, its slot.
-/// The registry entry keeps it, as an [`Opaque`] value, until the name ends.
-#[derive(Debug, Clone)]
-struct Claims {
-    cluster: Arc<Membership>,
-    rtp_host: String,
-    slot: Option<u32>,
+/// The RTP slot a publication claims across the cluster, when RTP is sent: each slot
+/// takes four ports from `rtp.port_base`.
+fn slot_request(rtp: &RtpConfig) -> Option<SlotRequest> {
+    rtp.enabled.then(|| SlotRequest {
+        host: rtp.host.to_string(),
+        count: 65536u32.saturating_sub(rtp.port_base) / 4,
+    })
 }
 
-impl Claims {
-    /// Gives the claims up; with `linger`, the node serves the ended stream that long.
-    async fn give_up(&self, name: &StreamName, linger: Option<std::time::Duration>) {
-        if let Some(slot) = self.slot {
-            self.cluster.release_slot(&self.rtp_host, slot).await;
-        }
-        self.cluster.release_name(name, linger).await;
+/// Claims `name` (and a slot) in the cluster, then reserves both in the registry, whose
+/// entry keeps the claim until the name ends; returns the port slot. On any refusal,
+/// what was claimed is given up with the claim's guard.
+async fn reserve<'r>(
+    cluster: &dyn Cluster,
+    registry: &impl Fn() -> MutexGuard<'r, StreamRegistry>,
+    slots: Option<SlotRequest>,
+    name: &StreamName,
+    publisher: &'static str,
+) -> Result<u32, PublishError> {
+    // A name live here needs no Redis to be refused.
+    if registry().is_active(name.as_str()) {
+        return Err(RegistryError::InUse.into());
     }
-
-    /// Gives up the claim a registry entry held, if any.
-    async fn give_up_held(
-        held: Option<Opaque>,
-        name: &StreamName,
-        linger: Option<std::time::Duration>,
-    ) {
-        if let Some(claims) = held.and_then(|held| held.downcast::<Claims>().ok()) {
-            claims.give_up(name, linger).await;
-        }
+    let claim = cluster.claim(name, slots).await.map_err(|e| match e {
+        ClaimError::Held(_) => PublishError::Registry(RegistryError::InUse),
+        ClaimError::NoSlot(_) => PublishError::NoCapacity,
+        ClaimError::Unavailable(e) => PublishError::ClusterUnavailable(format!(
+            "the cluster cannot be reached to claim the name: {e}"
+        )),
+    })?;
+    let slot = claim.slot();
+    let reserved = registry().reserve(name, publisher, SystemTime::now(), slot, Some(claim));
+    // Refused, the claim comes back and, dropped, gives the name and slot up.
+    match reserved {
+        Ok(slot) => Ok(slot),
+        // Where other nodes may have room, this one being full means the cluster is.
+        Err(Refused {
+            error: RegistryError::Full(_),
+            ..
+        }) if cluster.has_other_nodes() => Err(PublishError::NoCapacity),
+        Err(Refused { error, .. }) => Err(error.into()),
     }
 }
 
@@ -96,10 +111,10 @@ impl Sessions {
         sessions
     }
 
-    /// In a cluster, ends each stream whose name another node claimed while this one
-    /// could not renew it (Redis was away longer than the lease).
+    /// Ends each stream whose name another node claimed while this one could not renew
+    /// it (Redis was away longer than the lease).
     fn end_lost_names(self: &Arc<Self>) {
-        let Some(mut lost) = self.gateway.cluster.as_ref().and_then(|c| c.take_lost()) else {
+        let Some(mut lost) = self.gateway.cluster.take_lost() else {
             return;
         };
         let sessions = Arc::downgrade(self);
@@ -126,47 +141,6 @@ impl Sessions {
             .cloned()
     }
 
-    /// Claims `name` across the cluster and, when RTP is sent, a port slot that no
-    /// other node sending to `rtp.host` uses.
-    async fn claim(
-        &self,
-        cluster: &Arc<Membership>,
-        name: &StreamName,
-    ) -> Result<Claims, PublishError> {
-        let config = &self.gateway.config;
-        // A name live here needs no Redis to be refused.
-        if self.gateway.registry().is_active(name.as_str()) {
-            return Err(RegistryError::InUse.into());
-        }
-        let refused = |e: ClaimError| match e {
-            ClaimError::Held(_) => PublishError::Registry(RegistryError::InUse),
-            ClaimError::Unavailable(e) => PublishError::ClusterUnavailable(format!(
-                "the cluster cannot be reached to claim the name: {e}"
-            )),
-        };
-        cluster.claim_name(name).await.map_err(refused)?;
-        let mut claims = Claims {
-            cluster: cluster.clone(),
-            rtp_host: config.rtp.host.to_string(),
-            slot: None,
-        };
-        if config.rtp.enabled {
-            // Each slot takes four ports from rtp.port_base.
-            let count = 65536u32.saturating_sub(config.rtp.port_base) / 4;
-            match cluster.claim_slot(&claims.rtp_host, count).await {
-                Ok(slot) => claims.slot = Some(slot),
-                Err(e) => {
-                    claims.give_up(name, None).await;
-                    return Err(match e {
-                        ClaimError::Held(_) => PublishError::NoCapacity,
-                        e => refused(e),
-                    });
-                }
-            }
-        }
-        Ok(claims)
-    }
-
     /// Starts a session: checks the offer, claims the name (and an RTP slot) in the
     /// cluster, reserves them in the registry, negotiates and returns the answer. The
     /// session then runs on its own until it ends; then its name ends in the registry, its
@@ -186,29 +160,14 @@ impl Sessions {
         };
         let plan = offer::plan(&request.offer, preference)?;
         let name = request.stream.clone();
-        // Claim, then reserve: the registry entry keeps the claim until the name ends.
-        let claims = match &gateway.cluster {
-            Some(cluster) => Some(self.claim(cluster, &name).await?),
-            None => None,
-        };
-        let claimed_slot = claims.as_ref().and_then(|c| c.slot);
-        let reserved = gateway.registry().reserve(
+        let slot = reserve(
+            gateway.cluster.as_ref(),
+            &|| gateway.registry(),
+            slot_request(&gateway.config.rtp),
             &name,
             request.publisher,
-            SystemTime::now(),
-            claimed_slot,
-            claims.map(|c| Box::new(c) as Opaque),
-        );
-        let slot = match reserved {
-            Ok(slot) => slot,
-            Err(Refused { error, claim }) => {
-                Claims::give_up_held(claim, &name, None).await;
-                return Err(match error {
-                    RegistryError::Full(_) if gateway.cluster.is_some() => PublishError::NoCapacity,
-                    e => e.into(),
-                });
-            }
-        };
+        )
+        .await?;
         let span = tracing::info_span!("stream", name = %name);
         if let Some(rtx) = &plan.video_rtx {
             tracing::info!(parent: &span, payload_type = rtx.payload_type, "retransmissions on their own stream (RTX)");
@@ -228,8 +187,12 @@ impl Sessions {
             Err(e) => {
                 // An ended stream taken over goes back to lingering.
                 let released = gateway.registry().release(&name, gateway.linger_deadline());
-                let linger = released.lingers.then(|| gateway.linger());
-                Claims::give_up_held(released.claim, &name, linger).await;
+                if let Some(claim) = released.claim
+                    && released.lingers
+                {
+                    claim.linger(gateway.linger());
+                }
+                // Otherwise dropped, the claim gives the name and slot up.
                 return Err(e.into());
             }
         };
@@ -271,8 +234,9 @@ impl Sessions {
                 if let Some(live) = ended.remove {
                     blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
                 }
-                let linger = ended.lingers.then(|| gateway.linger());
-                Claims::give_up_held(ended.claim, &name, linger).await;
+                if let Some(claim) = ended.claim {
+                    claim.end(ended.lingers.then(|| gateway.linger())).await;
+                }
                 tracing::info!(%reason, "stream ended");
                 gateway.metrics.publication_ended(&reason);
                 let _ = events.send(SessionEvent::Ended {
@@ -283,5 +247,217 @@ impl Sessions {
             .instrument(span),
         );
         Ok((handle, answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Claim, ClusterStatus, HeldSlot, Holder, NodeInfo, Release};
+    use crate::registry::Registry;
+    use futures::future::BoxFuture;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// What the fake cluster was told to give up: the name, its slot, its linger.
+    type Released = Vec<(String, Option<u32>, Option<Duration>)>;
+
+    #[derive(Debug, Default)]
+    struct Log(Mutex<Released>);
+
+    impl Release for Log {
+        fn release(
+            self: Arc<Self>,
+            name: StreamName,
+            slot: Option<HeldSlot>,
+            linger: Option<Duration>,
+        ) -> BoxFuture<'static, ()> {
+            let entry = (name.to_string(), slot.map(|s| s.slot), linger);
+            self.0.lock().unwrap().push(entry);
+            Box::pin(async {})
+        }
+    }
+
+    /// A cluster that answers every claim with `answer`, handing out slot 7.
+    #[derive(Debug)]
+    struct FakeCluster {
+        answer: Result<(), ClaimError>,
+        others: bool,
+        claims: Mutex<u32>,
+        log: Arc<Log>,
+    }
+
+    impl FakeCluster {
+        fn new(answer: Result<(), ClaimError>, others: bool) -> Self {
+            Self {
+                answer,
+                others,
+                claims: Mutex::new(0),
+                log: Arc::default(),
+            }
+        }
+
+        fn released(&self) -> Released {
+            self.log.0.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Cluster for FakeCluster {
+        fn has_other_nodes(&self) -> bool {
+            self.others
+        }
+        async fn claim(
+            &self,
+            name: &StreamName,
+            slot: Option<SlotRequest>,
+        ) -> Result<Claim, ClaimError> {
+            *self.claims.lock().unwrap() += 1;
+            self.answer.clone()?;
+            let slot = slot.map(|s| HeldSlot {
+                host: s.host,
+                slot: 7,
+            });
+            Ok(Claim::new(name.clone(), slot, self.log.clone()))
+        }
+        async fn holder(&self, _name: &str) -> Result<Option<Holder>, ClaimError> {
+            Ok(None)
+        }
+        async fn node(&self, _id: &str) -> Result<Option<NodeInfo>, ClaimError> {
+            Ok(None)
+        }
+        async fn nodes(&self) -> Result<Vec<NodeInfo>, ClaimError> {
+            Ok(Vec::new())
+        }
+        async fn join(&self, _me: &NodeInfo) -> Result<(), String> {
+            Ok(())
+        }
+        async fn renew(&self, _me: &NodeInfo) -> Result<(), ClaimError> {
+            Ok(())
+        }
+        fn spawn_renewal(self: Arc<Self>, _me: Box<dyn Fn() -> Option<NodeInfo> + Send + Sync>) {}
+        async fn leave(&self) {}
+        fn take_lost(&self) -> Option<mpsc::UnboundedReceiver<StreamName>> {
+            None
+        }
+        fn status(&self) -> ClusterStatus {
+            ClusterStatus {
+                redis: None,
+                calls: 0,
+            }
+        }
+    }
+
+    fn name(text: &str) -> StreamName {
+        StreamName::new(text).unwrap()
+    }
+
+    fn slots() -> Option<SlotRequest> {
+        Some(SlotRequest {
+            host: "127.0.0.1".into(),
+            count: 100,
+        })
+    }
+
+    async fn try_reserve(
+        cluster: &FakeCluster,
+        registry: &Mutex<StreamRegistry>,
+        stream: &str,
+    ) -> Result<u32, PublishError> {
+        let lock = || registry.lock().unwrap();
+        reserve(cluster, &lock, slots(), &name(stream), "whip").await
+    }
+
+    fn registry(max_publishers: u32) -> Mutex<StreamRegistry> {
+        Mutex::new(Registry::new(max_publishers, "gw1"))
+    }
+
+    #[tokio::test]
+    async fn a_claimed_name_is_reserved_with_the_clusters_slot() {
+        let cluster = FakeCluster::new(Ok(()), true);
+        let registry = registry(4);
+        let slot = try_reserve(&cluster, &registry, "cam1").await.unwrap();
+        assert_eq!(slot, 7);
+        assert!(registry.lock().unwrap().is_active("cam1"));
+        // Live here: refused without asking the cluster.
+        let again = try_reserve(&cluster, &registry, "cam1").await.unwrap_err();
+        assert!(matches!(
+            again,
+            PublishError::Registry(RegistryError::InUse)
+        ));
+        assert_eq!(*cluster.claims.lock().unwrap(), 1);
+        assert!(cluster.released().is_empty());
+        // The registry kept the claim; the name's end hands it back to be given up.
+        let ended = registry
+            .lock()
+            .unwrap()
+            .end(&name("cam1"), None, Instant::now());
+        assert!(!ended.lingers);
+        let claim = ended.claim.expect("the entry kept its claim");
+        claim.end(Some(Duration::from_secs(3))).await;
+        assert_eq!(
+            cluster.released(),
+            [("cam1".into(), Some(7), Some(Duration::from_secs(3)))]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_clusters_refusals_become_publish_errors() {
+        let cases = [
+            (ClaimError::Held("gw2".into()), "Registry(InUse)"),
+            (ClaimError::Unavailable("down".into()), "ClusterUnavailable"),
+            (ClaimError::NoSlot(100), "NoCapacity"),
+        ];
+        for (refusal, expected) in cases {
+            let cluster = FakeCluster::new(Err(refusal.clone()), true);
+            let registry = registry(4);
+            let error = try_reserve(&cluster, &registry, "cam1").await.unwrap_err();
+            assert!(
+                format!("{error:?}").starts_with(expected),
+                "{refusal}: {error:?}"
+            );
+            assert!(!registry.lock().unwrap().is_active("cam1"));
+            assert!(cluster.released().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_node_gives_its_claim_up_and_says_who_is_full() {
+        for (others, expected) in [(true, "NoCapacity"), (false, "Registry(Full(1))")] {
+            let cluster = FakeCluster::new(Ok(()), others);
+            let registry = registry(1);
+            try_reserve(&cluster, &registry, "cam1").await.unwrap();
+            let error = try_reserve(&cluster, &registry, "cam2").await.unwrap_err();
+            assert_eq!(format!("{error:?}"), expected);
+            assert_eq!(cluster.released(), [("cam2".into(), Some(7), None)]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_negotiation_gives_the_claim_up() {
+        let cluster = FakeCluster::new(Ok(()), true);
+        let registry = registry(4);
+        // What `publish` does when negotiation fails: the reservation is given back, and
+        // the claim it kept, dropped, gives the name up.
+        try_reserve(&cluster, &registry, "cam1").await.unwrap();
+        let released = registry
+            .lock()
+            .unwrap()
+            .release(&name("cam1"), Instant::now());
+        assert!(!released.lingers && released.claim.is_some());
+        drop(released);
+        assert_eq!(cluster.released(), [("cam1".into(), Some(7), None)]);
+        assert!(!registry.lock().unwrap().is_active("cam1"));
+        // An ended stream taken over goes back to lingering, and its claim with it.
+        try_reserve(&cluster, &registry, "cam2").await.unwrap();
+        let released = registry
+            .lock()
+            .unwrap()
+            .release(&name("cam2"), Instant::now());
+        released.claim.unwrap().linger(Duration::from_secs(5));
+        assert_eq!(
+            cluster.released()[1],
+            ("cam2".into(), Some(7), Some(Duration::from_secs(5)))
+        );
     }
 }

@@ -59,6 +59,8 @@ pub enum Refusal {
     NoHlsJs,
     ReadFailed,
     NodeUnreachable,
+    // The cluster.
+    ForwardUnsigned,
 }
 
 impl Refusal {
@@ -105,6 +107,7 @@ impl Refusal {
             Refusal::NoHlsJs => (404, "no-hls-js"),
             Refusal::ReadFailed => (500, "read-failed"),
             Refusal::NodeUnreachable => (502, "node-unreachable"),
+            Refusal::ForwardUnsigned => (403, "forward-unsigned"),
         }
     }
 
@@ -143,6 +146,12 @@ impl Problem {
 
     pub fn no_file(file: &str) -> Self {
         Refusal::NoSuchFile.because(format!("no file named {file:?}"))
+    }
+
+    /// A request that says another node of the cluster forwarded it, without a valid
+    /// signature of the cluster's secret.
+    pub fn forward_unsigned(message: impl Into<String>) -> Self {
+        Refusal::ForwardUnsigned.because(message)
     }
 
     /// A publication of `stream` that could not start.
@@ -319,6 +328,7 @@ mod tests {
             R::NodeUnreachable,
         ];
         let client = [
+            R::ForwardUnsigned,
             R::BadStreamName,
             R::Unauthorized,
             R::MalformedRequest,

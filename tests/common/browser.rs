@@ -6,8 +6,9 @@
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use webrtc_gateway_testkit::Process;
 
 /// The browsers the page tests run in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +25,8 @@ pub struct Browser {
     pub kind: BrowserKind,
     runtime: tokio::runtime::Runtime,
     client: Option<fantoccini::Client>,
-    driver: Child,
+    /// In its own process group, so that the browser it starts goes with it.
+    driver: Process,
     /// The profile, the driver's temporary files and its log.
     dir: tempfile::TempDir,
 }
@@ -33,34 +35,37 @@ impl Browser {
     pub fn start(kind: BrowserKind) -> Browser {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_tcp_port();
-        let log = std::fs::File::create(dir.path().join("driver.log")).unwrap();
-        let mut command = match kind {
-            BrowserKind::Chromium => {
-                let mut c = Command::new("chromedriver");
-                c.arg(format!("--port={port}"));
-                c
-            }
-            BrowserKind::Firefox => {
-                let mut c = Command::new(geckodriver());
-                c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--websocket-port", &super::free_tcp_port().to_string()])
-                    .arg("--profile-root")
-                    .arg(dir.path());
-                c
-            }
-        };
-        // Its own process group, so that the browser it starts goes with it; its
-        // temporary profiles in our directory, so that they go too.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let driver = command
-            .env("TMPDIR", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start the {kind:?} driver: {e} (make test-deps installs it)")
-            });
+        let websocket_port = super::free_tcp_port();
+        let profiles = dir.path().to_path_buf();
+        let mut driver = Process::new(&format!("{kind:?} driver"), move || {
+            let mut command = match kind {
+                BrowserKind::Chromium => {
+                    let mut c = Command::new("chromedriver");
+                    c.arg(format!("--port={port}"));
+                    c
+                }
+                BrowserKind::Firefox => {
+                    let mut c = Command::new(geckodriver());
+                    c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                        .args(["--websocket-port", &websocket_port.to_string()])
+                        .arg("--profile-root")
+                        .arg(&profiles);
+                    c
+                }
+            };
+            // Its temporary profiles in our directory, so that they go too.
+            command.env("TMPDIR", &profiles);
+            command
+        })
+        .log_to(&dir.path().join("driver.log"))
+        .hint("make test-deps installs it")
+        .group()
+        .quiet()
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+        if let Err(e) = driver.wait_port(port, Duration::from_secs(20)) {
+            panic!("{kind:?} driver never listened on {port}: {e}");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -72,10 +77,6 @@ impl Browser {
             driver,
             dir,
         };
-        let ready = super::eventually(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(ready.is_some(), "{kind:?} driver never listened on {port}");
         let capabilities = browser.capabilities();
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let url = format!("http://127.0.0.1:{port}");
@@ -208,11 +209,7 @@ impl Drop for Browser {
                 tokio::time::timeout(Duration::from_secs(10), client.close()).await
             });
         }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.driver.wait();
+        self.driver.kill();
         if std::thread::panicking() {
             let log = self.driver_log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();

@@ -1,7 +1,9 @@
-//! HTTP fetches of the gateway's media files as players make them, and ffprobe.
+//! HTTP fetches of the gateway's media files as players make them; ffprobe and ffmpeg
+//! from the test kit.
 
 use super::TestGateway;
-use std::process::Command;
+
+pub use webrtc_gateway_testkit::media::{decode_playlist, ffprobe};
 
 /// A response read whole.
 pub struct Fetched {
@@ -35,32 +37,4 @@ pub fn fetch(gateway: &TestGateway, path: &str) -> Fetched {
         headers: response.headers().clone(),
         body: response.bytes().unwrap().to_vec(),
     }
-}
-
-/// ffprobe's compact output for a file.
-pub fn ffprobe(path: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "compact"])
-        .args(args)
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// ffmpeg decodes `url` (at most `seconds` of it): whether it succeeded, the video
-/// frames, and its errors.
-pub fn decode_playlist(url: &str, seconds: Option<u32>) -> (bool, usize, String) {
-    let mut command = Command::new("ffmpeg");
-    command.args(["-v", "error", "-i", url]);
-    if let Some(seconds) = seconds {
-        command.args(["-t", &seconds.to_string()]);
-    }
-    let output = command.args(["-f", "framecrc", "-"]).output().unwrap();
-    let frames = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with("0,"))
-        .count();
-    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
-    (output.status.success(), frames, errors)
 }

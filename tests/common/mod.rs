@@ -1,9 +1,10 @@
 //! The test harness: a real gateway process on free ports, real publishers
 //! (`webrtc-gateway-publish`, a webrtc-rs client sending GStreamer-encoded VP8/Opus),
 //! raw signalling sockets, ffmpeg decoding the outputs, and browsers over WebDriver
-//! (`browser`).
+//! (`browser`). Processes, servers, players and free ports come from the workspace's
+//! test kit (`crates/testkit`), which the benchmark uses too.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod browser;
 pub mod fetch;
@@ -11,15 +12,16 @@ pub mod players;
 pub mod servers;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use webrtc_gateway_testkit::{Process, Signal};
+
+pub use webrtc_gateway_testkit::media::{Decoded, decode_sdp};
+pub use webrtc_gateway_testkit::{eventually, free_tcp_port, free_udp_range, root_path};
 
 pub const GATEWAY: &str = env!("CARGO_BIN_EXE_webrtc-gateway");
-pub const PUBLISHER: &str = env!("CARGO_BIN_EXE_webrtc-gateway-publish");
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// An offer as a browser sends it: VP8 + H.264 video, Opus audio, no candidates.
@@ -33,25 +35,28 @@ pub fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// aiortc publishing over WHIP to `url` with `args` (the test kit's launcher), and the
+/// JSON lines it prints, one per step.
+pub fn aiortc_whip(
+    url: &str,
+    args: &[&str],
+) -> (
+    Process,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    webrtc_gateway_testkit::python::aiortc_whip(url, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A base port with `count` free UDP ports from it, below the kernel's ephemeral range
-/// (32768 and up), so that no socket bound to port 0 later (ICE, a player) takes one.
-pub fn free_udp_range(count: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20000 + (rand::random::<u16>() % 600) * 20;
-        let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
+/// The signal a `kill` flag names (`-TERM`, `-KILL`, `-STOP`, `-CONT`, `-INT`).
+pub fn signal_named(flag: &str) -> Signal {
+    match flag.trim_start_matches('-') {
+        "TERM" => Signal::Term,
+        "KILL" => Signal::Kill,
+        "STOP" => Signal::Stop,
+        "CONT" => Signal::Cont,
+        "INT" => Signal::Int,
+        other => panic!("no signal {other} in the test kit"),
     }
-    panic!("no free UDP port range");
 }
 
 fn merge(base: &mut toml::Table, extra: toml::Table) {
@@ -67,15 +72,13 @@ fn merge(base: &mut toml::Table, extra: toml::Table) {
 
 /// A running gateway, killed when dropped.
 pub struct TestGateway {
-    child: Option<Child>,
+    /// Declared before `dir`, which holds its log: dropped first.
+    process: Process,
     /// `http` or `https`.
     pub scheme: &'static str,
     pub port: u16,
     pub port_base: u16,
     pub dir: tempfile::TempDir,
-    log: PathBuf,
-    /// Environment variables the gateway is started with.
-    env: Vec<(String, String)>,
 }
 
 impl TestGateway {
@@ -141,90 +144,68 @@ impl TestGateway {
         );
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
-        let log = dir.path().join("gateway.log");
-        let mut command = match file_limit_kib {
-            None => Command::new(GATEWAY),
-            Some(kib) => {
-                let mut c = Command::new("bash");
-                c.args([
-                    "-c",
-                    &format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""),
-                    GATEWAY,
-                ]);
-                c
-            }
-        };
-        let child = command
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info,webrtc=warn,rtc=warn,webrtc_gateway=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
         let https = config["http"]
             .get("tls_self_signed")
             .and_then(toml::Value::as_bool)
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || config["http"].get("tls_cert").is_some();
+        // The one start path: `restart` runs this same command again (with its file-size
+        // limit, its environment, in its directory).
+        let work_dir = dir.path().to_path_buf();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let process = Process::new("gateway", move || {
+            let mut command = match file_limit_kib {
+                None => Command::new(GATEWAY),
+                Some(kib) => {
+                    let mut c = Command::new("bash");
+                    c.args([
+                        "-c",
+                        &format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""),
+                        GATEWAY,
+                    ]);
+                    c
+                }
+            };
+            command
+                .arg("--config")
+                .arg(&config_path)
+                .current_dir(&work_dir)
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("RUST_LOG", "info,webrtc=warn,rtc=warn,webrtc_gateway=debug");
+            command
+        })
+        .log_to(&dir.path().join("gateway.log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut gateway = TestGateway {
-            child: Some(child),
+            process,
             scheme: if https { "https" } else { "http" },
             port,
             port_base,
             dir,
-            log,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
         };
         gateway.wait_healthy();
         gateway
     }
 
-    /// Starts the gateway again, after it exited or was killed, with the same
-    /// configuration, directory and environment; its log goes on in the same file.
+    /// Starts the gateway again, after it exited or was killed, with the same command
+    /// (configuration, directory, environment, file-size limit); its log goes on in the
+    /// same file.
     pub fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(GATEWAY)
-            .arg("--config")
-            .arg(self.dir.path().join("gateway.toml"))
-            .current_dir(self.dir.path())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "info,webrtc=warn,rtc=warn,webrtc_gateway=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.process.start().unwrap_or_else(|e| panic!("{e}"));
         self.wait_healthy();
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
-                panic!("gateway exited with {status}:\n{}", self.log());
-            }
-            if let Ok(r) = client().get(self.url("/healthz")).send()
-                && r.status() == 200
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("gateway did not become healthy:\n{}", self.log());
+        let url = self.url("/healthz");
+        self.process
+            .wait_until(Duration::from_secs(15), || {
+                client().get(&url).send().is_ok_and(|r| r.status() == 200)
+            })
+            .unwrap_or_else(|e| panic!("the gateway did not become healthy: {e}"));
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -236,7 +217,7 @@ impl TestGateway {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
@@ -249,7 +230,6 @@ impl TestGateway {
         (status, response.json().unwrap_or(Value::Null))
     }
 
-    /// The stream object, or None once the name is free.
     /// The recordings of `stream`, as `GET /recordings` lists them.
     pub fn recordings_of(&self, stream: &str) -> Vec<Value> {
         let (status, list) = self.get_json("/recordings");
@@ -262,6 +242,7 @@ impl TestGateway {
             .collect()
     }
 
+    /// The stream object, or None once the name is free.
     pub fn stream(&self, name: &str) -> Option<Value> {
         let (status, body) = self.get_json(&format!("/api/streams/{name}"));
         (status == 200).then_some(body)
@@ -289,33 +270,26 @@ impl TestGateway {
         );
     }
 
-    /// Sends a signal to the gateway process.
+    /// Sends a signal (`-TERM`, `-KILL`, `-STOP`, `-CONT`) to the gateway process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        Command::new("kill").args([signal, &pid]).status().unwrap();
+        self.process.signal(signal_named(signal));
     }
 
     /// Waits for the gateway to exit; returns its exit code and how long it took.
     pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
         let start = Instant::now();
-        let child = self.child.as_mut().unwrap();
-        while start.elapsed() < timeout {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status.code(), start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.process.wait_exit(timeout) {
+            Some(status) => (status.code(), start.elapsed()),
+            None => panic!("gateway did not exit within {timeout:?}"),
         }
-        panic!("gateway did not exit within {timeout:?}");
     }
 }
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() || std::env::var_os("GATEWAY_LOG").is_some() {
+        // A failing test prints the log as the process is dropped; GATEWAY_LOG asks for
+        // it always.
+        if !std::thread::panicking() && std::env::var_os("GATEWAY_LOG").is_some() {
             eprintln!("---- gateway log ----\n{}", self.log());
         }
     }
@@ -323,7 +297,7 @@ impl Drop for TestGateway {
 
 /// A publisher process; its printed JSON lines are the gateway's messages.
 pub struct Publisher {
-    child: Child,
+    process: Process,
     lines: mpsc::Receiver<Value>,
     pub seen: Vec<Value>,
 }
@@ -335,16 +309,21 @@ impl Publisher {
 
     /// A publisher to the signalling socket at `ws_url` (a proxy in front of gateways).
     pub fn start_at(ws_url: &str, stream: &str, args: &[&str]) -> Publisher {
-        let mut child = Command::new(PUBLISHER)
-            .args(["--url", ws_url, "--stream", stream])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        use webrtc_gateway_testkit::publisher_command;
+        // Found now, or the test fails saying how to build it.
+        publisher_command(ws_url, stream, args).unwrap_or_else(|e| panic!("{e}"));
+        let (ws_url, name) = (ws_url.to_string(), stream.to_string());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut process = Process::new(&format!("publisher {stream}"), move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut command = publisher_command(&ws_url, &name, &args).expect("found before");
+            command.env("RUST_LOG", "warn");
+            command
+        })
+        .stdout_piped()
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = process.take_stdout().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -356,12 +335,11 @@ impl Publisher {
             }
         });
         Publisher {
-            child,
+            process,
             lines,
             seen: Vec::new(),
         }
     }
-
     /// Waits for the publisher's own connection to reach `state`; panics on timeout.
     pub fn wait_for_ice(&mut self, state: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -405,33 +383,18 @@ impl Publisher {
     }
 
     pub fn signal(&self, signal: &str) {
-        Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        self.process.signal(signal_named(signal));
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.process.wait_exit(timeout) {
+            Some(status) => status.code(),
+            None => panic!("publisher did not exit within {timeout:?}"),
         }
-        panic!("publisher did not exit within {timeout:?}");
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.signal("-CONT");
-        self.kill();
     }
 }
 
@@ -479,144 +442,4 @@ impl Signalling {
         let _ = self.socket.close(None);
         let _ = self.socket.flush();
     }
-}
-
-/// What ffmpeg made of an SDP URL.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    pub video_codec: Option<String>,
-    pub size: Option<(u32, u32)>,
-    pub audio_codec: Option<String>,
-    /// Video frames decoded in the first `window` seconds after the first one.
-    pub video_frames: usize,
-    pub audio_frames: usize,
-    pub stderr: String,
-}
-
-impl Decoded {
-    /// H.264 video with at least `min_frames` decoded frames, and Opus audio.
-    pub fn assert_h264_and_opus(&self, min_frames: usize) {
-        assert_eq!(self.video_codec.as_deref(), Some("h264"), "{}", self.stderr);
-        assert!(self.video_frames >= min_frames, "{}", self.video_frames);
-        assert_eq!(self.audio_codec.as_deref(), Some("opus"));
-    }
-}
-
-/// Receives a stream's RTP through its SDP file with ffmpeg and decodes `window` seconds.
-pub fn decode_sdp(url: &str, window: f64) -> Decoded {
-    let mut child = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-protocol_whitelist",
-            "file,http,tcp,udp,rtp",
-        ])
-        .args(["-i", url, "-t", &format!("{}", window + 2.0), "-map", "0"])
-        .args(["-f", "framecrc", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg is installed");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr_pipe.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        let _ = tx.send(s);
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs_f64(window + 20.0))
-        .unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
-    let stderr = err_thread.join().unwrap_or_default();
-    parse_decoded(&out, stderr, window)
-}
-
-fn parse_decoded(framecrc: &str, stderr: String, window: f64) -> Decoded {
-    let mut decoded = Decoded::default();
-    for line in stderr.lines() {
-        let line = line.trim();
-        if !line.starts_with("Stream #0:") || line.contains("->") {
-            continue;
-        }
-        if let Some(rest) = line.split("Video: ").nth(1) {
-            if decoded.video_codec.is_some() {
-                continue;
-            }
-            decoded.video_codec = rest.split([' ', ',']).next().map(String::from);
-            decoded.size = rest.split([' ', ',']).find_map(|t| {
-                let (w, h) = t.split_once('x')?;
-                Some((w.parse().ok()?, h.parse().ok()?))
-            });
-        } else if let Some(rest) = line.split("Audio: ").nth(1)
-            && decoded.audio_codec.is_none()
-        {
-            decoded.audio_codec = rest.split([' ', ',']).next().map(String::from);
-        }
-    }
-    // Output stream 0 is video when there is video; its time base is `#tb 0: 1/N`.
-    let video_index = if decoded.video_codec.is_some() {
-        "0"
-    } else {
-        "-"
-    };
-    let audio_index = if decoded.video_codec.is_some() {
-        "1"
-    } else {
-        "0"
-    };
-    let mut tb = 1.0 / 30.0;
-    let mut first: Option<f64> = None;
-    for line in framecrc.lines() {
-        if let Some(rest) = line.strip_prefix(&format!("#tb {video_index}: ")) {
-            if let Some((n, d)) = rest.trim().split_once('/') {
-                tb = n.parse::<f64>().unwrap_or(1.0) / d.parse::<f64>().unwrap_or(30.0);
-            }
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() < 3 {
-            continue;
-        }
-        if fields[0] == video_index {
-            let pts: f64 = fields[2].parse::<f64>().unwrap_or(0.0) * tb;
-            let start = *first.get_or_insert(pts);
-            if pts - start < window {
-                decoded.video_frames += 1;
-            }
-        } else if fields[0] == audio_index {
-            decoded.audio_frames += 1;
-        }
-    }
-    decoded.stderr = stderr;
-    decoded
-}
-
-/// Polls `f` until it gives a value or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if start.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub fn root_path(relative: &str) -> PathBuf {
-    Path::new(ROOT).join(relative)
 }

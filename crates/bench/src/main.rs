@@ -15,6 +15,11 @@
 //! copies filling gaps do not count); the most streams with a p99 delay within 150 ms
 //! is reported beside it. It also times ICE connected to the first H.264
 //! packet and to the first HLS playlist. Prints a table and writes JSON.
+//!
+//! That is the `startup` subcommand; each other measurement is a subcommand of its own
+//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`), in its module. The
+//! servers beside the gateway (Varnish, Redis, HAProxy, s3s-fs) come from the workspace's
+//! test kit, on free ports.
 
 #![forbid(unsafe_code)]
 
@@ -44,37 +49,22 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    let options = Options::of(&cli.run);
     gst::init()?;
-    if cli.abuse {
-        let report = abuse::run().await?;
-        write_report(&cli, &report)?;
-        return Ok(());
-    }
-    if cli.upload {
-        let report = upload::run(&cli).await?;
-        write_report(&cli, &report)?;
-        return Ok(());
-    }
-    if cli.cluster {
-        let report = cluster::run(&cli).await?;
-        write_report(&cli, &report)?;
-        return Ok(());
-    }
-    if cli.cache {
-        let report = cache::run(&cli).await?;
-        write_report(&cli, &report)?;
-        return Ok(());
-    }
-    if cli.latency {
-        let report = latency::run(&cli).await?;
-        write_report(&cli, &report)?;
-        return Ok(());
-    }
-    if cli.passthrough {
-        let report = passthrough::run(&cli).await?;
-        write_report(&cli, &report)?;
-        return Ok(());
-    }
+    let report = match cli.run {
+        Run::Startup(_) => startup_and_sweep(&options).await?,
+        Run::Passthrough { .. } => passthrough::run(&options).await?,
+        Run::Abuse => abuse::run().await?,
+        Run::Latency { .. } => latency::run(&options).await?,
+        Run::Cache { .. } => cache::run(&options).await?,
+        Run::Upload(_) => upload::run(&options).await?,
+        Run::Cluster { .. } => cluster::run(&options).await?,
+    };
+    write_report(&cli, &report)
+}
+
+/// `startup`: start-up times, then the sweep at each size against the bare pipeline.
+async fn startup_and_sweep(cli: &Options) -> Result<serde_json::Value> {
     let tps = ticks_per_second();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut report = json!({
@@ -102,17 +92,17 @@ async fn main() -> Result<()> {
                 hls: cli.hls,
                 record: Record::Off,
             };
-            let step = run_step(&cli, (width, height), settings, n, &clip, tps).await?;
+            let step = run_step(cli, (width, height), settings, n, &clip, tps).await?;
             println!("{}", serde_json::to_string_pretty(&step)?);
-            return Ok(());
+            return Ok(json!({"only": n, "width": width, "height": height, "step": step}));
         }
         // The bare pipeline side by side with itself 1, 2, 4 and 8 times: its cost per
         // copy falls as the machine gets busier, as the gateway's does.
         println!("\n{width}x{height}:");
-        let bare_video = bare_cores(width, height, &cli, false, 1, tps)?;
+        let bare_video = bare_cores(width, height, cli, false, 1, tps)?;
         let mut bares = Vec::new();
         for n in [1, 2, 4, 8] {
-            bares.push((n as usize, bare_cores(width, height, &cli, true, n, tps)?));
+            bares.push((n as usize, bare_cores(width, height, cli, true, n, tps)?));
         }
         let bare_at = |n: usize| {
             bares
@@ -142,7 +132,7 @@ async fn main() -> Result<()> {
                 hls: true,
                 record: Record::Off,
             };
-            let gateway = start_gateway(width, height, &cli, settings, dir.path())?;
+            let gateway = start_gateway(width, height, cli, settings, dir.path())?;
             for run in 0..cli.startups {
                 startups.push(
                     startup(&clip, run)
@@ -206,7 +196,7 @@ async fn main() -> Result<()> {
             capacity,
             delay_held,
         } = sweep(
-            &cli,
+            cli,
             (width, height),
             settings,
             &clip,
@@ -232,7 +222,7 @@ async fn main() -> Result<()> {
             "capacity": capacity, "capacity_delay_held": delay_held,
         }));
     }
-    write_report(&cli, &report)
+    Ok(report)
 }
 
 fn write_report(cli: &Cli, report: &serde_json::Value) -> Result<()> {

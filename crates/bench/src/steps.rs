@@ -64,7 +64,7 @@ const UPLOAD_BYTES: &str = "webrtc_gateway_upload_bytes_total";
 const UPLOADS_COMPLETED: &str = "webrtc_gateway_uploads_completed_total";
 
 pub async fn run_step(
-    cli: &Cli,
+    cli: &Options,
     (width, height): (u32, u32),
     settings: GatewaySettings,
     n: usize,
@@ -73,11 +73,11 @@ pub async fn run_step(
 ) -> Result<Step> {
     let dir = tempfile::tempdir()?;
     let gateway = start_gateway(width, height, cli, settings, dir.path())?;
-    let pid = gateway.0.id();
+    let pid = pid(&gateway)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_mib(pid)?;
     let counters: Vec<FrameCounter> = (0..n)
-        .map(|k| FrameCounter::listen(RTP_BASE + 4 * k as u16))
+        .map(|k| FrameCounter::listen(rtp_base() + 4 * k as u16))
         .collect::<Result<_>>()?;
     let mut publishers = Vec::new();
     for i in 0..n {
@@ -184,7 +184,7 @@ pub struct Sweep {
 /// between the last good and the first bad until it is within an eighth. `line` prints
 /// each step.
 pub async fn sweep(
-    cli: &Cli,
+    cli: &Options,
     size: (u32, u32),
     settings: GatewaySettings,
     clip: &Arc<Clip>,
@@ -246,7 +246,7 @@ pub fn pictures_out(streams: &Value) -> std::collections::HashMap<String, u64> {
 
 /// ICE connected to the first H.264 RTP packet, and to the first HLS playlist, in ms.
 pub async fn startup(clip: &Arc<Clip>, run: usize) -> Result<(f64, f64)> {
-    let counter = FrameCounter::listen(RTP_BASE)?;
+    let counter = FrameCounter::listen(rtp_base())?;
     let name = format!("startup{run}");
     let publisher = publish(&name, clip.clone()).await?;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -19,7 +19,7 @@ use webrtc::peer_connection::{
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
     SettingEngineBuilder, register_default_interceptors,
 };
-use webrtc_gateway::client::{Encoder, KeyFrameRequests, SampleTrack};
+use webrtc_gateway_publish::client::{Encoder, KeyFrameRequests, SampleTrack};
 
 // ── The clip, encoded once ───────────────────────────────────────────────────
 
@@ -175,7 +175,7 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     .await;
     let offer = pc.local_description().await.context("no offer")?;
     let (socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{HTTP_PORT}/ws")).await?;
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", http_port())).await?;
     let (mut sink, mut incoming) = socket.split();
     let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
     sink.send(Message::Text(publish.to_string().into())).await?;

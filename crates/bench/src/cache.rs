@@ -1,4 +1,4 @@
-//! `--cache`: what an audience costs the gateway through a shared cache. Varnish with the
+//! `cache`: what an audience costs the gateway through a shared cache. Varnish with the
 //! README's configuration in front of one gateway with one low-latency publication;
 //! simulated low-latency viewers (`tests/tools/ll_viewers.py`: a blocking reload for
 //! each next part, then the part) in growing numbers through Varnish, and some straight
@@ -10,42 +10,11 @@ use crate::cli::*;
 use crate::system::*;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use webrtc_gateway_testkit::{python, servers};
 
 const STREAM: &str = "cached";
-pub const VARNISH_PORT: u16 = HTTP_PORT + 1;
-
-/// Varnish with the README's configuration, its backend the bench's gateway.
-pub fn start_varnish(dir: &std::path::Path) -> Result<Process> {
-    let readme = std::fs::read_to_string("README.md").context("run from the repository")?;
-    let vcl = readme
-        .split("```vcl\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .context("the README has no ```vcl block")?
-        .replace(".port = \"8080\";", &format!(".port = \"{HTTP_PORT}\";"));
-    let path = dir.join("gateway.vcl");
-    std::fs::write(&path, vcl)?;
-    let child = Command::new("varnishd")
-        .args([
-            "-F",
-            "-j",
-            "none",
-            "-a",
-            &format!("127.0.0.1:{VARNISH_PORT}"),
-        ])
-        .arg("-f")
-        .arg(&path)
-        .arg("-n")
-        .arg(dir.join("varnish"))
-        .args(["-s", "malloc,512m"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("varnishd (make test-deps installs Debian's varnish)")?;
-    listening(Process(child), VARNISH_PORT, "varnishd")
-}
 
 /// The HLS requests that have reached the gateway so far.
 async fn gateway_requests() -> Result<u64> {
@@ -64,16 +33,24 @@ async fn run_viewers(base: &str, viewers: usize, seconds: u64, gateway_pid: u32)
     let tps = ticks_per_second();
     let before = gateway_requests().await?;
     let cpu_before = cpu_seconds(gateway_pid, tps)?;
-    let output = tokio::process::Command::new("target/venv/bin/python")
-        .arg("tests/tools/ll_viewers.py")
-        .args(["--base", base])
-        .args(["--origin", &format!("http://127.0.0.1:{HTTP_PORT}")])
-        .args(["--stream", STREAM])
-        .args(["--viewers", &viewers.to_string()])
-        .args(["--seconds", &seconds.to_string()])
-        .output()
-        .await
-        .context("target/venv/bin/python (make test-deps installs aiohttp there)")?;
+    let output = tokio::process::Command::from(python::tool(
+        "ll_viewers.py",
+        &[
+            "--base",
+            base,
+            "--origin",
+            &format!("http://127.0.0.1:{}", http_port()),
+            "--stream",
+            STREAM,
+            "--viewers",
+            &viewers.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+        ],
+    ))
+    .output()
+    .await
+    .context(python::HINT)?;
     if !output.status.success() {
         bail!(
             "the viewers failed: {}",
@@ -98,7 +75,7 @@ async fn run_viewers(base: &str, viewers: usize, seconds: u64, gateway_pid: u32)
     }))
 }
 
-pub async fn run(cli: &Cli) -> Result<Value> {
+pub async fn run(cli: &Options) -> Result<Value> {
     println!(
         "webrtc-gateway cache bench: simulated low-latency viewers of one stream, through \
          Varnish (the README's configuration) and straight at the gateway, {} s each",
@@ -106,13 +83,9 @@ pub async fn run(cli: &Cli) -> Result<Value> {
     );
     let dir = tempfile::tempdir()?;
     let gateway = start_default_gateway(dir.path(), "cache")?;
-    let _varnish = start_varnish(dir.path())?;
-    let _publisher = tokio::process::Command::new(sibling("webrtc-gateway-publish")?)
-        .args(["--url", &format!("ws://127.0.0.1:{HTTP_PORT}/ws")])
-        .args(["--stream", STREAM])
-        .env("RUST_LOG", "error")
+    let varnish = servers::varnish(http_port())?;
+    let _publisher = publisher(&format!("ws://127.0.0.1:{}/ws", http_port()), STREAM, &[])?
         .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -125,15 +98,15 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let through = format!("http://127.0.0.1:{VARNISH_PORT}");
-    let direct = format!("http://127.0.0.1:{HTTP_PORT}");
+    let through = varnish.url("");
+    let direct = format!("http://127.0.0.1:{}", http_port());
     let mut runs = Vec::new();
     for (base, label, counts) in [
         (&direct, "direct", [1usize, 10, 100].as_slice()),
         (&through, "varnish", [1usize, 10, 100, 1000].as_slice()),
     ] {
         for &viewers in counts {
-            let mut result = run_viewers(base, viewers, cli.seconds, gateway.0.id()).await?;
+            let mut result = run_viewers(base, viewers, cli.seconds, pid(&gateway)?).await?;
             result["path"] = json!(label);
             println!(
                 "{label:>8} {viewers:>5} viewers: {:.0} requests/s asked, {:.1}/s at the \

@@ -2,8 +2,8 @@
 
 use crate::cli::*;
 use crate::system::*;
-use anyhow::{Context, Result};
-use std::process::{Command, Stdio};
+use anyhow::Result;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The same work in a bare gst-launch pipeline, fed plain VP8 and Opus RTP by a second
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub fn bare_cores(
     width: u32,
     height: u32,
-    cli: &Cli,
+    cli: &Options,
     audio: bool,
     n: u16,
     tps: f64,
@@ -26,7 +26,7 @@ pub fn bare_cores(
         .map(|offset| launch(&bare_description(width, height, cli, audio, *offset)))
         .collect::<Result<Vec<_>>>()?;
     let _source = launch(&source_description(width, height, audio, &offsets))?;
-    let cpu = || -> Result<f64> { bares.iter().map(|b| cpu_seconds(b.0.id(), tps)).sum() };
+    let cpu = || -> Result<f64> { bares.iter().map(|b| cpu_seconds(pid(b)?, tps)).sum() };
     std::thread::sleep(Duration::from_secs(3));
     let before = cpu()?;
     let start = Instant::now();
@@ -35,19 +35,25 @@ pub fn bare_cores(
 }
 
 pub fn launch(description: &str) -> Result<Process> {
-    Ok(Process(
-        Command::new("gst-launch-1.0")
-            .arg("-q")
-            .args(description.split_whitespace())
-            .stdout(Stdio::null())
-            .spawn()
-            .context("gst-launch-1.0 is installed (gstreamer1.0-tools)")?,
-    ))
+    let description = description.to_string();
+    Ok(Process::new("gst-launch-1.0", move || {
+        let mut command = Command::new("gst-launch-1.0");
+        command.arg("-q").args(description.split_whitespace());
+        command
+    })
+    .hint("gstreamer1.0-tools installs it")
+    .spawn()?)
 }
 
 /// One bare pipeline, on ports shifted by `offset`.
-pub fn bare_description(width: u32, height: u32, cli: &Cli, audio: bool, offset: u16) -> String {
-    let (bare_in, bare_out) = (BARE_IN_PORT + offset, BARE_OUT_PORT + offset);
+pub fn bare_description(
+    width: u32,
+    height: u32,
+    cli: &Options,
+    audio: bool,
+    offset: u16,
+) -> String {
+    let (bare_in, bare_out) = (bare_in_port() + offset, bare_out_port() + offset);
     let video_caps = "application/x-rtp,media=video,clock-rate=90000,encoding-name=VP8,payload=96";
     let audio_caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=97";
     let mut bare = format!(
@@ -92,14 +98,14 @@ pub fn source_description(width: u32, height: u32, audio: bool, offsets: &[u16])
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate=30/1 \
          ! vp8enc deadline=1 cpu-used=8 keyframe-max-dist=60 target-bitrate=800000 \
            error-resilient=partitions ! rtpvp8pay mtu=1200 pt=96 ! multiudpsink clients={}",
-        clients(BARE_IN_PORT)
+        clients(bare_in_port())
     );
     if audio {
         source += &format!(
             " audiotestsrc is-live=true samplesperbuffer=960 wave=sine freq=440 \
              ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 ! rtpopuspay pt=97 \
              ! multiudpsink clients={}",
-            clients(BARE_IN_PORT + 2)
+            clients(bare_in_port() + 2)
         );
     }
     source

@@ -1,4 +1,4 @@
-//! `--latency`: glass-to-glass latency and the cost of blocking playlist reloads. The
+//! `latency`: glass-to-glass latency and the cost of blocking playlist reloads. The
 //! publisher draws its wall clock into each picture (`--clock-stamp`); the players read
 //! it back from the pictures they show: ffmpeg from the RTP through the SDP file (with
 //! its low-delay flags), hls.js in headless Chromium from the HLS playlist, in each HLS
@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use webrtc_gateway::client::clock_stamp;
+use webrtc_gateway_publish::client::clock_stamp;
 
 const STREAM: &str = "latency";
 /// The players' pictures are read at this size.
@@ -78,17 +78,19 @@ setInterval(() => {
 "#;
 
 fn start(dir: &std::path::Path, variant: &str, passthrough: bool) -> Result<Process> {
-    let root = std::env::current_dir()?;
+    let root = webrtc_gateway_testkit::root();
     let mode = if passthrough { "auto" } else { "always" };
     let config = dir.join(format!("{variant}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n[hls]\nvariant = \"{variant}\"\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nwww_dir = \"{root}/www\"\n\
+             [rtp]\nport_base = {rtp_base}\n[hls]\nvariant = \"{variant}\"\n\
              [transcode]\npipelines_dir = \"{root}/pipelines\"\nmode = \"{mode}\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n",
             root = root.display(),
+            http_port = http_port(),
+            rtp_base = rtp_base(),
         ),
     )?;
     spawn_gateway(&config)
@@ -102,14 +104,14 @@ async fn publish(passthrough: bool) -> Result<tokio::process::Child> {
     } else {
         &[]
     };
-    let child = tokio::process::Command::new(sibling("webrtc-gateway-publish")?)
-        .args(["--url", &format!("ws://127.0.0.1:{HTTP_PORT}/ws")])
-        .args(["--stream", STREAM, "--clock-stamp"])
-        .args(codec)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let child = publisher(
+        &format!("ws://127.0.0.1:{}/ws", http_port()),
+        STREAM,
+        &["--clock-stamp"],
+    )?
+    .args(codec)
+    .stdout(Stdio::null())
+    .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(playlist) = api(&format!("/streams/{STREAM}/stream.m3u8")).await
@@ -151,7 +153,8 @@ async fn rtp_latency(seconds: u64) -> Result<Vec<f64>> {
         .args(["-reorder_queue_size", "0", "-threads", "1"])
         .arg("-i")
         .arg(format!(
-            "http://127.0.0.1:{HTTP_PORT}/streams/{STREAM}/stream.sdp"
+            "http://127.0.0.1:{}/streams/{STREAM}/stream.sdp",
+            http_port()
         ))
         .args(["-an", "-fps_mode", "passthrough"])
         .args(["-vf", &format!("scale={WIDTH}:{HEIGHT}")])
@@ -188,8 +191,10 @@ async fn hls_latency(
     dir: &std::path::Path,
     http_port: u16,
 ) -> Result<(Vec<f64>, Option<f64>)> {
-    let hls_js = std::fs::read("node_modules/hls.js/dist/hls.min.js")
-        .context("hls.js is not installed: run `make test-deps` (npm install)")?;
+    let hls_js = std::fs::read(webrtc_gateway_testkit::root_path(
+        "node_modules/hls.js/dist/hls.min.js",
+    ))
+    .context("hls.js is not installed: run `make test-deps` (npm install)")?;
     let reports: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
     let page = PAGE
         .replace("WIDTH", &WIDTH.to_string())
@@ -295,7 +300,7 @@ async fn waiting_requests(pid: u32) -> Result<Value> {
     let started = Instant::now();
     let mut sockets = Vec::new();
     for _ in 0..WAITING {
-        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", HTTP_PORT)).await?;
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", http_port())).await?;
         socket.write_all(request.as_bytes()).await?;
         sockets.push(socket);
     }
@@ -334,7 +339,7 @@ async fn waiting_requests(pid: u32) -> Result<Value> {
     )
 }
 
-pub async fn run(cli: &Cli) -> Result<Value> {
+pub async fn run(cli: &Options) -> Result<Value> {
     println!(
         "webrtc-gateway latency bench: glass to glass, the publisher's clock drawn into its \
          pictures and read from the players' ({WARM_UP_S} s warm-up, {} s measured; {})",
@@ -354,14 +359,11 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         // hls.js plays straight from the gateway, or through Varnish with the README's
         // configuration.
         let (_varnish, hls_port) = if cli.via_varnish {
-            let cache_dir = dir.path().join(format!("varnish-{variant}"));
-            std::fs::create_dir_all(&cache_dir)?;
-            (
-                Some(crate::cache::start_varnish(&cache_dir)?),
-                crate::cache::VARNISH_PORT,
-            )
+            let varnish = webrtc_gateway_testkit::servers::varnish(http_port())?;
+            let port = varnish.port;
+            (Some(varnish), port)
         } else {
-            (None, HTTP_PORT)
+            (None, http_port())
         };
         let publisher = publish(cli.passthrough).await?;
         let (rtp, hls) = tokio::join!(
@@ -370,7 +372,7 @@ pub async fn run(cli: &Cli) -> Result<Value> {
         );
         let (rtp, (hls, hls_js_latency)) = (rtp?, hls?);
         if variant == "lowlatency" {
-            waiting = waiting_requests(gateway.0.id()).await?;
+            waiting = waiting_requests(pid(&gateway)?).await?;
         }
         let (rtp, hls) = (summary(&rtp), summary(&hls));
         println!(

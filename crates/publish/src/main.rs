@@ -25,7 +25,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
     register_default_interceptors,
 };
-use webrtc_gateway::client::{Encoder, KeyFrameRequests, SampleTrack, clock_stamp};
+use webrtc_gateway_publish::client::{Encoder, KeyFrameRequests, SampleTrack, clock_stamp};
 
 mod relay;
 
@@ -103,7 +103,7 @@ struct Cli {
     #[arg(long)]
     source: Option<std::path::PathBuf>,
     /// Draw the wall clock into each picture as it is made (for glass-to-glass latency:
-    /// `webrtc_gateway::client::clock_stamp` reads it back).
+    /// `webrtc_gateway_publish::client::clock_stamp` reads it back).
     #[arg(long)]
     clock_stamp: bool,
     /// Make key frames only when the gateway asks for one (PLI, FIR), as browsers do;

@@ -1,4 +1,4 @@
-//! `--cluster`: two release gateways sharing a Redis, behind HAProxy with the README's
+//! `cluster`: two release gateways sharing a Redis, behind HAProxy with the README's
 //! configuration, on loopback. It measures what forwarding adds to a playlist, a part
 //! and a segment (asked of the node that does not hold the stream, against asking the
 //! one that does), the Redis calls a node and a stream cost (Redis's own
@@ -11,118 +11,54 @@ use crate::steps::percentile;
 use crate::system::*;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use webrtc_gateway_testkit::{free_tcp_port, servers};
 
-const REDIS_PORT: u16 = HTTP_PORT + 5;
-const NODE_PORTS: [u16; 2] = [HTTP_PORT + 10, HTTP_PORT + 11];
-const PROXY_PORT: u16 = HTTP_PORT + 12;
 /// Requests timed per kind and per path.
 const SAMPLES: usize = 300;
 /// Publishers whose Redis calls are counted, spread over the nodes.
 const STREAMS: usize = 8;
 
+/// The node ports of the run, chosen once.
+fn node_ports() -> [u16; 2] {
+    static PORTS: std::sync::OnceLock<[u16; 2]> = std::sync::OnceLock::new();
+    *PORTS.get_or_init(|| [free_tcp_port(), free_tcp_port()])
+}
+
 fn node_url(node: usize) -> String {
-    format!("http://127.0.0.1:{}", NODE_PORTS[node])
-}
-
-/// Redis on `REDIS_PORT`, keeping nothing on disk.
-fn start_redis(dir: &std::path::Path) -> Result<Process> {
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &REDIS_PORT.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("redis-server (make test-deps installs Debian's redis-server)")?;
-    listening(Process(child), REDIS_PORT, "redis-server")
-}
-
-/// HAProxy with the README's configuration in front of the two nodes.
-fn start_haproxy(dir: &std::path::Path) -> Result<Process> {
-    let readme = std::fs::read_to_string("README.md").context("run from the repository")?;
-    let config = readme
-        .split("```haproxy\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .context("the README has no ```haproxy block")?;
-    let mut out = String::new();
-    let mut servers = false;
-    for line in config.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("bind ") {
-            out.push_str(&format!("    bind 127.0.0.1:{PROXY_PORT}\n"));
-        } else if let Some(rest) = trimmed.strip_prefix("server ") {
-            if !servers {
-                let options: Vec<&str> = rest.split_whitespace().skip(2).collect();
-                for (k, port) in NODE_PORTS.iter().enumerate() {
-                    out.push_str(&format!(
-                        "    server gw{} 127.0.0.1:{port} {}\n",
-                        k + 1,
-                        options.join(" ")
-                    ));
-                }
-                servers = true;
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, out)?;
-    let child = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("haproxy (make test-deps installs Debian's haproxy)")?;
-    listening(Process(child), PROXY_PORT, "haproxy")
+    format!("http://127.0.0.1:{}", node_ports()[node])
 }
 
 /// Node `node` (0 or 1) of the cluster, with its defaults and 320x180 video.
-fn start_node(dir: &std::path::Path, node: usize) -> Result<Process> {
-    let root = std::env::current_dir()?;
+fn start_node(dir: &std::path::Path, node: usize, redis_port: u16) -> Result<Process> {
+    let root = webrtc_gateway_testkit::root();
     let config = dir.join(format!("gw{}.toml", node + 1));
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n\
+             [rtp]\nport_base = {rtp_base}\n\
              [transcode]\nwidth = 320\nheight = 180\nx264_preset = \"ultrafast\"\n\
              pipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n\
-             [cluster]\nredis_url = \"redis://127.0.0.1:{REDIS_PORT}\"\nnode_id = \"gw{id}\"\n",
-            port = NODE_PORTS[node],
+             [cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"gw{id}\"\n",
+            port = node_ports()[node],
             root = root.display(),
+            rtp_base = rtp_base(),
             id = node + 1,
         ),
     )?;
-    let child = Command::new(sibling("webrtc-gateway")?)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    listening(Process(child), NODE_PORTS[node], "a gateway node")
+    spawn_gateway_on(&config, node_ports()[node], "a gateway node")
 }
 
 /// A publisher process (`webrtc-gateway-publish`, 320x180) to the socket at `ws`.
-fn publisher(ws: &str, stream: &str) -> Result<tokio::process::Child> {
+fn cluster_publisher(ws: &str, stream: &str) -> Result<tokio::process::Child> {
     Ok(
-        tokio::process::Command::new(sibling("webrtc-gateway-publish")?)
-            .args([
-                "--url", ws, "--stream", stream, "--width", "320", "--height", "180",
-            ])
-            .env("RUST_LOG", "error")
+        publisher(ws, stream, &["--width", "320", "--height", "180"])?
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()?,
     )
 }
@@ -212,16 +148,19 @@ fn newest(playlist: &str) -> Option<(String, String)> {
     Some((part.to_string(), segment.to_string()))
 }
 
-pub async fn run(cli: &Cli) -> Result<Value> {
+pub async fn run(cli: &Options) -> Result<Value> {
     println!(
         "webrtc-gateway cluster bench: two nodes, one Redis, HAProxy with the README's \
          configuration, on loopback"
     );
     let dir = tempfile::tempdir()?;
-    let _redis = start_redis(dir.path())?;
-    let mut nodes = vec![start_node(dir.path(), 0)?, start_node(dir.path(), 1)?];
-    let _proxy = start_haproxy(dir.path())?;
-    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}"))?
+    let redis_server = servers::redis(None)?;
+    let mut nodes = vec![
+        start_node(dir.path(), 0, redis_server.port)?,
+        start_node(dir.path(), 1, redis_server.port)?,
+    ];
+    let proxy = servers::haproxy(&node_ports())?;
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{}", redis_server.port))?
         .get_multiplexed_async_connection()
         .await?;
     let http = reqwest::Client::new();
@@ -234,8 +173,8 @@ pub async fn run(cli: &Cli) -> Result<Value> {
     let idle = (redis_commands(&mut redis).await? - before) as f64 / window.as_secs_f64();
     let mut publishers = Vec::new();
     for k in 0..STREAMS {
-        let ws = format!("ws://127.0.0.1:{}/ws", NODE_PORTS[k % 2]);
-        let mut child = publisher(&ws, &format!("s{k}"))?;
+        let ws = format!("ws://127.0.0.1:{}/ws", node_ports()[k % 2]);
+        let mut child = cluster_publisher(&ws, &format!("s{k}"))?;
         if !until_live(&mut child, Duration::from_secs(30)).await {
             bail!("publisher s{k} did not go live");
         }
@@ -274,18 +213,18 @@ pub async fn run(cli: &Cli) -> Result<Value> {
     // Failover: a publisher on gw1, which is killed; the publisher retries at once
     // through HAProxy until it is live again (on gw2, once gw1's claim has expired).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let ws = format!("ws://127.0.0.1:{}/ws", NODE_PORTS[0]);
-    let mut first = publisher(&ws, "failover")?;
+    let ws = format!("ws://127.0.0.1:{}/ws", node_ports()[0]);
+    let mut first = cluster_publisher(&ws, "failover")?;
     if !until_live(&mut first, Duration::from_secs(30)).await {
         bail!("the failover publisher did not go live");
     }
     let killed = Instant::now();
-    nodes[0].0.kill()?;
-    let through = format!("ws://127.0.0.1:{PROXY_PORT}/ws");
+    nodes[0].kill();
+    let through = format!("ws://127.0.0.1:{}/ws", proxy.port);
     let mut attempts = 0;
     let back = loop {
         attempts += 1;
-        let mut again = publisher(&through, "failover")?;
+        let mut again = cluster_publisher(&through, "failover")?;
         if until_live(&mut again, Duration::from_secs(15)).await {
             break killed.elapsed();
         }

@@ -1,4 +1,4 @@
-//! `--abuse`: what hostile clients cost the gateway, with its default limits. Three
+//! `abuse`: what hostile clients cost the gateway, with its default limits. Three
 //! figures: the gateway's memory before, with and after 2,000 idle WebSockets (kept
 //! until the gateway closes them); the UDP datagrams the machine sends in 5 s while one
 //! publisher trickles 10,000 candidates; and how long a publisher that connects but
@@ -19,7 +19,7 @@ const CANDIDATES: usize = 10_000;
 const OFFER: &str = include_str!("../../../tests/common/browser_offer.sdp");
 
 fn ws_url() -> String {
-    format!("ws://127.0.0.1:{HTTP_PORT}/ws")
+    format!("ws://127.0.0.1:{}/ws", http_port())
 }
 
 /// The gateway's memory with no client, with `IDLE_CLIENTS` idle WebSockets, and once
@@ -117,11 +117,8 @@ async fn candidate_flood() -> Result<Value> {
 /// A publisher whose connection comes up but that sends no media: the time from its
 /// connection up to the gateway ending it, and the reason.
 async fn silent_publisher() -> Result<Value> {
-    let mut child = tokio::process::Command::new(sibling("webrtc-gateway-publish")?)
-        .args(["--url", &ws_url(), "--stream", "silent", "--silent"])
-        .env("RUST_LOG", "error")
+    let mut child = publisher(&ws_url(), "silent", &["--silent"])?
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()?;
     let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
     let mut connected = None;
@@ -147,7 +144,7 @@ pub async fn run() -> Result<Value> {
     println!("webrtc-gateway abuse bench: default limits, release build, loopback");
     let dir = tempfile::tempdir()?;
     let gateway = start_default_gateway(dir.path(), "abuse")?;
-    let pid = gateway.0.id();
+    let pid = pid(&gateway)?;
     let idle = idle_clients(pid).await?;
     let again = idle_clients(pid).await?;
     let flood = candidate_flood().await?;

@@ -1,4 +1,4 @@
-//! Publishing helpers for the gateway's own tools (the test publisher and the
+//! Publishing helpers for the gateway's tools (the test publisher and the
 //! benchmark): GStreamer encoders whose frames are pulled from an appsink, and local
 //! WebRTC tracks fed with those frames. Not used by the gateway.
 

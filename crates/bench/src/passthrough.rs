@@ -1,4 +1,4 @@
-//! `--passthrough`: H.264 publishers passed through (`transcode.mode = "auto"`) against
+//! `passthrough`: H.264 publishers passed through (`transcode.mode = "auto"`) against
 //! the same publishers transcoded (`"always"`), at each size, in one run. First the
 //! receive-only cost (publishers received, depayloaded and parsed, no output at all),
 //! then a sweep of each: capacity by frame rate and within the delay target, cores and
@@ -43,7 +43,7 @@ fn at_capacity(sweep: &Sweep) -> Option<&Step> {
         .next()
 }
 
-pub async fn run(cli: &Cli) -> Result<Value> {
+pub async fn run(cli: &Options) -> Result<Value> {
     let tps = ticks_per_second();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(

@@ -1,4 +1,4 @@
-//! `--upload`: what uploading recordings costs the live streams. The same publishers
+//! `upload`: what uploading recordings costs the live streams. The same publishers
 //! (transcoded, 640x360 by default) recorded to MP4, first with recordings kept on disk
 //! only, then also uploaded to an S3-compatible store (`s3s-fs`, which `make test-deps`
 //! installs), in one run: each stream's frame rate and the delay p99 beside each other,
@@ -12,24 +12,8 @@ use crate::steps::*;
 use crate::system::*;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 
-/// s3s-fs on `S3_PORT` with the bench's credentials and a bucket `bench`.
-fn start_store(dir: &std::path::Path) -> Result<Process> {
-    let data = dir.join("s3");
-    std::fs::create_dir_all(data.join("bench"))?;
-    let child = Command::new("target/tools/bin/s3s-fs")
-        .args(["--host", "127.0.0.1", "--port", &S3_PORT.to_string()])
-        .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("target/tools/bin/s3s-fs (make test-deps installs it)")?;
-    listening(Process(child), S3_PORT, "s3s-fs")
-}
-
-pub async fn run(cli: &Cli) -> Result<Value> {
+pub async fn run(cli: &Options) -> Result<Value> {
     let n = cli.only.unwrap_or(16);
     let size = cli.sizes.split(',').next().unwrap_or("640x360");
     let (width, height) = size
@@ -41,8 +25,10 @@ pub async fn run(cli: &Cli) -> Result<Value> {
          on disk only and then also uploaded to s3s-fs, {} s each",
         cli.seconds
     );
-    let dir = tempfile::tempdir()?;
-    let _store = start_store(dir.path())?;
+    let store = webrtc_gateway_testkit::servers::s3_store()?;
+    S3_STORE_PORT
+        .set(store.port)
+        .map_err(|_| anyhow::anyhow!("the S3 store started twice"))?;
     let clip = std::sync::Arc::new(clip(width, height, SourceCodec::Vp8)?);
     let tps = ticks_per_second();
     let mut runs = Vec::new();

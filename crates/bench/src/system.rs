@@ -5,28 +5,28 @@ use crate::cli::*;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+pub use webrtc_gateway_testkit::Process;
+use webrtc_gateway_testkit::servers::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY};
 
-/// A child process killed when dropped.
-pub struct Process(pub Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A program of the workspace beside the bench (the release gateway, the publisher).
+pub fn sibling(name: &str) -> Result<PathBuf> {
+    Ok(webrtc_gateway_testkit::binary(name)?)
 }
 
-pub fn sibling(name: &str) -> Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build with `cargo build --release`",
-            path.display()
-        );
-    }
-    Ok(path)
+/// The test publisher to the signalling socket at `ws_url`, as a tokio child.
+pub fn publisher(ws_url: &str, stream: &str, args: &[&str]) -> Result<tokio::process::Command> {
+    let mut command = tokio::process::Command::from(webrtc_gateway_testkit::publisher_command(
+        ws_url, stream, args,
+    )?);
+    command.env("RUST_LOG", "error").kill_on_drop(true);
+    Ok(command)
+}
+
+/// The process id of a started process.
+pub fn pid(process: &Process) -> Result<u32> {
+    process.pid().context("the process is not running")
 }
 
 pub fn ticks_per_second() -> f64 {
@@ -60,7 +60,7 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
 pub fn start_gateway(
     width: u32,
     height: u32,
-    cli: &Cli,
+    cli: &Options,
     settings: GatewaySettings,
     dir: &std::path::Path,
 ) -> Result<Process> {
@@ -77,8 +77,11 @@ pub fn start_gateway(
         }
         Record::Upload => format!(
             "[record]\nenabled = true\nformat = \"mp4\"\ndir = \"recordings\"\n\
-             upload_url = \"s3://bench/recordings\"\n\
-             upload_endpoint = \"http://127.0.0.1:{S3_PORT}\"\n"
+             upload_url = \"s3://{S3_BUCKET}/bench\"\n\
+             upload_endpoint = \"http://127.0.0.1:{s3_port}\"\n",
+            s3_port = S3_STORE_PORT
+                .get()
+                .context("the S3 store has not started")?,
         ),
     };
     let record = record.replace(
@@ -86,19 +89,21 @@ pub fn start_gateway(
         &format!("dir = \"{}\"", dir.join("recordings").display()),
     );
     let mode = if passthrough { "auto" } else { "always" };
-    let root = std::env::current_dir()?;
+    let root = webrtc_gateway_testkit::root();
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nenabled = {rtp}\nport_base = {RTP_BASE}\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nwww_dir = \"{root}/www\"\n\
+             [rtp]\nenabled = {rtp}\nport_base = {rtp_base}\n\
              [hls]\nenabled = {hls}\nlinger_s = 0\n\
              [transcode]\nmode = \"{mode}\"\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
              encoder_threads = {threads}\njitter_buffer_ms = {JITTER_BUFFER_MS}\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 512\n{record}",
             root = root.display(),
+            http_port = http_port(),
+            rtp_base = rtp_base(),
             preset = cli.preset,
             threads = cli.encoder_threads,
         ),
@@ -106,68 +111,64 @@ pub fn start_gateway(
     spawn_gateway(&config)
 }
 
-/// Starts the release gateway with `config` and waits for it to listen on `HTTP_PORT`.
+/// Starts the release gateway with `config` and waits for it to listen on its port.
 pub fn spawn_gateway(config: &std::path::Path) -> Result<Process> {
-    // WEBRTC_GATEWAY_BENCH_LOG=FILE keeps the gateway's log (at RUST_LOG, or debug for
-    // the gateway), to see what happened in a step.
-    let (level, stderr) = match std::env::var_os("WEBRTC_GATEWAY_BENCH_LOG") {
-        Some(path) => (
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webrtc_gateway=debug".into()),
-            Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-        ),
-        None => ("warn".to_string(), Stdio::null()),
-    };
-    let child = Command::new(sibling("webrtc-gateway")?)
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", level)
-        // The credentials of the S3-compatible store that `--upload` starts.
-        .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()?;
-    listening(Process(child), HTTP_PORT, "the gateway")
+    spawn_gateway_on(config, http_port(), "the gateway")
 }
 
-/// `process` once it accepts connections on loopback `port` (10 s at most).
-pub fn listening(process: Process, port: u16, what: &str) -> Result<Process> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(process);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// Starts the release gateway with `config` and waits for it to listen on `port`.
+pub fn spawn_gateway_on(config: &std::path::Path, port: u16, what: &str) -> Result<Process> {
+    // WEBRTC_GATEWAY_BENCH_LOG=FILE keeps the gateway's log (at RUST_LOG, or debug for
+    // the gateway), to see what happened in a step.
+    let kept = std::env::var_os("WEBRTC_GATEWAY_BENCH_LOG");
+    let level = match kept {
+        Some(_) => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,webrtc_gateway=debug".into()),
+        None => "warn".to_string(),
+    };
+    let (binary, config) = (sibling("webrtc-gateway")?, config.to_path_buf());
+    let process = Process::new(what, move || {
+        let mut command = Command::new(&binary);
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", &level)
+            // The credentials of the S3-compatible store that `upload` starts.
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .env("AWS_REGION", "us-east-1");
+        command
+    });
+    let mut process = match kept {
+        Some(path) => process.log_to(std::path::Path::new(&path)),
+        None => process,
     }
-    bail!("{what} did not start")
+    .spawn()?;
+    process.wait_port(port, Duration::from_secs(10))?;
+    Ok(process)
 }
 
 /// The release gateway with its defaults on the bench's ports; its configuration file
 /// is `dir/NAME.toml`.
 pub fn start_default_gateway(dir: &std::path::Path, name: &str) -> Result<Process> {
-    let root = std::env::current_dir()?;
+    let root = webrtc_gateway_testkit::root();
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{HTTP_PORT}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {RTP_BASE}\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nwww_dir = \"{root}/www\"\n\
+             [rtp]\nport_base = {rtp_base}\n\
              [transcode]\npipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n",
             root = root.display(),
+            http_port = http_port(),
+            rtp_base = rtp_base(),
         ),
     )?;
     spawn_gateway(&config)
 }
 
 pub async fn api(path: &str) -> Result<Value> {
-    let (mut socket, _) = tokio::net::TcpStream::connect(("127.0.0.1", HTTP_PORT))
+    let (mut socket, _) = tokio::net::TcpStream::connect(("127.0.0.1", http_port()))
         .await
         .map(|s| (s, ()))?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
