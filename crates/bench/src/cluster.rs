@@ -43,7 +43,8 @@ fn start_node(dir: &std::path::Path, node: usize, redis_port: u16) -> Result<Pro
              [transcode]\nwidth = 320\nheight = 180\nx264_preset = \"ultrafast\"\n\
              pipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n\
-             [cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"gw{id}\"\n",
+             [cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"gw{id}\"\n\
+             secret = \"bench-cluster-secret\"\n",
             port = node_ports()[node],
             root = root.display(),
             rtp_base = rtp_base(),
