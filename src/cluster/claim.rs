@@ -25,10 +25,10 @@ pub struct HeldSlot {
 
 /// What gives a claim up: the cluster implementation that made it. The work that must
 /// be done at once (in memory) is done in the call; what takes I/O is the future.
-pub trait Release: Send + Sync {
+pub trait GiveUp: Send + Sync {
     /// Gives up `name` and `slot`; with `linger`, the node keeps serving the ended
     /// stream's playlist that long, and other nodes send its viewers here.
-    fn release(
+    fn give_up(
         self: Arc<Self>,
         name: StreamName,
         slot: Option<HeldSlot>,
@@ -41,7 +41,7 @@ pub trait Release: Send + Sync {
 pub struct Claim {
     name: StreamName,
     slot: Option<HeldSlot>,
-    owner: Option<Arc<dyn Release>>,
+    owner: Option<Arc<dyn GiveUp>>,
 }
 
 impl std::fmt::Debug for Claim {
@@ -56,7 +56,7 @@ impl std::fmt::Debug for Claim {
 
 impl Claim {
     /// A claim on `name` (and `slot`) that `owner` gives up.
-    pub fn new(name: StreamName, slot: Option<HeldSlot>, owner: Arc<dyn Release>) -> Self {
+    pub fn new(name: StreamName, slot: Option<HeldSlot>, owner: Arc<dyn GiveUp>) -> Self {
         Self {
             name,
             slot,
@@ -74,7 +74,7 @@ impl Claim {
         self.slot.as_ref().map(|s| s.slot)
     }
 
-    /// The same claim, with `slot` held too (released with it).
+    /// The same claim, with `slot` held too (given up with it).
     pub fn with_slot(mut self, slot: HeldSlot) -> Self {
         self.slot = Some(slot);
         self
@@ -84,37 +84,37 @@ impl Claim {
     fn give_up(&mut self, linger: Option<Duration>) -> Option<BoxFuture<'static, ()>> {
         let owner = self.owner.take()?;
         let linger = linger.filter(|l| !l.is_zero());
-        Some(owner.release(self.name.clone(), self.slot.take(), linger))
+        Some(owner.give_up(self.name.clone(), self.slot.take(), linger))
     }
 
     /// Gives the claim up now; with `linger`, the ended stream's playlist is served here
     /// that long.
     pub async fn end(mut self, linger: Option<Duration>) {
-        if let Some(release) = self.give_up(linger) {
-            release.await;
+        if let Some(giving_up) = self.give_up(linger) {
+            giving_up.await;
         }
     }
 
     /// Gives the claim up in the background, with the ended stream lingering.
     pub fn linger(mut self, linger: Duration) {
-        if let Some(release) = self.give_up(Some(linger)) {
-            spawn(release);
+        if let Some(giving_up) = self.give_up(Some(linger)) {
+            spawn(giving_up);
         }
     }
 }
 
-/// Runs a release in the background; without a runtime, the claim expires with its
+/// Gives a claim up in the background; without a runtime, the claim expires with its
 /// lease.
-fn spawn(release: BoxFuture<'static, ()>) {
+fn spawn(giving_up: BoxFuture<'static, ()>) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(release);
+        runtime.spawn(giving_up);
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if let Some(release) = self.give_up(None) {
-            spawn(release);
+        if let Some(giving_up) = self.give_up(None) {
+            spawn(giving_up);
         }
     }
 }

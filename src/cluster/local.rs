@@ -3,7 +3,7 @@
 //! places no publisher elsewhere.
 
 use super::{
-    Claim, ClaimError, Cluster, ClusterStatus, HeldSlot, Holder, NodeInfo, Release, SlotRequest,
+    Claim, ClaimError, Cluster, ClusterStatus, GiveUp, HeldSlot, Holder, NodeInfo, SlotRequest,
 };
 use crate::name::StreamName;
 use futures::future::BoxFuture;
@@ -40,8 +40,8 @@ impl LocalCluster {
     }
 }
 
-impl Release for LocalCluster {
-    fn release(
+impl GiveUp for LocalCluster {
+    fn give_up(
         self: Arc<Self>,
         name: StreamName,
         _slot: Option<HeldSlot>,

@@ -7,7 +7,7 @@
 //! takes back a claim that expired while Redis was away if nobody else took it.
 
 use super::{
-    Claim, ClaimError, Cluster, ClusterStatus, HeldSlot, Holder, NodeInfo, RedisState, Release,
+    Claim, ClaimError, Cluster, ClusterStatus, GiveUp, HeldSlot, Holder, NodeInfo, RedisState,
     SlotRequest,
 };
 use crate::config::ClusterConfig;
@@ -59,7 +59,7 @@ return lost
 ";
 
 /// Deletes `KEYS[1]` if it still holds `ARGV[1]`.
-const RELEASE: &str = r"
+const GIVE_UP: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
@@ -230,7 +230,7 @@ impl Membership {
 
     /// Gives up a name (with `linger`, the node keeps serving the ended stream's
     /// playlist that long, and other nodes send its viewers here).
-    async fn release_name(&self, name: &StreamName, linger: Option<Duration>) {
+    async fn give_up_name(&self, name: &StreamName, linger: Option<Duration>) {
         if let Some(linger) = linger.filter(|l| !l.is_zero()) {
             let mut redis = self.redis.clone();
             let ended = key("ended", name.as_str());
@@ -238,21 +238,21 @@ impl Membership {
                 .call(redis.pset_ex(ended, &self.node, linger.as_millis() as u64))
                 .await;
         }
-        self.release_key(key("stream", name.as_str())).await;
+        self.give_up_key(key("stream", name.as_str())).await;
     }
 
     /// Gives up a slot.
-    async fn release_slot(&self, host: &str, slot: u32) {
-        self.release_key(key("slot", &format!("{host}:{slot}")))
+    async fn give_up_slot(&self, host: &str, slot: u32) {
+        self.give_up_key(key("slot", &format!("{host}:{slot}")))
             .await;
     }
 
-    async fn release_key(&self, key: String) {
+    async fn give_up_key(&self, key: String) {
         let Some(held) = self.held().remove(&key) else {
             return;
         };
         let mut redis = self.redis.clone();
-        let script = Script::new(RELEASE);
+        let script = Script::new(GIVE_UP);
         let mut invocation = script.key(&key);
         invocation.arg(&held.value);
         // Unreachable, the claim expires with its lease.
@@ -260,8 +260,8 @@ impl Membership {
     }
 }
 
-impl Release for Membership {
-    fn release(
+impl GiveUp for Membership {
+    fn give_up(
         self: Arc<Self>,
         name: StreamName,
         slot: Option<HeldSlot>,
@@ -269,9 +269,9 @@ impl Release for Membership {
     ) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             if let Some(slot) = slot {
-                self.release_slot(&slot.host, slot.slot).await;
+                self.give_up_slot(&slot.host, slot.slot).await;
             }
-            self.release_name(&name, linger).await;
+            self.give_up_name(&name, linger).await;
         })
     }
 }
@@ -447,7 +447,7 @@ impl Cluster for Membership {
         *self.left.lock().await = true;
         let keys: Vec<String> = self.held().keys().cloned().collect();
         for key in keys {
-            self.release_key(key).await;
+            self.give_up_key(key).await;
         }
         let mut redis = self.redis.clone();
         let mut pipe = redis::pipe();

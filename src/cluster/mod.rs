@@ -12,7 +12,7 @@ pub mod membership;
 mod node;
 pub mod signature;
 
-pub use claim::{Claim, HeldSlot, Release, SlotRequest};
+pub use claim::{Claim, GiveUp, HeldSlot, SlotRequest};
 pub use local::LocalCluster;
 pub use node::{ClusterView, Node, NodeInfo, NodeState, host_name, place};
 

@@ -253,20 +253,20 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Claim, ClusterStatus, HeldSlot, Holder, NodeInfo, Release};
+    use crate::cluster::{Claim, ClusterStatus, GiveUp, HeldSlot, Holder, NodeInfo};
     use crate::registry::Registry;
     use futures::future::BoxFuture;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
     /// What the fake cluster was told to give up: the name, its slot, its linger.
-    type Released = Vec<(String, Option<u32>, Option<Duration>)>;
+    type GivenUp = Vec<(String, Option<u32>, Option<Duration>)>;
 
     #[derive(Debug, Default)]
-    struct Log(Mutex<Released>);
+    struct Log(Mutex<GivenUp>);
 
-    impl Release for Log {
-        fn release(
+    impl GiveUp for Log {
+        fn give_up(
             self: Arc<Self>,
             name: StreamName,
             slot: Option<HeldSlot>,
@@ -297,7 +297,7 @@ mod tests {
             }
         }
 
-        fn released(&self) -> Released {
+        fn given_up(&self) -> GivenUp {
             self.log.0.lock().unwrap().clone()
         }
     }
@@ -386,7 +386,7 @@ mod tests {
             PublishError::Registry(RegistryError::InUse)
         ));
         assert_eq!(*cluster.claims.lock().unwrap(), 1);
-        assert!(cluster.released().is_empty());
+        assert!(cluster.given_up().is_empty());
         // The registry kept the claim; the name's end hands it back to be given up.
         let ended = registry
             .lock()
@@ -396,7 +396,7 @@ mod tests {
         let claim = ended.claim.expect("the entry kept its claim");
         claim.end(Some(Duration::from_secs(3))).await;
         assert_eq!(
-            cluster.released(),
+            cluster.given_up(),
             [("cam1".into(), Some(7), Some(Duration::from_secs(3)))]
         );
     }
@@ -417,7 +417,7 @@ mod tests {
                 "{refusal}: {error:?}"
             );
             assert!(!registry.lock().unwrap().is_active("cam1"));
-            assert!(cluster.released().is_empty());
+            assert!(cluster.given_up().is_empty());
         }
     }
 
@@ -429,7 +429,7 @@ mod tests {
             try_reserve(&cluster, &registry, "cam1").await.unwrap();
             let error = try_reserve(&cluster, &registry, "cam2").await.unwrap_err();
             assert_eq!(format!("{error:?}"), expected);
-            assert_eq!(cluster.released(), [("cam2".into(), Some(7), None)]);
+            assert_eq!(cluster.given_up(), [("cam2".into(), Some(7), None)]);
         }
     }
 
@@ -446,7 +446,7 @@ mod tests {
             .release(&name("cam1"), Instant::now());
         assert!(!released.lingers && released.claim.is_some());
         drop(released);
-        assert_eq!(cluster.released(), [("cam1".into(), Some(7), None)]);
+        assert_eq!(cluster.given_up(), [("cam1".into(), Some(7), None)]);
         assert!(!registry.lock().unwrap().is_active("cam1"));
         // An ended stream taken over goes back to lingering, and its claim with it.
         try_reserve(&cluster, &registry, "cam2").await.unwrap();
@@ -456,7 +456,7 @@ mod tests {
             .release(&name("cam2"), Instant::now());
         released.claim.unwrap().linger(Duration::from_secs(5));
         assert_eq!(
-            cluster.released()[1],
+            cluster.given_up()[1],
             ("cam2".into(), Some(7), Some(Duration::from_secs(5)))
         );
     }
