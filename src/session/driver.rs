@@ -18,6 +18,7 @@ use crate::name::StreamName;
 use crate::session::handle::{ControlError, Reply, SessionCommand, SessionEvent};
 use crate::session::keyframes::{self, KeyframeSchedule};
 use crate::session::offer::OfferPlan;
+use crate::session::outputs;
 use crate::session::peer::{Peer, PeerEvent};
 use crate::stream::{EndReason, StreamStats};
 use std::sync::Arc;
@@ -196,6 +197,12 @@ impl Session {
         blocking(|| {
             if let Some(rtp) = &mut self.rtp {
                 rtp.finish();
+            }
+            // A recording still written was finished by the end of the stream.
+            if let Some(recording) = self.recording.current().filter(|r| r.is_attached()) {
+                self.gateway
+                    .events
+                    .emit(outputs::finished(&self.name, recording));
             }
             (reason, self.end_hls())
         })
@@ -610,6 +617,7 @@ impl Session {
         progress.live = true;
         tracing::info!("stream is live");
         let outputs = self.gateway.registry().live(&self.name).unwrap_or_default();
+        self.gateway.events.emit(self.published());
         let _ = self.events.send(SessionEvent::Live {
             stream: self.name.clone(),
             outputs,

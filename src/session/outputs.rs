@@ -4,10 +4,12 @@
 //! destinations, writes the multivariant playlist, ends HLS, and reports an output
 //! that failed while the stream goes on.
 
+use crate::events::Event;
 use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
 use crate::media::output::record::{AfterStop, Recording, RecordingError};
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{FileOutput, OutputSpec, StreamPipeline};
+use crate::name::StreamName;
 use crate::session::driver::{Progress, Session};
 use crate::session::handle::ControlError;
 use std::net::IpAddr;
@@ -117,6 +119,7 @@ impl Session {
         let Some((recording, then)) = self.recording.finished() else {
             return;
         };
+        self.gateway.events.emit(finished(&self.name, &recording));
         let file = recording.detach(pipeline);
         tracing::info!(%file, "recording stopped");
         self.gateway
@@ -195,4 +198,14 @@ impl Session {
             hls.write_variant(&variant);
         }
     }
+}
+
+/// The `recording.finished` event of a recording whose file is complete.
+pub(super) fn finished(name: &StreamName, recording: &Recording) -> Event {
+    Event::recording_finished(
+        name,
+        recording.file(),
+        recording.bytes(),
+        recording.duration(),
+    )
 }
