@@ -6,9 +6,10 @@
 //! second up to [`MAX_PAUSE`], with jitter; an event still failing [`GIVE_UP`] after its
 //! first failure is dropped, said in the log and counted.
 
-use super::outbox::{Outbox, id_of};
-use super::signature::{SIGNATURE_HEADER, signature};
-use super::{DeliveryCounters, Queued};
+use crate::events::outbox::{Outbox, id_of};
+use crate::events::signature::{SIGNATURE_HEADER, signature};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,6 +25,25 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 pub const GIVE_UP: Duration = Duration::from_secs(3600);
 /// The header that carries the event's id.
 pub const EVENT_ID_HEADER: &str = "X-Gateway-Event-Id";
+
+/// What the delivery of events counts (registered with the metrics).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryCounters {
+    pub delivered: Counter,
+    /// Tries that failed (refused or unanswered).
+    pub failed: Counter,
+    /// Events given up after an hour of failures.
+    pub dropped: Counter,
+    /// Events waiting for delivery.
+    pub pending: Gauge,
+}
+
+/// An event written to the outbox, for the delivery task.
+#[derive(Debug)]
+pub struct Queued {
+    pub name: String,
+    pub body: Vec<u8>,
+}
 
 /// Where and how events are delivered.
 #[derive(Debug, Clone)]

@@ -18,7 +18,6 @@ use crate::name::StreamName;
 use crate::session::handle::{ControlError, Reply, SessionCommand, SessionEvent};
 use crate::session::keyframes::{self, KeyframeSchedule};
 use crate::session::offer::OfferPlan;
-use crate::session::outputs;
 use crate::session::peer::{Peer, PeerEvent};
 use crate::stream::{EndReason, StreamStats};
 use std::sync::Arc;
@@ -200,9 +199,7 @@ impl Session {
             }
             // A recording still written was finished by the end of the stream.
             if let Some(recording) = self.recording.current().filter(|r| r.is_attached()) {
-                self.gateway
-                    .events
-                    .emit(outputs::finished(&self.name, recording));
+                self.gateway.events.emit(self.finished_event(recording));
             }
             (reason, self.end_hls())
         })

@@ -9,7 +9,6 @@ use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
 use crate::media::output::record::{AfterStop, Recording, RecordingError};
 use crate::media::output::rtp::RtpOutput;
 use crate::media::{FileOutput, OutputSpec, StreamPipeline};
-use crate::name::StreamName;
 use crate::session::driver::{Progress, Session};
 use crate::session::handle::ControlError;
 use std::net::IpAddr;
@@ -119,7 +118,7 @@ impl Session {
         let Some((recording, then)) = self.recording.finished() else {
             return;
         };
-        self.gateway.events.emit(finished(&self.name, &recording));
+        self.gateway.events.emit(self.finished_event(&recording));
         let file = recording.detach(pipeline);
         tracing::info!(%file, "recording stopped");
         self.gateway
@@ -198,14 +197,10 @@ impl Session {
             hls.write_variant(&variant);
         }
     }
-}
 
-/// The `recording.finished` event of a recording whose file is complete.
-pub(super) fn finished(name: &StreamName, recording: &Recording) -> Event {
-    Event::recording_finished(
-        name,
-        recording.file(),
-        recording.bytes(),
-        recording.duration(),
-    )
+    /// The `recording.finished` event of a recording whose file is complete.
+    pub(super) fn finished_event(&self, recording: &Recording) -> Event {
+        let (file, bytes) = (recording.file(), recording.bytes());
+        Event::recording_finished(&self.name, file, bytes, recording.duration())
+    }
 }
