@@ -76,6 +76,30 @@ impl Pending {
     }
 }
 
+/// What follows a failed try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterFailure {
+    /// Tried again at its `due` time; `first` when it had not failed before.
+    Retry { first: bool },
+    /// Failing for [`GIVE_UP`]: dropped.
+    GiveUp,
+}
+
+impl Pending {
+    /// Notes a failed try at `now`: the next one after a jittered pause (`jitter` in
+    /// 0..1), or none once it has failed for [`GIVE_UP`].
+    fn failed(&mut self, now: Instant, jitter: f64) -> AfterFailure {
+        let first = self.failing_since.is_none();
+        let since = *self.failing_since.get_or_insert(now);
+        if now.duration_since(since) >= GIVE_UP {
+            return AfterFailure::GiveUp;
+        }
+        self.due = now + jittered(self.pause, jitter);
+        self.pause = next_pause(self.pause);
+        AfterFailure::Retry { first }
+    }
+}
+
 /// The wait before the next try: between half and all of `pause` (`jitter` in 0..1),
 /// so that events that failed together are not all tried again at once.
 pub fn jittered(pause: Duration, jitter: f64) -> Duration {
@@ -219,22 +243,20 @@ async fn deliver(
         return;
     };
     counters.failed.inc();
-    let since = *event.failing_since.get_or_insert(now);
-    if now.duration_since(since) >= GIVE_UP {
-        tracing::error!(%id, url = %receiver.url, "event dropped: its delivery failed for {} s ({failure})", GIVE_UP.as_secs());
-        counters.dropped.inc();
-        pending.remove(name);
-        forget(outbox, name).await;
-        return;
+    match event.failed(now, rand::random::<f64>()) {
+        AfterFailure::GiveUp => {
+            tracing::error!(%id, url = %receiver.url, "event dropped: its delivery failed for {} s ({failure})", GIVE_UP.as_secs());
+            counters.dropped.inc();
+            pending.remove(name);
+            forget(outbox, name).await;
+        }
+        AfterFailure::Retry { first: true } => {
+            tracing::warn!(%id, url = %receiver.url, "cannot deliver an event: {failure}; trying again with backoff");
+        }
+        AfterFailure::Retry { first: false } => {
+            tracing::debug!(%id, "event delivery failed again: {failure}");
+        }
     }
-    let wait = jittered(event.pause, rand::random::<f64>());
-    if event.pause == FIRST_PAUSE {
-        tracing::warn!(%id, url = %receiver.url, "cannot deliver an event: {failure}; trying again with backoff");
-    } else {
-        tracing::debug!(%id, "event delivery failed again: {failure}");
-    }
-    event.due = now + wait;
-    event.pause = next_pause(event.pause);
 }
 
 async fn forget(outbox: &Outbox, name: &str) {
@@ -259,6 +281,30 @@ mod tests {
         }
         assert_eq!(seen[..4], [1, 2, 4, 8].map(Duration::from_secs));
         assert_eq!(next_pause(MAX_PAUSE), MAX_PAUSE);
+    }
+
+    #[test]
+    fn a_failing_event_is_retried_for_an_hour_then_given_up() {
+        let start = Instant::now();
+        let mut event = Pending::new(b"{}".to_vec());
+        let mut now = start;
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            match event.failed(now, 1.0) {
+                AfterFailure::Retry { first } => {
+                    assert_eq!(first, tries == 1);
+                    assert!(event.due > now);
+                    assert!(event.due - now <= MAX_PAUSE);
+                    now = event.due;
+                }
+                AfterFailure::GiveUp => break now,
+            }
+        };
+        assert!(outcome.duration_since(start) >= GIVE_UP);
+        assert!(outcome.duration_since(start) < GIVE_UP + MAX_PAUSE);
+        // 1 + 2 + … + 256 s, then every 5 minutes until the hour is up.
+        assert_eq!(tries, 9 + 11 + 1);
     }
 
     #[test]
