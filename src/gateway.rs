@@ -1,10 +1,11 @@
 //! The context every session shares: configuration, the stream registry (each name's
 //! life, with its session's handle, its lingering HLS output and its cluster claim), the
-//! pipeline factory, the HLS store, metrics, the cluster (chosen here, once), the
-//! shutdown signal and the task trackers. Created once in `main`.
+//! pipeline factory, the HLS store, metrics, the event webhooks' handle, the cluster
+//! (chosen here, once), the shutdown signal and the task trackers. Created once in `main`.
 
 use crate::cluster::{self, Claim, Cluster, Node, NodeInfo, NodeState, host_name};
 use crate::config::Config;
+use crate::events::Events;
 use crate::media::PipelineFactory;
 use crate::media::output::hls::{HlsOutput, HlsStore};
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ pub struct Gateway {
     /// Where HLS files go.
     pub hls: HlsStore,
     pub metrics: Metrics,
+    /// What happened to the streams, for `hooks.events_url`.
+    pub events: Events,
     /// The cluster: this node on its own, or its claims and record in the cluster's
     /// Redis.
     pub cluster: Arc<dyn Cluster>,
@@ -49,13 +52,21 @@ impl Gateway {
     pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Result<Arc<Self>, String> {
         let node = Node::from_config(&config.cluster, &config.http, &host_name());
         let cluster = cluster::open(&config.cluster, &node.id)?;
+        let metrics = Metrics::default();
+        let events = Events::new(
+            &config.hooks,
+            &config.record.dir,
+            &node.id,
+            metrics.events.clone(),
+        );
         Ok(Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
             config,
             media,
             hls,
-            metrics: Metrics::default(),
+            metrics,
+            events,
             cluster,
             shutdown: CancellationToken::new(),
             session_tasks: TaskTracker::new(),

@@ -7,6 +7,7 @@
 pub mod blocking;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod hls;
 pub mod http;

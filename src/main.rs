@@ -120,9 +120,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
     gateway.spawn_reaper();
     gateway.join_cluster().await.map_err(anyhow::Error::msg)?;
-    if let Some(uploads) =
-        upload::Uploads::new(&gateway.config.record, gateway.metrics.uploads.clone())
-            .map_err(anyhow::Error::msg)?
+    gateway
+        .events
+        .spawn()
+        .context("hooks.events_url: the outbox in record.dir")?;
+    if let Some(uploads) = upload::Uploads::new(
+        &gateway.config.record,
+        gateway.metrics.uploads.clone(),
+        gateway.events.clone(),
+    )
+    .map_err(anyhow::Error::msg)?
     {
         uploads.spawn(Arc::downgrade(&gateway), |gateway, file| {
             gateway.registry().is_recording(file)

@@ -3,6 +3,7 @@
 //! the registry's snapshot of the streams, by a [`Collector`].
 
 use crate::cluster::{ClusterStatus, RedisState};
+use crate::events::DeliveryCounters;
 use crate::stream::{EndReason, StreamInfo, StreamState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -57,6 +58,8 @@ pub struct Metrics {
     whip_requests: Family<StatusLabel, Counter>,
     hls_requests: Family<KindLabel, Counter>,
     pub uploads: UploadCounters,
+    /// The event webhooks' deliveries (`hooks.events_url`).
+    pub events: DeliveryCounters,
     connections_open: Gauge,
     connections_refused: Counter,
     candidates_ignored: Counter,
@@ -113,6 +116,28 @@ impl Default for Metrics {
             "Recordings whose upload was completed and verified",
             uploads.completed.clone(),
         );
+        let events = DeliveryCounters::default();
+        registry.register(
+            "hook_events_delivered",
+            "Events delivered to hooks.events_url (answered with a 2xx)",
+            events.delivered.clone(),
+        );
+        registry.register(
+            "hook_events_failed",
+            "Deliveries of events to hooks.events_url that failed (refused or unanswered; \
+             each is tried again)",
+            events.failed.clone(),
+        );
+        registry.register(
+            "hook_events_dropped",
+            "Events given up after an hour of failed deliveries",
+            events.dropped.clone(),
+        );
+        registry.register(
+            "hook_events_pending",
+            "Events waiting for delivery to hooks.events_url",
+            events.pending.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -166,6 +191,7 @@ impl Default for Metrics {
             whip_requests,
             hls_requests,
             uploads,
+            events,
             connections_open,
             connections_refused,
             candidates_ignored,

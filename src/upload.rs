@@ -20,6 +20,7 @@
 //! complete and verified (`record.keep_local = false`).
 
 use crate::config::{RecordConfig, StoreKind, StoreUrl};
+use crate::events::{Event, Events};
 use crate::media::output::record::{RecordingFile, parse_name};
 use crate::metrics::UploadCounters;
 use object_store::multipart::MultipartStore;
@@ -277,6 +278,8 @@ pub struct Uploads {
     retries: Mutex<HashMap<String, Retry>>,
     limit: Arc<tokio::sync::Semaphore>,
     counters: UploadCounters,
+    /// Where `upload.completed` goes.
+    events: Events,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -292,6 +295,7 @@ impl Uploads {
     pub fn new(
         config: &RecordConfig,
         counters: UploadCounters,
+        events: Events,
     ) -> Result<Option<Arc<Uploads>>, String> {
         let Some(store) = Store::open(config)? else {
             return Ok(None);
@@ -307,6 +311,7 @@ impl Uploads {
             retries: Mutex::default(),
             limit: Arc::new(tokio::sync::Semaphore::new(CONCURRENT)),
             counters,
+            events,
         })))
     }
 
@@ -498,6 +503,14 @@ impl Uploads {
         let url = format!("{}/{file}", self.store.url);
         tracing::info!(%file, %url, bytes = length, "recording uploaded");
         self.counters.completed.inc();
+        let stream = parse_name(file).map(|(stream, _)| stream);
+        let completed = Event::UploadCompleted {
+            stream,
+            file: file.to_string(),
+            url: url.clone(),
+            bytes: length,
+        };
+        self.events.emit(completed);
         state = UploadState {
             uploaded: Some(url),
             bytes: length,

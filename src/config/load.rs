@@ -63,7 +63,7 @@ impl Config {
             )*};
         }
         read!(
-            http, rtp, hls, record, transcode, webrtc, signalling, limits, auth, cluster
+            http, rtp, hls, record, transcode, webrtc, signalling, limits, auth, hooks, cluster
         );
         if let Err(invalid) = config.validate() {
             // A failed section holds defaults: its values were not checked.
@@ -142,6 +142,21 @@ impl Config {
                 "http.tls_self_signed",
                 "must be false when http.tls_cert is set".into(),
             );
+        }
+        p.range("hooks.timeout_ms", self.hooks.timeout_ms, 100, 60_000);
+        p.range("hooks.cache_s", self.hooks.cache_s, 0, 3600);
+        for (key, url) in [
+            ("hooks.publish_url", &self.hooks.publish_url),
+            ("hooks.read_url", &self.hooks.read_url),
+            ("hooks.events_url", &self.hooks.events_url),
+            ("auth.jwks_url", &self.auth.jwks_url),
+        ] {
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(
+                    key,
+                    format!("must be an http:// or https:// URL or empty, got {url:?}"),
+                );
+            }
         }
         p.range("cluster.lease_ms", self.cluster.lease_ms, 1000, 600_000);
         let redis = &self.cluster.redis_url;
@@ -345,7 +360,7 @@ impl Config {
 }
 
 /// The sections, in the order `gateway.toml` has them.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "http",
     "rtp",
     "hls",
@@ -355,6 +370,7 @@ const SECTIONS: [&str; 10] = [
     "signalling",
     "limits",
     "auth",
+    "hooks",
     "cluster",
 ];
 

@@ -22,6 +22,7 @@ pub struct Config {
     pub signalling: SignallingConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub hooks: HooksConfig,
     pub cluster: ClusterConfig,
 }
 
@@ -275,6 +276,12 @@ pub struct AuthConfig {
     pub admin_token: String,
     /// Tokens that let publishers publish one stream each.
     pub streams: Vec<StreamTokenConfig>,
+    /// When set, a JSON Web Token signed with this secret (HS256) is taken wherever a
+    /// token is; its `publish` and `read` claims list the names it allows.
+    pub jwt_secret: String,
+    /// When set, JSON Web Tokens signed (RS256, ES256) with a key of this JSON Web Key
+    /// Set are taken too.
+    pub jwks_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +289,41 @@ pub struct AuthConfig {
 pub struct StreamTokenConfig {
     pub name: StreamName,
     pub token: String,
+}
+
+/// The operator's own services, asked before a publish or a read and told of events.
+/// Every request carries `X-Gateway-Signature: sha256=HEX`, an HMAC of its body with
+/// `secret`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    /// When set, each publish is first POSTed there; a 2xx allows it.
+    pub publish_url: String,
+    /// When set, each read (SDP, playlists, segments, recordings) is asked there; an
+    /// allowed (token, stream) pair is remembered for `cache_s`.
+    pub read_url: String,
+    /// When set, events (`stream.published`, `stream.ended`, `recording.finished`,
+    /// `upload.completed`) are POSTed there, at least once, retried with backoff.
+    pub events_url: String,
+    /// The key of every hook request's signature.
+    pub secret: String,
+    /// The wait for a hook's answer.
+    pub timeout_ms: u32,
+    /// How long an allowed read is remembered.
+    pub cache_s: u32,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            publish_url: String::new(),
+            read_url: String::new(),
+            events_url: String::new(),
+            secret: String::new(),
+            timeout_ms: 2000,
+            cache_s: 10,
+        }
+    }
 }
 
 /// Several gateways as one service. Empty `redis_url`: this node on its own.

@@ -197,6 +197,10 @@ impl Session {
             if let Some(rtp) = &mut self.rtp {
                 rtp.finish();
             }
+            // A recording still written was finished by the end of the stream.
+            if let Some(recording) = self.recording.current().filter(|r| r.is_attached()) {
+                self.gateway.events.emit(self.finished_event(recording));
+            }
             (reason, self.end_hls())
         })
     }
@@ -610,6 +614,7 @@ impl Session {
         progress.live = true;
         tracing::info!("stream is live");
         let outputs = self.gateway.registry().live(&self.name).unwrap_or_default();
+        self.gateway.events.emit(self.published());
         let _ = self.events.send(SessionEvent::Live {
             stream: self.name.clone(),
             outputs,

@@ -4,6 +4,7 @@
 //! destinations, writes the multivariant playlist, ends HLS, and reports an output
 //! that failed while the stream goes on.
 
+use crate::events::Event;
 use crate::media::output::hls::{HlsOutput, VariantVideo, variant_of};
 use crate::media::output::record::{AfterStop, Recording, RecordingError};
 use crate::media::output::rtp::RtpOutput;
@@ -117,6 +118,7 @@ impl Session {
         let Some((recording, then)) = self.recording.finished() else {
             return;
         };
+        self.gateway.events.emit(self.finished_event(&recording));
         let file = recording.detach(pipeline);
         tracing::info!(%file, "recording stopped");
         self.gateway
@@ -194,5 +196,11 @@ impl Session {
         if let Some(hls) = &mut self.hls {
             hls.write_variant(&variant);
         }
+    }
+
+    /// The `recording.finished` event of a recording whose file is complete.
+    pub(super) fn finished_event(&self, recording: &Recording) -> Event {
+        let (file, bytes) = (recording.file(), recording.bytes());
+        Event::recording_finished(&self.name, file, bytes, recording.duration())
     }
 }

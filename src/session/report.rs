@@ -2,6 +2,7 @@
 //! statistics sampled every second, and whether the publisher still sends media.
 
 use crate::blocking::blocking;
+use crate::events::Event;
 use crate::media::StreamPipeline;
 use crate::media::output::hls::HlsOutput;
 use crate::media::output::record::Recording;
@@ -71,6 +72,17 @@ impl Session {
             }
             entry.info.stats = stats;
         });
+    }
+
+    /// The `stream.published` event of the stream live now, from its stream object.
+    pub(super) fn published(&self) -> Event {
+        let registry = self.gateway.registry();
+        let info = registry.get(self.name.as_str()).map(|entry| &entry.info);
+        Event::StreamPublished {
+            stream: self.name.clone(),
+            protocol: info.map(|i| i.publisher.clone()).unwrap_or_default(),
+            outputs: info.map(|i| i.outputs.clone()).unwrap_or_default(),
+        }
     }
 
     /// Fills the stream object with what the outputs will be.

@@ -8,6 +8,7 @@
 use crate::blocking::blocking;
 use crate::cluster::{ClaimError, Cluster, SlotRequest};
 use crate::config::{RtpConfig, TranscodeMode};
+use crate::events::Event;
 use crate::gateway::Gateway;
 use crate::gateway::StreamRegistry;
 use crate::name::StreamName;
@@ -239,6 +240,7 @@ impl Sessions {
                 }
                 tracing::info!(%reason, "stream ended");
                 gateway.metrics.publication_ended(&reason);
+                gateway.events.emit(Event::ended(&name, &reason));
                 let _ = events.send(SessionEvent::Ended {
                     stream: name,
                     reason,

@@ -19,7 +19,7 @@ use gstreamer_video as gst_video;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Why a recording could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,8 @@ pub struct Recording {
     path: PathBuf,
     format: RecordFormat,
     branch: Option<Branch>,
+    /// When its branch was attached: the start of its writing.
+    attached_at: Option<Instant>,
 }
 
 /// A recording bin in a running pipeline, and the tee pads that feed it.
@@ -78,6 +80,7 @@ impl Recording {
             path,
             format,
             branch: None,
+            attached_at: None,
         })
     }
 
@@ -97,6 +100,11 @@ impl Recording {
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// How long it has been written, from its attachment; `None` before.
+    pub fn duration(&self) -> Option<Duration> {
+        self.attached_at.map(|at| at.elapsed())
     }
 
     pub fn is_attached(&self) -> bool {
@@ -160,6 +168,7 @@ impl Recording {
             links.push((tee_pad, bin_pad));
         }
         self.branch = Some(Branch { bin, links });
+        self.attached_at = Some(Instant::now());
         Ok(())
     }
 
