@@ -24,6 +24,8 @@
 //!   ([`Registry::release`]); its claim is handed back to be given up in the cluster.
 //! - **end** and **expire**: a session ended ([`Registry::end`]); an ended name's
 //!   linger is over ([`Registry::expire`]).
+//! - **lose**: another node claimed the name while this one could not renew its claim
+//!   ([`Registry::lose`]); its session stops, at once or as it starts.
 
 use crate::hls::live::LiveHls;
 use crate::name::StreamName;
@@ -53,7 +55,8 @@ pub struct StreamEntry<H, L, C> {
 #[derive(Debug)]
 enum Life<H, L> {
     /// The name and slot are held for a publisher who negotiates; no session runs yet.
-    Reserved { lingering: Option<L> },
+    /// `lost`: another node claimed the name meanwhile.
+    Reserved { lingering: Option<L>, lost: bool },
     /// A session runs (connecting or live, as `info.state` says).
     Running { handle: H, lingering: Option<L> },
     /// Listed as ended until `until`.
@@ -76,6 +79,18 @@ pub enum RegistryError {
     InUse,
     #[error("the gateway already carries its limit of {0} publishers")]
     Full(u32),
+}
+
+/// What [`Registry::started`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// The session runs.
+    Running,
+    /// The session runs, but another node claimed the name while it negotiated: it is
+    /// to stop at once.
+    Lost,
+    /// The name was not reserved; nothing changed.
+    NotReserved,
 }
 
 /// A reservation refused, with the claim it was given, to be given up.
@@ -196,29 +211,56 @@ impl<H, L, C> Registry<H, L, C> {
                 },
                 sdp: None,
                 hls,
-                life: Life::Reserved { lingering },
+                life: Life::Reserved {
+                    lingering,
+                    lost: false,
+                },
                 claim,
             },
         );
         Ok(slot)
     }
 
-    /// The publisher negotiated: its session runs, reached through `handle`. False (and
-    /// nothing changes) unless the name was reserved.
-    pub fn started(&mut self, name: &StreamName, handle: H) -> bool {
+    /// The publisher negotiated: its session runs, reached through `handle`. Nothing
+    /// changes unless the name was reserved.
+    pub fn started(&mut self, name: &StreamName, handle: H) -> Started {
         let Some(entry) = self.streams.get_mut(name) else {
-            return false;
+            return Started::NotReserved;
         };
-        let life = std::mem::replace(&mut entry.life, Life::Reserved { lingering: None });
+        let life = std::mem::replace(
+            &mut entry.life,
+            Life::Reserved {
+                lingering: None,
+                lost: false,
+            },
+        );
         match life {
-            Life::Reserved { lingering } => {
+            Life::Reserved { lingering, lost } => {
                 entry.life = Life::Running { handle, lingering };
-                true
+                if lost {
+                    Started::Lost
+                } else {
+                    Started::Running
+                }
             }
             other => {
                 entry.life = other;
-                false
+                Started::NotReserved
             }
+        }
+    }
+
+    /// Another node claimed the name while this one could not renew its claim: the
+    /// running session's handle, to be stopped; a reservation is marked instead, and
+    /// its session told to stop as it starts ([`Started::Lost`]).
+    pub fn lose(&mut self, name: &str) -> Option<&H> {
+        match &mut self.streams.get_mut(name)?.life {
+            Life::Reserved { lost, .. } => {
+                *lost = true;
+                None
+            }
+            Life::Running { handle, .. } => Some(handle),
+            Life::Ended { .. } => None,
         }
     }
 
@@ -235,7 +277,7 @@ impl<H, L, C> Registry<H, L, C> {
     /// The previous publisher's lingering HLS output, for a session that continues it.
     pub fn take_lingering(&mut self, name: &StreamName) -> Option<L> {
         match &mut self.streams.get_mut(name)?.life {
-            Life::Reserved { lingering } | Life::Running { lingering, .. } => lingering.take(),
+            Life::Reserved { lingering, .. } | Life::Running { lingering, .. } => lingering.take(),
             Life::Ended { .. } => None,
         }
     }
@@ -248,7 +290,7 @@ impl<H, L, C> Registry<H, L, C> {
             return Ending::default();
         };
         let lingering = match &mut entry.life {
-            Life::Reserved { lingering } => lingering.take(),
+            Life::Reserved { lingering, .. } => lingering.take(),
             _ => return Ending::default(),
         };
         self.finish(name, lingering, until)
@@ -410,8 +452,12 @@ mod tests {
             .unwrap();
         assert_eq!(r.handle("a"), None, "no session before negotiation");
         assert_eq!(r.live(&stream), None, "not running");
-        assert!(r.started(&stream, "handle"));
-        assert!(!r.started(&stream, "again"), "started once");
+        assert_eq!(r.started(&stream, "handle"), Started::Running);
+        assert_eq!(
+            r.started(&stream, "again"),
+            Started::NotReserved,
+            "started once"
+        );
         assert_eq!(r.handle("a"), Some(&"handle"));
         assert_eq!(r.get("a").unwrap().info.state, StreamState::Connecting);
         assert!(r.live(&stream).is_some());
@@ -431,6 +477,24 @@ mod tests {
         assert!(r.expire(start + Duration::from_secs(29)).is_empty());
         assert_eq!(r.expire(until), vec![(stream, Some("hls"))]);
         assert!(r.get("a").is_none());
+    }
+
+    #[test]
+    fn a_name_lost_to_another_node_stops_its_session_running_or_starting() {
+        let mut r = Test::new(4, "n");
+        // Running: its handle, to be stopped.
+        reserve(&mut r, "a").unwrap();
+        assert_eq!(r.started(&name("a"), "handle a"), Started::Running);
+        assert_eq!(r.lose("a"), Some(&"handle a"));
+        // Still negotiating: marked, and told as it starts.
+        reserve(&mut r, "b").unwrap();
+        assert_eq!(r.lose("b"), None);
+        assert_eq!(r.started(&name("b"), "handle b"), Started::Lost);
+        assert_eq!(r.handle("b"), Some(&"handle b"));
+        // Not here, or ended: nothing.
+        assert_eq!(r.lose("c"), None);
+        r.end(&name("a"), None, Instant::now());
+        assert_eq!(r.lose("a"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::events::Event;
 use crate::gateway::Gateway;
 use crate::gateway::StreamRegistry;
 use crate::name::StreamName;
-use crate::registry::{Opaque, Refused, RegistryError};
+use crate::registry::{Opaque, Refused, RegistryError, Started};
 use crate::session::driver::Session;
 use crate::session::handle::{SessionEvent, SessionHandle};
 use crate::session::offer::{self, OfferError, VideoPreference};
@@ -99,6 +99,33 @@ async fn reserve<'r>(
     }
 }
 
+/// A name reserved for a publication that has not started its session yet. Dropped
+/// while still held, it gives the reservation back: the name is free again (or, when it
+/// took over an ended name, lingers again), and the claim is given up with it.
+struct Reservation<'a> {
+    gateway: &'a Gateway,
+    name: StreamName,
+    held: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let gateway = self.gateway;
+        let released = gateway
+            .registry()
+            .release(&self.name, gateway.linger_deadline());
+        if let Some(claim) = released.claim
+            && released.lingers
+        {
+            claim.linger(gateway.linger());
+        }
+        // Otherwise dropped, the claim gives the name and slot up.
+    }
+}
+
 /// Starts sessions, and finds the live ones' handles in the registry by name.
 #[derive(Debug)]
 pub struct Sessions {
@@ -121,10 +148,19 @@ impl Sessions {
         let sessions = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(name) = lost.recv().await {
-                let Some(handle) = sessions.upgrade().and_then(|s| s.get(name.as_str())) else {
-                    continue;
+                let Some(sessions) = sessions.upgrade() else {
+                    break;
                 };
-                handle.stop(EndReason::NameClaimedElsewhere).await;
+                // A running session stops now; one still negotiating, as it starts.
+                let handle = sessions
+                    .gateway
+                    .registry()
+                    .lose(name.as_str())
+                    .and_then(|handle| handle.downcast_ref::<SessionHandle>())
+                    .cloned();
+                if let Some(handle) = handle {
+                    handle.stop(EndReason::NameClaimedElsewhere).await;
+                }
             }
         });
     }
@@ -169,6 +205,13 @@ impl Sessions {
             request.publisher,
         )
         .await?;
+        // Until its session runs, a publication given up midway (negotiation failed, or
+        // its client gone and this future dropped with it) gives its reservation back.
+        let mut reservation = Reservation {
+            gateway,
+            name: name.clone(),
+            held: true,
+        };
         let span = tracing::info_span!("stream", name = %name);
         if let Some(rtx) = &plan.video_rtx {
             tracing::info!(parent: &span, payload_type = rtx.payload_type, "retransmissions on their own stream (RTX)");
@@ -185,23 +228,14 @@ impl Sessions {
             .await;
         let (peer, peer_events, answer) = match negotiated {
             Ok(n) => n,
-            Err(e) => {
-                // An ended stream taken over goes back to lingering.
-                let released = gateway.registry().release(&name, gateway.linger_deadline());
-                if let Some(claim) = released.claim
-                    && released.lingers
-                {
-                    claim.linger(gateway.linger());
-                }
-                // Otherwise dropped, the claim gives the name and slot up.
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         };
         let (commands_tx, commands) = mpsc::channel(COMMANDS_QUEUED);
         let handle = SessionHandle::new(name.clone(), commands_tx);
-        gateway
+        let started = gateway
             .registry()
             .started(&name, Box::new(handle.clone()) as Opaque);
+        reservation.held = false;
         let mut session = Session::new(
             gateway.clone(),
             name.clone(),
@@ -232,11 +266,13 @@ impl Sessions {
                 let ended = gateway
                     .registry()
                     .end(&name, hls, gateway.linger_deadline());
-                if let Some(live) = ended.remove {
-                    blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
-                }
+                // The name is free here: given up in the cluster too before anything else,
+                // so that nobody is refused it meanwhile.
                 if let Some(claim) = ended.claim {
                     claim.end(ended.lingers.then(|| gateway.linger())).await;
+                }
+                if let Some(live) = ended.remove {
+                    blocking(|| std::fs::remove_dir_all(&live.dir)).ok();
                 }
                 tracing::info!(%reason, "stream ended");
                 gateway.metrics.publication_ended(&reason);
@@ -248,6 +284,10 @@ impl Sessions {
             }
             .instrument(span),
         );
+        if started == Started::Lost {
+            // Another node claimed the name while this one negotiated.
+            handle.stop(EndReason::NameClaimedElsewhere).await;
+        }
         Ok((handle, answer))
     }
 }
