@@ -173,6 +173,16 @@ impl Config {
                 ),
             }
         }
+        let node_id = &self.cluster.node_id;
+        if !node_id.chars().all(|c| c.is_ascii_graphic()) {
+            // It goes in headers between the nodes.
+            p.push(
+                "cluster.node_id",
+                format!(
+                    "must be letters, digits and punctuation of ASCII (no spaces), got {node_id:?}"
+                ),
+            );
+        }
         let url = &self.cluster.advertise_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             p.push(
@@ -563,10 +573,11 @@ mod tests {
                 &["http: invalid type: integer `5`, expected struct HttpConfig"],
             ),
             (
-                "[cluster]\nredis_url = \"http://h\"\nlease_ms = 10\nadvertise_url = \"gw1\"",
+                "[cluster]\nredis_url = \"http://h\"\nlease_ms = 10\nadvertise_url = \"gw1\"\nnode_id = \"gw 1\"",
                 &[
                     "cluster.lease_ms: must be between 1000 and 600000, got 10",
                     "cluster.redis_url: must be redis://[user:password@]host:port[/db] or rediss://..., or empty, got \"http://h\"",
+                    "cluster.node_id: must be letters, digits and punctuation of ASCII (no spaces), got \"gw 1\"",
                     "cluster.advertise_url: must be an http:// or https:// URL or empty, got \"gw1\"",
                 ],
             ),

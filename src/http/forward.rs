@@ -28,6 +28,9 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("x-gateway-forwarded-b
 pub const FORWARDED_AT: HeaderName = HeaderName::from_static("x-gateway-forwarded-at");
 /// The signature of a forwarded request (HMAC-SHA256, hex).
 pub const FORWARD_SIGNATURE: HeaderName = HeaderName::from_static("x-gateway-forward-signature");
+/// On a refusal of a forwarded request's signature, so that the forwarding node tells it
+/// from a refusal of the client's own (a token, a hook).
+const REFUSED_FORWARD: HeaderName = HeaderName::from_static("x-gateway-forward-refused");
 /// How long a node may take to accept a forwarded connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -66,6 +69,18 @@ pub fn is_forwarded(headers: &HeaderMap) -> bool {
 
 /// The headers that mark `method` `path` (with its query) as forwarded by this node,
 /// signed with `cluster.secret` when it is set.
+/// The path and query of `url` as an HTTP client sends them (parsed and normalised as a
+/// URL), which is what the receiving node checks a signature against.
+pub fn sent_path(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        },
+        Err(_) => url.to_string(),
+    }
+}
+
 pub fn signed(gateway: &Gateway, method: &Method, path: &str) -> Vec<(HeaderName, HeaderValue)> {
     let node = &gateway.node.id;
     let Ok(by) = HeaderValue::from_str(node) else {
@@ -118,7 +133,11 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         && let Err(e) = check(secret, &request)
     {
         tracing::warn!(path = %request.uri().path(), "refused a forwarded request: {e}");
-        return ApiError(Problem::forward_unsigned(e.to_string())).into_response();
+        let mut refused = ApiError(Problem::forward_unsigned(e.to_string())).into_response();
+        refused
+            .headers_mut()
+            .insert(REFUSED_FORWARD, HeaderValue::from_static("signature"));
+        return refused;
     }
     next.run(request).await
 }
@@ -172,7 +191,7 @@ pub async fn relay(
             headers.append(name, value.clone());
         }
     }
-    for (name, value) in signed(&state.gateway, &parts.method, path) {
+    for (name, value) in signed(&state.gateway, &parts.method, &sent_path(&url)) {
         headers.insert(name, value);
     }
     state.gateway.metrics.forwarded(kind);
@@ -188,6 +207,14 @@ pub async fn relay(
         Ok(answer) => answer,
         Err(e) => return unreachable(&node.id, e),
     };
+    // The other node refused this node's signature: a fault between the nodes (another
+    // cluster.secret, clocks apart), not the client's.
+    if answer.status() == reqwest::StatusCode::FORBIDDEN
+        && answer.headers().contains_key(REFUSED_FORWARD)
+    {
+        tracing::error!(node = %node.id, "the node refused this node's signature: do both have the same cluster.secret and the right time?");
+        return unreachable(&node.id, "it refused this node's signature");
+    }
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if !hop_by_hop(name) {
@@ -255,6 +282,21 @@ pub async fn other_nodes(gateway: &Gateway) -> Vec<NodeInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_covers_the_path_as_it_is_sent() {
+        assert_eq!(
+            sent_path("http://gw2:8080/streams/a/index.m3u8?_HLS_msn=3&_HLS_part=1"),
+            "/streams/a/index.m3u8?_HLS_msn=3&_HLS_part=1"
+        );
+        // What a client re-encodes or normalises is signed as it goes out.
+        assert_eq!(
+            sent_path("http://gw2:8080/api/streams?token={a b}"),
+            "/api/streams?token={a%20b}"
+        );
+        assert_eq!(sent_path("http://gw2:8080/a/../recordings"), "/recordings");
+        assert_eq!(sent_path("http://gw2:8080"), "/");
+    }
 
     #[test]
     fn paths_name_their_stream() {

@@ -4,7 +4,7 @@
 //! Each request to another node is signed as forwarded, so it is answered from that
 //! node alone. On a node of its own there is nobody to ask.
 
-use super::forward::{self, is_forwarded, other_nodes, signed};
+use super::forward::{self, is_forwarded, other_nodes, sent_path, signed};
 use super::state::AppState;
 use axum::Json;
 use axum::body::Body;
@@ -54,11 +54,10 @@ async fn gather(
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let nodes = other_nodes(&state.gateway).await;
     let asks = nodes.iter().map(|node| {
-        let mut request = state
-            .peers
-            .get(format!("{}{path}", node.url))
-            .timeout(LIST_TIMEOUT);
-        for (name, value) in signed(&state.gateway, &Method::GET, path) {
+        let url = format!("{}{path}", node.url);
+        let sent = sent_path(&url);
+        let mut request = state.peers.get(url).timeout(LIST_TIMEOUT);
+        for (name, value) in signed(&state.gateway, &Method::GET, &sent) {
             request = request.header(name, value);
         }
         if let Some(authorization) = &authorization {
