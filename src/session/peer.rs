@@ -184,16 +184,17 @@ impl Peer {
             .create_answer(None)
             .await
             .map_err(NegotiationError::Offer)?;
+        // An answer this server made and cannot apply is its own fault, not the offer's.
         self.connection
             .set_local_description(answer)
             .await
-            .map_err(NegotiationError::Offer)?;
+            .map_err(NegotiationError::Setup)?;
         let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
         let local = self
             .connection
             .local_description()
             .await
-            .ok_or(NegotiationError::Offer(
+            .ok_or(NegotiationError::Setup(
                 webrtc::error::Error::ErrNoRemoteDescription,
             ))?;
         Ok(local.sdp)
