@@ -223,6 +223,20 @@ fn a_disk_that_fills_ends_the_recording_and_the_stream_goes_on() {
     let after = gateway.get("/streams/full/stream.m3u8").text().unwrap();
     assert_ne!(before, after, "HLS stopped");
     assert!(gateway.log().contains("the stream goes on without it"));
+    // The failed recording was cut off: nothing is left to stop, and the stream is
+    // listed without it.
+    let stop = common::client()
+        .delete(gateway.url("/api/streams/full/recording"))
+        .send()
+        .unwrap();
+    assert_eq!(stop.status(), 409);
+    let body: serde_json::Value = stop.json().unwrap();
+    assert_eq!(body["error"], "not-recording", "{body}");
+    assert!(
+        gateway.stream("full").unwrap()["outputs"]["recording"].is_null(),
+        "{:?}",
+        gateway.stream("full")
+    );
 }
 
 #[test]

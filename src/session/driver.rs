@@ -580,6 +580,9 @@ impl Session {
             MediaEvent::OutputFailed { output, message } => {
                 progress.pending_outputs.retain(|o| *o != output);
                 self.output_failed(output, &message);
+                if output == FileOutput::Recording {
+                    blocking(|| self.recording_failed(pipeline, &message));
+                }
             }
             MediaEvent::RecordingSizeChanged => {
                 if let Some(recording) = self.recording.size_changed() {

@@ -136,6 +136,24 @@ impl Session {
         }
     }
 
+    /// The recording's output failed (a full disk): its branch goes, whoever waits for
+    /// its stop is told why, and a new recording may be started.
+    pub(super) fn recording_failed(&mut self, pipeline: &StreamPipeline, message: &str) {
+        let Some((recording, reply)) = self.recording.failed() else {
+            return;
+        };
+        recording.stop();
+        let file = recording.detach(pipeline);
+        tracing::warn!(%file, "the recording is cut off");
+        self.gateway
+            .registry()
+            .update(&self.name, |entry| entry.info.outputs.recording = None);
+        if let Some(reply) = reply {
+            let failed = RecordingError::Failed(message.to_string());
+            let _ = reply.send(Err(ControlError::Recording(failed)));
+        }
+    }
+
     pub(super) fn add_rtp_destination(
         &mut self,
         pipeline: &StreamPipeline,

@@ -188,9 +188,11 @@ impl Problem {
             ControlError::Timeout(_) => Refusal::SessionTimeout,
             ControlError::NotRecording => Refusal::NotRecording,
             ControlError::AlreadyRecording => Refusal::AlreadyRecording,
-            ControlError::Recording(RecordingError::Create { .. } | RecordingError::Attach(_)) => {
-                Refusal::RecordingFailed
-            }
+            ControlError::Recording(
+                RecordingError::Create { .. }
+                | RecordingError::Attach(_)
+                | RecordingError::Failed(_),
+            ) => Refusal::RecordingFailed,
             ControlError::NoRtpOutput => Refusal::RtpDisabled,
             ControlError::Destination(DestinationError::Limit(_)) => Refusal::TooManyDestinations,
             ControlError::Destination(DestinationError::InUse(_)) => Refusal::DestinationInUse,

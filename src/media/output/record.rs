@@ -31,6 +31,9 @@ pub enum RecordingError {
     },
     #[error("cannot start the recording: {0}")]
     Attach(#[from] PipelineError),
+    /// The recording's output failed while it was written (a full disk).
+    #[error("the recording failed: {0}")]
+    Failed(String),
 }
 
 /// One recording: its file, and while it is written, its branch in the pipeline.
@@ -309,6 +312,22 @@ impl<T, R> RecordingState<T, R> {
             other => {
                 *self = other;
                 None
+            }
+        }
+    }
+
+    /// The recording's output failed: it is handed back to be cut off, with whoever waits
+    /// for its stop's answer, and a new one may start.
+    pub fn failed(&mut self) -> Option<(T, Option<R>)> {
+        match std::mem::take(self) {
+            Self::Idle => None,
+            Self::Recording(recording) => Some((recording, None)),
+            Self::Stopping { recording, then } => {
+                let reply = match then {
+                    AfterStop::Answer(reply) => Some(reply),
+                    AfterStop::RollOver => None,
+                };
+                Some((recording, reply))
             }
         }
     }
@@ -603,6 +622,24 @@ mod tests {
         assert_eq!(state.current(), Some(&"a.mp4"));
         assert_eq!(state.take(), Some("a.mp4"));
         assert!(state.is_idle());
+    }
+
+    #[test]
+    fn a_failed_recording_answers_its_stop_and_leaves_room_for_a_new_one() {
+        let mut state = State::default();
+        assert_eq!(state.failed(), None, "nothing recorded");
+        state.start("a.mp4").unwrap();
+        assert_eq!(state.failed(), Some(("a.mp4", None)));
+        assert!(state.is_idle());
+        // Failed while a stop waits for the file: that stop is answered now.
+        state.start("b.mp4").unwrap();
+        state.stop(4).unwrap();
+        assert_eq!(state.failed(), Some(("b.mp4", Some(4))));
+        // Failed while rolling over to a new file: nobody waits.
+        state.start("c.mp4").unwrap();
+        state.size_changed();
+        assert_eq!(state.failed(), Some(("c.mp4", None)));
+        assert_eq!(state.start("d.mp4"), Ok(()));
     }
 
     #[test]
