@@ -405,8 +405,8 @@ impl Cluster for Membership {
         }
         invocation.arg(lease_ms);
         let lost: Vec<String> = self.call(invocation.invoke_async(&mut redis)).await?;
-        for key in lost {
-            let Some(held) = self.held().remove(&key) else {
+        for key in &lost {
+            let Some(held) = self.held().remove(key) else {
                 continue;
             };
             match held.stream {
@@ -416,6 +416,20 @@ impl Cluster for Membership {
                 }
                 None => tracing::warn!(key, "another node claimed an RTP slot of this node's"),
             }
+        }
+        // A claim given up while the script ran may have been taken back by it (its key
+        // was gone, as if expired): it goes again, if it still holds what this node set.
+        let given_up: Vec<(String, String)> = {
+            let now = self.held();
+            held.into_iter()
+                .filter(|(key, _)| !now.contains_key(key) && !lost.contains(key))
+                .collect()
+        };
+        for (key, value) in given_up {
+            let script = Script::new(GIVE_UP);
+            let mut invocation = script.key(&key);
+            invocation.arg(&value);
+            let _: Result<i64, _> = self.call(invocation.invoke_async(&mut redis)).await;
         }
         Ok(())
     }
