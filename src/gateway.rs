@@ -3,6 +3,7 @@
 //! pipeline factory, the HLS store, metrics, the cluster (chosen here, once), the
 //! shutdown signal and the task trackers. Created once in `main`.
 
+use crate::access::Access;
 use crate::cluster::{self, Claim, Cluster, Node, NodeInfo, NodeState, host_name};
 use crate::config::Config;
 use crate::media::PipelineFactory;
@@ -31,6 +32,8 @@ pub struct Gateway {
     /// Where HLS files go.
     pub hls: HlsStore,
     pub metrics: Metrics,
+    /// Who may publish and read: tokens, JSON Web Tokens, the hooks.
+    pub access: Access,
     /// The cluster: this node on its own, or its claims and record in the cluster's
     /// Redis.
     pub cluster: Arc<dyn Cluster>,
@@ -49,6 +52,7 @@ impl Gateway {
     pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Result<Arc<Self>, String> {
         let node = Node::from_config(&config.cluster, &config.http, &host_name());
         let cluster = cluster::open(&config.cluster, &node.id)?;
+        let access = Access::new(&config, &node.id);
         Ok(Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
@@ -56,6 +60,7 @@ impl Gateway {
             media,
             hls,
             metrics: Metrics::default(),
+            access,
             cluster,
             shutdown: CancellationToken::new(),
             session_tasks: TaskTracker::new(),

@@ -2,7 +2,7 @@
 //! `crate::` and `super::` path in `src/` (outside tests and comments) is an arrow from
 //! its file to the module file it names. No circle of arrows, and dependencies point one
 //! way down the layers of `layer`: main → http → signalling → session → gateway, tls,
-//! upload → media, metrics → registry, cluster → config, stream → name, blocking, hls.
+//! upload → media, metrics → registry, cluster, access → config, stream → name, blocking, hls.
 //! The tools (the test publisher, the benchmark, the test kit) are crates of their own,
 //! outside the gateway's package.
 
@@ -162,7 +162,7 @@ fn layer(module: &str) -> usize {
         &["session"],
         &["gateway", "tls", "upload"],
         &["media", "metrics"],
-        &["registry", "cluster"],
+        &["registry", "cluster", "access"],
         &["config", "stream"],
         &["name", "blocking", "hls", ""],
     ];
