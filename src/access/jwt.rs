@@ -1,8 +1,8 @@
 //! JSON Web Tokens: HS256 signed with `auth.jwt_secret`, RS256 and ES256 signed with a
 //! key of the JSON Web Key Set at `auth.jwks_url`. The set is fetched when first
-//! needed, kept, and fetched again when a token names a key (`kid`) it does not hold,
-//! at most once per [`REFETCH_INTERVAL`], so that a flood of tokens with made-up keys
-//! costs the key server nothing. A token's `publish` and `read` claims list the stream
+//! needed, kept for [`MAX_AGE`], and fetched again when a token names a key (`kid`) it
+//! does not hold, at most once per [`REFETCH_INTERVAL`], so that a flood of tokens with
+//! made-up keys costs the key server one request per interval. A token's `publish` and `read` claims list the stream
 //! names (or `"*"`) it allows; `exp` is required and checked.
 
 use jsonwebtoken::jwk::JwkSet;
@@ -10,8 +10,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
-/// The shortest wait between two fetches of the key set.
+/// The shortest wait between two fetches of the key set for unknown keys (or after a
+/// failed one).
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a fetched key set is used before it is fetched again.
+pub const MAX_AGE: Duration = Duration::from_secs(3600);
 /// How long a fetch of the key set may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How far a token's `exp` may be behind this node's clock.
@@ -57,11 +60,13 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3 && decode_header(token).is_ok()
 }
 
-/// The key set and when it was last fetched.
+/// The key set, when it was last fetched, and when last fetched for an unknown key or
+/// in vain.
 #[derive(Default)]
 struct KeySet {
     keys: JwkSet,
     fetched: Option<Instant>,
+    attempted: Option<Instant>,
 }
 
 /// Checks JSON Web Tokens with the configured secret and key set.
@@ -128,29 +133,52 @@ impl Verifier {
             })
     }
 
-    /// The key `kid` of the set (without a `kid`, the set's only key), fetching the set
-    /// when it has not been fetched, or does not hold the key and was fetched long
-    /// enough ago.
+    /// The key `kid` of the set (without a `kid`, the set's only key). The set is
+    /// fetched when it has none yet or is older than [`MAX_AGE`]; again when it does not
+    /// hold the key; and after a failed fetch or one for an unknown key, not again
+    /// within [`REFETCH_INTERVAL`].
     async fn key(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
         let url = self.jwks_url.as_deref().ok_or(JwtError::NoKeySet(alg))?;
         // One fetch at a time: tokens that wait for it find the key afterwards.
         let mut keys = self.keys.lock().await;
+        let may_try = |keys: &KeySet| {
+            keys.attempted
+                .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL)
+        };
+        let stale = keys.fetched.is_none_or(|at| at.elapsed() >= MAX_AGE);
+        let fetch_now = stale && may_try(&keys);
+        if fetch_now && let Err(e) = self.refresh(&mut keys, url).await {
+            // The keys held before, if any, still serve.
+            return find(&keys.keys, kid).unwrap_or(Err(e));
+        }
         if let Some(key) = find(&keys.keys, kid) {
             return key;
         }
-        let due = keys
-            .fetched
-            .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
-        if due {
-            keys.fetched = Some(Instant::now());
-            self.fetches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            keys.keys = self.fetch(url).await?;
+        if !fetch_now && may_try(&keys) {
+            keys.attempted = Some(Instant::now());
+            self.refresh(&mut keys, url).await?;
             if let Some(key) = find(&keys.keys, kid) {
                 return key;
             }
         }
         Err(JwtError::UnknownKey(kid.unwrap_or_default().to_string()))
+    }
+
+    /// Fetches the set into `keys`; a failure is remembered as an attempt.
+    async fn refresh(&self, keys: &mut KeySet, url: &str) -> Result<(), JwtError> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.fetch(url).await {
+            Ok(set) => {
+                keys.keys = set;
+                keys.fetched = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                keys.attempted = Some(Instant::now());
+                Err(e)
+            }
+        }
     }
 
     async fn fetch(&self, url: &str) -> Result<JwkSet, JwtError> {

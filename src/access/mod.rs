@@ -80,8 +80,15 @@ pub enum Step {
 }
 
 /// The order of [`Access`]: a matching static token, then a JWT, then the hook, then
-/// open access where nothing is configured.
-pub fn decide(static_match: bool, jwt: JwtVerdict, hook: bool, open: bool, what: &str) -> Step {
+/// open access where nothing is configured. `action` (`publishing`, `reading`) and
+/// `what` (`publishing cam1`) word the refusals.
+pub fn decide(
+    static_match: bool,
+    jwt: JwtVerdict,
+    hook: bool,
+    open: bool,
+    (action, what): (&str, &str),
+) -> Step {
     if static_match {
         return Step::Allow;
     }
@@ -93,9 +100,9 @@ pub fn decide(static_match: bool, jwt: JwtVerdict, hook: bool, open: bool, what:
         JwtVerdict::Invalid(why) => Step::Refuse(Denied::Unauthorized(why)),
         JwtVerdict::None if hook => Step::AskHook,
         JwtVerdict::None if open => Step::Allow,
-        JwtVerdict::None => {
-            Step::Refuse(Denied::Unauthorized(format!("{what} needs a valid token")))
-        }
+        JwtVerdict::None => Step::Refuse(Denied::Unauthorized(format!(
+            "{action} needs a valid token"
+        ))),
     }
 }
 
@@ -194,7 +201,7 @@ impl Access {
             .await;
         let hook = !self.hooks.publish_url.is_empty();
         let what = format!("publishing {stream}");
-        match decide(static_match, jwt, hook, open, &what) {
+        match decide(static_match, jwt, hook, open, ("publishing", &what)) {
             Step::Allow => Ok(Allowed::default()),
             Step::Refuse(denied) => Err(denied),
             Step::AskHook => {
@@ -237,7 +244,7 @@ impl Access {
             Some(stream) => format!("reading {stream}"),
             None => "reading every stream".to_string(),
         };
-        match decide(static_match, jwt, hook, open, &what) {
+        match decide(static_match, jwt, hook, open, ("reading", &what)) {
             Step::Allow => Ok(()),
             Step::Refuse(denied) => Err(denied),
             Step::AskHook => {
@@ -291,16 +298,16 @@ mod tests {
         let refused = |step: Step| matches!(step, Step::Refuse(_));
         // A static token wins over everything.
         assert_eq!(
-            decide(true, J::Invalid("x".into()), true, false, "w"),
+            decide(true, J::Invalid("x".into()), true, false, ("w", "w")),
             Step::Allow
         );
         // A JWT is judged alone.
         assert_eq!(
-            decide(false, J::Valid { allows: true }, true, false, "w"),
+            decide(false, J::Valid { allows: true }, true, false, ("w", "w")),
             Step::Allow
         );
         assert_eq!(
-            decide(false, J::Valid { allows: false }, true, true, "w"),
+            decide(false, J::Valid { allows: false }, true, true, ("w", "w")),
             Step::Refuse(Denied::Forbidden("the token does not allow w".into()))
         );
         assert!(refused(decide(
@@ -308,13 +315,19 @@ mod tests {
             J::Invalid("x".into()),
             true,
             true,
-            "w"
+            ("w", "w")
         )));
         // Then the hook, then open access.
-        assert_eq!(decide(false, J::None, true, false, "w"), Step::AskHook);
-        assert_eq!(decide(false, J::None, true, true, "w"), Step::AskHook);
-        assert_eq!(decide(false, J::None, false, true, "w"), Step::Allow);
-        assert!(refused(decide(false, J::None, false, false, "w")));
+        assert_eq!(
+            decide(false, J::None, true, false, ("w", "w")),
+            Step::AskHook
+        );
+        assert_eq!(
+            decide(false, J::None, true, true, ("w", "w")),
+            Step::AskHook
+        );
+        assert_eq!(decide(false, J::None, false, true, ("w", "w")), Step::Allow);
+        assert!(refused(decide(false, J::None, false, false, ("w", "w"))));
     }
 
     fn access(auth: AuthConfig) -> Access {
