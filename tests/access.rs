@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{BROWSER_OFFER, Signalling, TestGateway, eventually};
+use common::{BROWSER_OFFER, Publisher, Signalling, TestGateway, eventually};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
@@ -69,7 +69,8 @@ impl HookServer {
     }
 }
 
-/// One request per connection: `allowed*` gets 200 (and `{"record": false}`),
+/// One request per connection: `allowed-rec*` gets 200 and `{"record": true}`, other
+/// `allowed*` 200 and `{"record": false}`,
 /// `refused` 403, `slow` an answer after three seconds, anything else 500.
 fn serve(stream: std::net::TcpStream, seen: &Mutex<Seen>, jwks: &Value) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -108,6 +109,7 @@ fn serve(stream: std::net::TcpStream, seen: &Mutex<Seen>, jwks: &Value) {
             .requests
             .push((path, signature, value.clone()));
         match value["stream"].as_str().unwrap_or("") {
+            s if s.starts_with("allowed-rec") => (200, r#"{"record": true}"#.to_string()),
             s if s.starts_with("allowed") => (200, r#"{"record": false}"#.to_string()),
             "refused" => (403, r#"{"message": "not you"}"#.to_string()),
             "slow" => {
@@ -258,6 +260,28 @@ fn the_publish_hook_decides_for_websocket_and_whip() {
     assert_eq!(ws_request["token"], "user-4");
     assert!(requests.iter().all(|(path, _, _)| path == "/publish"));
     assert!(!gateway.log().contains("user-1"));
+}
+
+#[test]
+fn the_publish_hook_says_whether_a_stream_is_recorded() {
+    let server = HookServer::start(json!({}));
+    let dir = tempfile::tempdir().unwrap();
+    // record.enabled is off: the hook turns it on for one stream, and off for another
+    // (which would be off anyway; the one that says nothing keeps the configuration).
+    let gateway = TestGateway::start(&format!(
+        "{}[record]\nenabled = false\ndir = \"{}\"\n",
+        hooks(&server, true, false),
+        dir.path().display()
+    ));
+    let mut recorded = Publisher::start(&gateway, "allowed-rec", &["--duration-s", "3"]);
+    let mut plain = Publisher::start(&gateway, "allowed-plain", &["--duration-s", "3"]);
+    recorded.wait_for("live", Duration::from_secs(30));
+    plain.wait_for("live", Duration::from_secs(30));
+    recorded.wait_for("ended", Duration::from_secs(20));
+    plain.wait_for("ended", Duration::from_secs(20));
+    assert_eq!(gateway.recordings_of("allowed-rec").len(), 1);
+    assert!(gateway.recordings_of("allowed-plain").is_empty());
+    assert_eq!(server.calls("publish", "allowed-rec"), 1);
 }
 
 #[test]
