@@ -4,10 +4,11 @@
 //! readers get what it says, reads are asked once per `hooks.cache_s`; JSON Web Tokens
 //! signed with HS256 and with RS256 (a key set served by the test) are allowed and
 //! refused by claim and by `exp`, and an unknown key makes the gateway fetch the set
-//! again, once.
+//! again, once; Chromium's publish page publishes with a JWT in its token field.
 
 mod common;
 
+use common::browser::{Browser, BrowserKind};
 use common::{BROWSER_OFFER, Publisher, Signalling, TestGateway, eventually};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::blocking::Client;
@@ -438,4 +439,41 @@ fn rs256_tokens_from_a_key_set_and_an_unknown_key_fetched_once() {
     )
     .unwrap();
     assert_eq!(whip(&gateway, "cam", Some(&forged)), 401);
+}
+
+#[test]
+fn chromium_publishes_with_a_jwt_in_the_pages_token_field() {
+    let gateway = TestGateway::start("[auth]\njwt_secret = \"jwt-secret\"\n");
+    let token = hs256(json!({"publish": ["page"], "exp": now() + 600}));
+    let mut browser = Browser::start(BrowserKind::Chromium);
+    browser.open(&gateway.url(&format!(
+        "/publish.html?stream=page&token={token}&autostart=1"
+    )));
+    let state = browser.wait_for(
+        "document.body.dataset.state",
+        &json!("live"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        state,
+        json!("live"),
+        "{}",
+        browser.eval("document.getElementById('reason').textContent")
+    );
+    assert_eq!(gateway.stream("page").unwrap()["state"], "live");
+    // The same page with a token for another stream is refused.
+    let other = hs256(json!({"publish": ["other"], "exp": now() + 600}));
+    browser.open(&gateway.url(&format!(
+        "/publish.html?stream=page2&token={other}&autostart=1"
+    )));
+    let state = browser.wait_for(
+        "document.body.dataset.state",
+        &json!("error"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(state, json!("error"));
+    assert_eq!(
+        browser.eval("document.getElementById('reason').textContent"),
+        json!("(403 forbidden: the token does not allow publishing page2)")
+    );
 }
