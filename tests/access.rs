@@ -2,7 +2,7 @@
 //! allows `allowed*`, refuses `refused` with 403 and answers `slow` too late, and records
 //! every request it gets, each signature checked; WebSocket and WHIP publishers and
 //! readers get what it says, reads are asked once per `hooks.cache_s`; JSON Web Tokens
-//! signed with HS256 and with RS256 (a key set served by the test) are allowed and
+//! signed with HS256, RS256 and ES256 (a key set served by the test) are allowed and
 //! refused by claim and by `exp`, and an unknown key makes the gateway fetch the set
 //! again, once; Chromium's publish page publishes with a JWT in its token field.
 
@@ -26,6 +26,8 @@ const SECRET: &str = "hook-secret";
 struct Seen {
     requests: Vec<(String, String, Value)>,
     jwks_fetches: usize,
+    /// `hold` is answered once this is set.
+    released: bool,
 }
 
 struct HookServer {
@@ -72,7 +74,8 @@ impl HookServer {
 
 /// One request per connection: `allowed-rec*` gets 200 and `{"record": true}`, other
 /// `allowed*` 200 and `{"record": false}`,
-/// `refused` 403, `slow` an answer after three seconds, anything else 500.
+/// `refused` 403, `slow` an answer after three seconds, `hold` once the test releases
+/// it, anything else 500.
 fn serve(stream: std::net::TcpStream, seen: &Mutex<Seen>, jwks: &Value) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -115,6 +118,12 @@ fn serve(stream: std::net::TcpStream, seen: &Mutex<Seen>, jwks: &Value) {
             "refused" => (403, r#"{"message": "not you"}"#.to_string()),
             "slow" => {
                 std::thread::sleep(Duration::from_secs(3));
+                (200, "{}".to_string())
+            }
+            "hold" => {
+                eventually(Duration::from_secs(20), || {
+                    seen.lock().unwrap().released.then_some(())
+                });
                 (200, "{}".to_string())
             }
             _ => (500, String::new()),
@@ -264,6 +273,29 @@ fn the_publish_hook_decides_for_websocket_and_whip() {
 }
 
 #[test]
+fn a_publish_waiting_for_the_hook_holds_up_no_other() {
+    let server = HookServer::start(json!({}));
+    let gateway = TestGateway::start(
+        &hooks(&server, true, true).replace("timeout_ms = 500", "timeout_ms = 20000"),
+    );
+    let held = std::thread::scope(|scope| {
+        let held = scope.spawn(|| whip(&gateway, "hold", None));
+        eventually(Duration::from_secs(10), || {
+            (server.calls("publish", "hold") == 1).then_some(())
+        });
+        // While the hook holds that publish, others publish and read.
+        assert_eq!(whip(&gateway, "allowed-1", None), 201);
+        let (kind, _) = websocket(&gateway, "allowed-2", None);
+        assert_eq!(kind, "answer");
+        assert_eq!(read(&gateway, "/streams/allowed-3/index.m3u8"), 404);
+        assert!(!held.is_finished());
+        server.seen.lock().unwrap().released = true;
+        held.join().unwrap()
+    });
+    assert_eq!(held, 201);
+}
+
+#[test]
 fn the_publish_hook_says_whether_a_stream_is_recorded() {
     let server = HookServer::start(json!({}));
     let dir = tempfile::tempdir().unwrap();
@@ -403,11 +435,43 @@ fn rsa_key(dir: &std::path::Path, kid: &str) -> (Vec<u8>, Value) {
     (std::fs::read(&path).unwrap(), jwk)
 }
 
+/// A fresh P-256 key (openssl): its PKCS#8 PEM and its public key as a JWK named `kid`.
+fn ec_key(dir: &std::path::Path, kid: &str) -> (Vec<u8>, Value) {
+    use base64::Engine;
+    let path = dir.join("ec.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let public = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    // The DER ends with the uncompressed point: 0x04, X, Y.
+    let der = public.stdout;
+    let point = &der[der.len() - 64..];
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+                     "x": b64(&point[..32]), "y": b64(&point[32..])});
+    (std::fs::read(&path).unwrap(), jwk)
+}
+
 #[test]
-fn rs256_tokens_from_a_key_set_and_an_unknown_key_fetched_once() {
+fn rs256_and_es256_tokens_from_a_key_set_and_an_unknown_key_fetched_once() {
     let dir = tempfile::tempdir().unwrap();
     let (pem, jwk) = rsa_key(dir.path(), "k1");
-    let server = HookServer::start(json!({"keys": [jwk]}));
+    let (ec_pem, ec_jwk) = ec_key(dir.path(), "e1");
+    let server = HookServer::start(json!({"keys": [jwk, ec_jwk]}));
     let gateway = TestGateway::start(&format!("[auth]\njwks_url = \"{}\"\n", server.url("/jwks")));
     let key = EncodingKey::from_rsa_pem(&pem).unwrap();
     let token = |kid: &str, claims: Value| {
@@ -418,6 +482,17 @@ fn rs256_tokens_from_a_key_set_and_an_unknown_key_fetched_once() {
     let cam = token("k1", json!({"publish": ["cam"], "exp": now() + 600}));
     assert_eq!(whip(&gateway, "cam", Some(&cam)), 201);
     assert_eq!(whip(&gateway, "other", Some(&cam)), 403);
+    let es256 = encode(
+        &Header {
+            kid: Some("e1".into()),
+            ..Header::new(Algorithm::ES256)
+        },
+        &json!({"publish": ["ec"], "exp": now() + 600}),
+        &EncodingKey::from_ec_pem(&ec_pem).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(whip(&gateway, "ec", Some(&es256)), 201);
+    assert_eq!(whip(&gateway, "cam", Some(&es256)), 403);
     assert_eq!(server.jwks_fetches(), 1);
     let expired = token("k1", json!({"publish": ["cam"], "exp": now() - 3600}));
     assert_eq!(whip(&gateway, "cam", Some(&expired)), 401);
