@@ -75,8 +75,6 @@ pub struct Verifier {
     jwks_url: Option<String>,
     client: reqwest::Client,
     keys: tokio::sync::Mutex<KeySet>,
-    /// How many times the key set was fetched.
-    fetches: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -102,13 +100,7 @@ impl Verifier {
                 .build()
                 .unwrap_or_default(),
             keys: tokio::sync::Mutex::new(KeySet::default()),
-            fetches: Default::default(),
         })
-    }
-
-    /// How many times the key set was fetched.
-    pub fn fetches(&self) -> u64 {
-        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The claims of a valid token.
@@ -166,8 +158,6 @@ impl Verifier {
 
     /// Fetches the set into `keys`; a failure is remembered as an attempt.
     async fn refresh(&self, keys: &mut KeySet, url: &str) -> Result<(), JwtError> {
-        self.fetches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.fetch(url).await {
             Ok(set) => {
                 keys.keys = set;

@@ -115,7 +115,6 @@ pub struct Access {
     jwt: Option<Verifier>,
     client: HookClient,
     reads: Mutex<ReadCache>,
-    hook_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Access {
@@ -130,18 +129,7 @@ impl Access {
                 Duration::from_millis(config.hooks.timeout_ms as u64),
             ),
             reads: Mutex::new(ReadCache::default()),
-            hook_calls: Default::default(),
         }
-    }
-
-    /// The JWT verifier, when JWTs are configured.
-    pub fn jwt(&self) -> Option<&Verifier> {
-        self.jwt.as_ref()
-    }
-
-    /// How many requests went to the hooks.
-    pub fn hook_calls(&self) -> u64 {
-        self.hook_calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn jwt_verdict(
@@ -168,8 +156,6 @@ impl Access {
     }
 
     async fn ask(&self, url: &str, request: &HookRequest) -> Result<HookAnswer, Denied> {
-        self.hook_calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let answer = self.client.ask(url, request).await;
         if let Err(Denied::HookUnavailable(why)) = &answer {
             tracing::warn!("{why}");
