@@ -3,6 +3,7 @@
 //! pipeline factory, the HLS store, metrics, the event webhooks' handle, the cluster
 //! (chosen here, once), the shutdown signal and the task trackers. Created once in `main`.
 
+use crate::access::Access;
 use crate::cluster::{self, Claim, Cluster, Node, NodeInfo, NodeState, host_name};
 use crate::config::Config;
 use crate::events::Events;
@@ -34,6 +35,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// What happened to the streams, for `hooks.events_url`.
     pub events: Events,
+    /// Who may publish and read: tokens, JSON Web Tokens, the hooks.
+    pub access: Access,
     /// The cluster: this node on its own, or its claims and record in the cluster's
     /// Redis.
     pub cluster: Arc<dyn Cluster>,
@@ -59,6 +62,7 @@ impl Gateway {
             &node.id,
             metrics.events.clone(),
         );
+        let access = Access::new(&config, &node.id);
         Ok(Arc::new(Self {
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
@@ -67,6 +71,7 @@ impl Gateway {
             hls,
             metrics,
             events,
+            access,
             cluster,
             shutdown: CancellationToken::new(),
             session_tasks: TaskTracker::new(),

@@ -4,12 +4,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod blocking;
 pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod gateway;
 pub mod hls;
+pub mod hook_signature;
 pub mod http;
 pub mod media;
 pub mod metrics;

@@ -502,6 +502,7 @@ proptest! {
                 stream: StreamName::new("fuzz").unwrap(),
                 offer: sdp.clone(),
                 publisher: "websocket",
+                record: None,
             };
             match gateway.sessions.publish(request, events).await {
                 Ok((handle, answer)) => {

@@ -6,7 +6,8 @@
 
 const $ = (id) => document.getElementById(id);
 // Errors after which trying again cannot help.
-const FATAL_CODES = new Set([400, 401, 409, 415]);
+// (403: a token or the publish hook says no; 503 hook-unavailable is tried again.)
+const FATAL_CODES = new Set([400, 401, 403, 409, 415]);
 // Endings after which the publisher should not come back on its own.
 const FINAL_REASONS = new Set(["unpublished", "stopped-by-operator"]);
 

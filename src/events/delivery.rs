@@ -7,7 +7,7 @@
 //! first failure is dropped, said in the log and counted.
 
 use crate::events::outbox::{Outbox, id_of};
-use crate::events::signature::{SIGNATURE_HEADER, signature};
+use crate::hook_signature::{SIGNATURE_HEADER, signature};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::BTreeMap;

@@ -11,9 +11,7 @@ pub mod delivery;
 mod event;
 mod handle;
 pub mod outbox;
-pub mod signature;
 
 pub use delivery::{DeliveryCounters, EVENT_ID_HEADER};
 pub use event::{Event, body, new_id};
 pub use handle::Events;
-pub use signature::{SIGNATURE_HEADER, signature};

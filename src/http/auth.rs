@@ -1,16 +1,19 @@
-//! The read token (SDP files, playlists, segments, recordings: `?token=` or a bearer
-//! header) and the admin token (the control API: a bearer header).
+//! Who may read (SDP files, playlists, segments, recordings: `access` with the token
+//! of `?token=` or a bearer header) and the admin token (the control API: a bearer
+//! header).
 
 use super::error::ApiError;
+use crate::access::{Caller, token_matches};
 use crate::gateway::Gateway;
-use crate::signalling::auth::token_matches;
-use crate::signalling::problem::Refusal;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use crate::media::output::record;
+use crate::signalling::problem::{Problem, Refusal};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Extensions, HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use headers::authorization::Bearer;
 use headers::{Authorization, HeaderMapExt};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn query_token(query: Option<&str>) -> Option<&str> {
@@ -19,27 +22,64 @@ pub fn query_token(query: Option<&str>) -> Option<&str> {
         .find_map(|pair| pair.strip_prefix("token="))
 }
 
-/// With `auth.read_token` set, media (SDP, HLS, recordings) needs it, as `?token=` or
-/// a bearer header.
-pub async fn require_read_token(
+/// Media (SDP, HLS, recordings) as `access` rules it: the read token, a JSON Web Token
+/// with a `read` claim (either as `?token=` or a bearer header), or the read hook.
+pub async fn require_read_access(
     State(gateway): State<Arc<Gateway>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let configured = &gateway.config.auth.read_token;
-    if configured.is_empty() || request.method() == Method::OPTIONS {
+    if request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
-    let bearer = bearer(request.headers());
-    let presented = query_token(request.uri().query()).or(bearer.as_deref());
-    if token_matches(configured, presented) {
-        next.run(request).await
-    } else {
-        ApiError::new(
-            Refusal::Unauthorized,
-            "this needs the read token, as ?token= or a bearer header",
-        )
-        .into_response()
+    let path = request.uri().path().to_string();
+    let Some(stream) = read_stream(&path) else {
+        // Not a stream's file: the handler answers 404.
+        return next.run(request).await;
+    };
+    let caller = caller(&request);
+    match gateway.access.read(stream.as_deref(), &path, &caller).await {
+        Ok(()) => next.run(request).await,
+        Err(denied) => ApiError(Problem::denied(&denied)).into_response(),
+    }
+}
+
+/// The stream a media path reads: `/streams/NAME/...`, a recording's stream, or
+/// `Some(None)` for the list of every recording; `None` for no stream's file.
+pub fn read_stream(path: &str) -> Option<Option<String>> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next()) {
+        (Some("streams"), Some(name)) => Some(Some(name.to_string())),
+        (Some("recordings"), None | Some("")) => Some(None),
+        (Some("recordings"), Some(file)) => {
+            record::parse_name(file).map(|(stream, _)| Some(stream))
+        }
+        _ => None,
+    }
+}
+
+/// Who asks, as the hooks are told: the token (`?token=` or a bearer header), the
+/// client's address, its `User-Agent` and the query.
+pub fn caller(request: &Request) -> Caller {
+    caller_of(request.headers(), request.uri(), request.extensions())
+}
+
+/// [`caller`] from a request's parts.
+pub fn caller_of(headers: &HeaderMap, uri: &Uri, extensions: &Extensions) -> Caller {
+    let query = uri.query();
+    let token = query_token(query)
+        .map(String::from)
+        .or_else(|| bearer(headers));
+    Caller {
+        token,
+        remote_addr: extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default(),
+        user_agent: header(headers, header::USER_AGENT)
+            .unwrap_or_default()
+            .to_string(),
+        query: query.unwrap_or_default().to_string(),
     }
 }
 

@@ -7,9 +7,11 @@
 //!
 //! [`placement`]: crate::cluster::Cluster::placement
 
+use super::auth::caller_of;
 use super::forward::{self, is_forwarded, signed};
 use super::state::AppState;
 use super::websocket;
+use crate::access::Caller;
 use crate::cluster::NodeInfo;
 use crate::gateway::Gateway;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -53,6 +55,10 @@ pub async fn websocket(State(state): State<AppState>, request: Request, next: Ne
         return next.run(request).await;
     };
     let (mut parts, _) = request.into_parts();
+    let caller = Caller {
+        token: None,
+        ..caller_of(&parts.headers, &parts.uri, &parts.extensions)
+    };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
@@ -69,7 +75,7 @@ pub async fn websocket(State(state): State<AppState>, request: Request, next: Ne
                 }
                 Err(e) => {
                     tracing::warn!(node = %node.id, "cannot relay a publisher there: {e}");
-                    websocket::serve_socket(sessions, socket).await;
+                    websocket::serve_socket(sessions, socket, caller).await;
                 }
             }
         })

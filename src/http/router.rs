@@ -61,7 +61,7 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         )
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
-            auth::require_read_token,
+            auth::require_read_access,
         ))
         .layer(cors);
     let control = Router::new()

@@ -4,6 +4,7 @@
 
 use crate::gateway::Gateway;
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower_http::add_extension::AddExtension;
 
 /// How long the loop pauses after a failed accept (out of file descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -41,7 +43,7 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.cancelled() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("accept error: {e}");
@@ -61,7 +63,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let _open = gateway.metrics.connection_opened();
             let _permit = permit;
-            let service = TowerToHyperService::new(app);
+            // Handlers (the hooks) learn the client's address from this extension.
+            let service = TowerToHyperService::new(AddExtension::new(app, ConnectInfo(peer)));
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()

@@ -2,11 +2,14 @@
 //! and writes its output back. (A socket that reaches a full node of a cluster is
 //! relayed elsewhere by the `placement` layer before it gets here.)
 
+use super::auth::caller_of;
+use crate::access::Caller;
 use crate::gateway::Gateway;
 use crate::session::Sessions;
 use crate::signalling::websocket::{Connection, Incoming, Violation};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{Extensions, HeaderMap, Uri};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -21,11 +24,22 @@ const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// How long the last messages and the close frame may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-pub async fn upgrade(State(sessions): State<Arc<Sessions>>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(sessions): State<Arc<Sessions>>,
+    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+    uri: Uri,
+    extensions: Extensions,
+) -> Response {
     let gateway = sessions.gateway().clone();
+    // Who connected, for the publish hook; the token comes with each publish.
+    let caller = Caller {
+        token: None,
+        ..caller_of(&headers, &uri, &extensions)
+    };
     configure(upgrade, &gateway).on_upgrade(move |socket| {
         let connections = gateway.connections.clone();
-        connections.track_future(serve_socket(sessions, socket))
+        connections.track_future(serve_socket(sessions, socket, caller))
     })
 }
 
@@ -59,7 +73,7 @@ fn incoming_error(error: axum::Error) -> Incoming {
     }
 }
 
-pub async fn serve_socket(sessions: Arc<Sessions>, socket: WebSocket) {
+pub async fn serve_socket(sessions: Arc<Sessions>, socket: WebSocket, caller: Caller) {
     let (mut sink, stream) = socket.split();
     let (outgoing, mut to_send) = mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(async move {
@@ -79,7 +93,9 @@ pub async fn serve_socket(sessions: Arc<Sessions>, socket: WebSocket) {
             Err(e) => Some(incoming_error(e)),
         })
     });
-    let close = Connection::new(sessions, outgoing).run(incoming).await;
+    let close = Connection::new(sessions, outgoing, caller)
+        .run(incoming)
+        .await;
     // The connection is gone, and with it the sender: the writer sends what is left,
     // then the close frame says why.
     match tokio::time::timeout(CLOSE_WAIT, writer).await {

@@ -1,15 +1,16 @@
 //! WHIP over HTTP: the handlers pass the headers and body to `signalling::whip` and turn
 //! its answers into responses; ICE servers are advertised as `Link` headers.
 
-use super::auth::{bearer, header};
+use super::auth::{bearer, caller_of, header};
 use super::error::{ApiError, stream_name};
 use super::state::AppState;
+use crate::access::Caller;
 use crate::gateway::Gateway;
 use crate::signalling::problem::Refusal;
 use crate::signalling::whip::{self, Whip};
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub async fn create(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
+    extensions: Extensions,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = stream_name(&name)?;
@@ -47,7 +50,10 @@ pub async fn create(
         .create(
             &name,
             header(&headers, header::CONTENT_TYPE),
-            bearer(&headers).as_deref(),
+            &Caller {
+                token: bearer(&headers),
+                ..caller_of(&headers, &uri, &extensions)
+            },
             offer,
         )
         .await

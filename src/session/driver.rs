@@ -47,6 +47,9 @@ pub(super) struct Session {
     pub(super) rtp: Option<RtpOutput>,
     /// The stream's HLS files, when HLS is on; handed back when the session ends.
     pub(super) hls: Option<HlsOutput>,
+    /// Whether the stream is recorded from its start (`record.enabled`, or the publish
+    /// hook's word).
+    pub(super) record: bool,
     /// The recording, and who waits for its stop to be answered.
     pub(super) recording: RecordingState<Recording, Reply<String>>,
     pub(super) plis_sent: u64,
@@ -139,6 +142,7 @@ impl Session {
             },
             // Shutdown ends every session.
             stop: gateway.shutdown.child_token(),
+            record: gateway.config.record.enabled,
             gateway,
             name,
             plan,

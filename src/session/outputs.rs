@@ -49,7 +49,7 @@ impl Session {
                 }
             }
         }
-        if config.record.enabled {
+        if self.record {
             match Recording::create(&config.record.dir, &self.name, config.record.format) {
                 Ok(recording) => {
                     outputs.record = Some(recording.spec());

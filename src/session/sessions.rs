@@ -53,6 +53,9 @@ pub struct PublishRequest {
     pub offer: String,
     /// `websocket` or `whip`.
     pub publisher: &'static str,
+    /// Records the stream or not, whatever `record.enabled` says (the publish hook's
+    /// word); `None`: as configured.
+    pub record: Option<bool>,
 }
 
 /// The RTP slot a publication claims across the cluster, when RTP is sent: each slot
@@ -247,6 +250,7 @@ impl Sessions {
             offer::first_mid(&answer),
         );
         session.remote_candidates(taken, ignored as u64);
+        session.record = request.record.unwrap_or(gateway.config.record.enabled);
         let sessions = self.clone();
         gateway.metrics.publication_started();
         gateway.session_tasks.spawn(

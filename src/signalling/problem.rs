@@ -4,6 +4,7 @@
 //! typed errors of the layers below (publishing, control commands, WHIP) map onto it
 //! here and nowhere else; WebSocket, WHIP and the API answer with it.
 
+use crate::access::Denied;
 use crate::media::output::record::RecordingError;
 use crate::media::output::rtp::DestinationError;
 use crate::name::{BadName, StreamName};
@@ -16,6 +17,8 @@ use crate::session::{ControlError, NegotiationError, PublishError};
 pub enum Refusal {
     BadStreamName,
     Unauthorized,
+    Forbidden,
+    HookUnavailable,
     MalformedRequest,
     // Publishing.
     BadSdp,
@@ -69,6 +72,8 @@ impl Refusal {
         match self {
             Refusal::BadStreamName => (400, "bad-stream-name"),
             Refusal::Unauthorized => (401, "unauthorized"),
+            Refusal::Forbidden => (403, "forbidden"),
+            Refusal::HookUnavailable => (503, "hook-unavailable"),
             Refusal::MalformedRequest => (400, "malformed-request"),
             Refusal::BadSdp => (400, "bad-sdp"),
             Refusal::UnsupportedCodec => (415, "unsupported-codec"),
@@ -137,6 +142,16 @@ impl Problem {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Refusal::Unauthorized.because(message)
+    }
+
+    /// Access refused by a token or a hook.
+    pub fn denied(denied: &Denied) -> Self {
+        let refusal = match denied {
+            Denied::Unauthorized(_) => Refusal::Unauthorized,
+            Denied::Forbidden(_) => Refusal::Forbidden,
+            Denied::HookUnavailable(_) => Refusal::HookUnavailable,
+        };
+        refusal.because(denied.to_string())
     }
 
     /// No live (or lingering) stream of that name.
@@ -317,6 +332,7 @@ mod tests {
     fn client_mistakes_are_4xx_and_server_faults_5xx() {
         use Refusal as R;
         let server = [
+            R::HookUnavailable,
             R::TooManyPublishers,
             R::ShuttingDown,
             R::NoCapacity,
@@ -333,6 +349,7 @@ mod tests {
             R::ForwardUnsigned,
             R::BadStreamName,
             R::Unauthorized,
+            R::Forbidden,
             R::MalformedRequest,
             R::BadSdp,
             R::UnsupportedCodec,

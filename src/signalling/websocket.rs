@@ -2,9 +2,10 @@
 //! stopped, answers, candidates, `live`, `ended` and errors out. Transport-free: the HTTP
 //! layer hands it a stream of incoming texts and a sender for outgoing ones.
 
+use crate::access::Caller;
 use crate::name::StreamName;
 use crate::session::{PublishRequest, SessionEvent, SessionHandle, Sessions};
-use crate::signalling::auth::may_publish;
+use crate::signalling::auth::authorize_publish;
 use crate::signalling::problem::{Problem, Refusal};
 use crate::stream::{EndReason, Outputs};
 use futures::{Stream, StreamExt};
@@ -145,6 +146,8 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<ClientMessage, Problem> {
 /// One signalling connection. Ends its stream when the client goes away.
 pub struct Connection {
     sessions: Arc<Sessions>,
+    /// Who connected, as the publish hook is told.
+    caller: Caller,
     outgoing: mpsc::UnboundedSender<String>,
     events_tx: mpsc::UnboundedSender<SessionEvent>,
     events: mpsc::UnboundedReceiver<SessionEvent>,
@@ -156,10 +159,16 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(sessions: Arc<Sessions>, outgoing: mpsc::UnboundedSender<String>) -> Self {
+    /// `caller` says who connected (its token comes with each publish).
+    pub fn new(
+        sessions: Arc<Sessions>,
+        outgoing: mpsc::UnboundedSender<String>,
+        caller: Caller,
+    ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Self {
             sessions,
+            caller,
             outgoing,
             events_tx,
             events,
@@ -248,14 +257,18 @@ impl Connection {
                     )));
                 }
                 let stream = StreamName::new(&stream).map_err(|_| Problem::bad_name())?;
-                let auth = &self.sessions.gateway().config.auth;
-                if !may_publish(auth, &stream, token.as_deref()) {
-                    return Err(Problem::unauthorized("publishing needs a valid token"));
-                }
+                let caller = Caller {
+                    token,
+                    ..self.caller.clone()
+                };
+                let allowed =
+                    authorize_publish(self.sessions.gateway(), &stream, "websocket", &caller)
+                        .await?;
                 let request = PublishRequest {
                     stream: stream.clone(),
                     offer: sdp,
                     publisher: "websocket",
+                    record: allowed.record,
                 };
                 let (handle, answer) = self
                     .sessions

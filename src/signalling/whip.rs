@@ -3,11 +3,12 @@
 //! Transport-free: the HTTP layer passes the headers and body it got and turns the
 //! results into responses.
 
+use crate::access::{Caller, token_matches};
 use crate::config::WebrtcConfig;
 use crate::name::StreamName;
 use crate::session::offer::first_mid;
 use crate::session::{PublishError, PublishRequest, SessionEvent, SessionHandle, Sessions};
-use crate::signalling::auth::may_publish;
+use crate::signalling::auth::authorize_publish;
 use crate::signalling::problem::{Problem, Refusal};
 use crate::stream::EndReason;
 use std::collections::HashMap;
@@ -23,8 +24,10 @@ pub const SDP_FRAGMENT: &str = "application/trickle-ice-sdpfrag";
 pub enum WhipError {
     #[error("the body must be {expected}, got {got:?}")]
     UnsupportedMediaType { expected: &'static str, got: String },
-    #[error("publishing needs a valid bearer token")]
+    #[error("this session needs the bearer token it was created with")]
     Unauthorized,
+    #[error("{}", .0.message)]
+    Refused(Problem),
     #[error("{0}")]
     Publish(#[from] PublishError),
     #[error("no WHIP session {0}")]
@@ -44,6 +47,7 @@ impl WhipError {
                 Refusal::UnsupportedMediaType.because(message)
             }
             WhipError::Unauthorized => Problem::unauthorized(message),
+            WhipError::Refused(problem) => problem.clone(),
             WhipError::NotFound(_) => Refusal::NoSuchSession.because(message),
             WhipError::PreconditionFailed => Refusal::PreconditionFailed.because(message),
             WhipError::IceRestart => Refusal::IceRestartUnsupported.because(message),
@@ -62,6 +66,8 @@ pub struct Created {
 
 struct WhipSession {
     stream: StreamName,
+    /// The token it was created with: its PATCH and DELETE need the same.
+    token: Option<String>,
     handle: SessionHandle,
     etag: String,
     ice_ufrag: Option<String>,
@@ -97,13 +103,12 @@ impl Whip {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `token` is the request's bearer token.
-    fn authorize(&self, stream: &StreamName, token: Option<&str>) -> Result<(), WhipError> {
-        let auth = &self.sessions.gateway().config.auth;
-        if may_publish(auth, stream, token) {
-            Ok(())
-        } else {
-            Err(WhipError::Unauthorized)
+    /// Whether `token` is the one session `id` was created with (any, when it was
+    /// created without one).
+    fn authorize(&self, id: &str, token: Option<&str>) -> Result<(), WhipError> {
+        match self.whip_sessions().get(id).map(|s| s.token.clone()) {
+            Some(Some(created)) if !token_matches(&created, token) => Err(WhipError::Unauthorized),
+            _ => Ok(()),
         }
     }
 
@@ -112,11 +117,13 @@ impl Whip {
         self: &Arc<Self>,
         stream: &StreamName,
         content_type: Option<&str>,
-        token: Option<&str>,
+        caller: &Caller,
         offer: String,
     ) -> Result<Created, WhipError> {
-        self.authorize(stream, token)?;
         let got = media_type(content_type);
+        let allowed = authorize_publish(self.sessions.gateway(), stream, "whip", caller)
+            .await
+            .map_err(WhipError::Refused)?;
         if got != SDP {
             return Err(WhipError::UnsupportedMediaType { expected: SDP, got });
         }
@@ -125,6 +132,7 @@ impl Whip {
             stream: stream.clone(),
             offer,
             publisher: "whip",
+            record: allowed.record,
         };
         let (events, mut received) = mpsc::unbounded_channel();
         let (handle, answer) = self.sessions.publish(request, events).await?;
@@ -134,6 +142,7 @@ impl Whip {
             id.clone(),
             WhipSession {
                 stream: stream.clone(),
+                token: caller.token.clone(),
                 handle,
                 etag: etag.clone(),
                 ice_ufrag,
@@ -168,7 +177,7 @@ impl Whip {
         token: Option<&str>,
         fragment: &str,
     ) -> Result<(), WhipError> {
-        self.authorize(stream, token)?;
+        self.authorize(id, token)?;
         let (handle, mid) = {
             let sessions = self.whip_sessions();
             let session = sessions
@@ -215,7 +224,7 @@ impl Whip {
         id: &str,
         token: Option<&str>,
     ) -> Result<(), WhipError> {
-        self.authorize(stream, token)?;
+        self.authorize(id, token)?;
         let session = {
             let mut sessions = self.whip_sessions();
             match sessions.get(id) {

@@ -71,6 +71,14 @@ pub enum Run {
         #[arg(long, default_value_t = 15)]
         seconds: u64,
     },
+    /// What the hooks cost: WHIP offer to answer without and with a publish hook, and
+    /// the read-hook calls of one HLS viewer over `--seconds` (goal: at most
+    /// seconds / hooks.cache_s + 1).
+    Access {
+        /// Seconds the viewer watches.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 /// The publishers, sizes and encoder of the runs that load the gateway.
@@ -188,10 +196,12 @@ impl Options {
                 passthrough,
                 ..LoadArgs::default().into()
             },
-            Run::Cache { seconds } | Run::Cluster { seconds } => Options {
-                seconds,
-                ..LoadArgs::default().into()
-            },
+            Run::Cache { seconds } | Run::Cluster { seconds } | Run::Access { seconds } => {
+                Options {
+                    seconds,
+                    ..LoadArgs::default().into()
+                }
+            }
         }
     }
 }

@@ -17,13 +17,14 @@
 //! packet and to the first HLS playlist. Prints a table and writes JSON.
 //!
 //! That is the `startup` subcommand; each other measurement is a subcommand of its own
-//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`), in its module. The
+//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`, `access`), in its module. The
 //! servers beside the gateway (Varnish, Redis, HAProxy, s3s-fs) come from the workspace's
 //! test kit, on free ports.
 
 #![forbid(unsafe_code)]
 
 mod abuse;
+mod access;
 mod bare;
 mod cache;
 mod cli;
@@ -59,6 +60,7 @@ async fn main() -> Result<()> {
         Run::Cache { .. } => cache::run(&options).await?,
         Run::Upload(_) => upload::run(&options).await?,
         Run::Cluster { .. } => cluster::run(&options).await?,
+        Run::Access { .. } => access::run(&options).await?,
     };
     write_report(&cli, &report)
 }

@@ -1,6 +1,7 @@
-//! The signature of a hook request: `sha256=HEX`, the HMAC-SHA256 of the exact body
-//! bytes keyed with `hooks.secret`, sent as `X-Gateway-Signature` (as GitHub and Stripe
-//! sign their webhooks).
+//! The signature of every request the gateway sends to the operator's hooks (the
+//! publish and read hooks, the event webhooks): `sha256=HEX`, the HMAC-SHA256 of the
+//! exact body bytes keyed with `hooks.secret`, sent as `X-Gateway-Signature` (as GitHub
+//! and Stripe sign their webhooks).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
