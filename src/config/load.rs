@@ -361,6 +361,14 @@ impl Config {
                     .to_string(),
             );
         }
+        let hooks = &self.hooks;
+        let hooked = [&hooks.publish_url, &hooks.read_url, &hooks.events_url];
+        if hooked.iter().any(|url| !url.is_empty()) && hooks.secret.is_empty() {
+            warnings.push(
+                "hooks.secret: empty while a hook is set: its requests are signed with an                  empty key, so the hook cannot tell them from anyone else's"
+                    .to_string(),
+            );
+        }
         warnings
     }
 
@@ -610,6 +618,16 @@ mod tests {
         let signed = format!("{redis}\nsecret = \"s\"");
         assert!(Config::parse(&signed).unwrap().warnings().is_empty());
         assert!(Config::default().warnings().is_empty());
+    }
+
+    #[test]
+    fn hooks_without_a_secret_are_warned_of() {
+        let hooked = "[hooks]\nevents_url = \"http://127.0.0.1:9/events\"";
+        let warnings = Config::parse(hooked).unwrap().warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("hooks.secret: empty while a hook is set"));
+        let signed = format!("{hooked}\nsecret = \"s\"");
+        assert!(Config::parse(&signed).unwrap().warnings().is_empty());
     }
 
     #[test]
