@@ -16,7 +16,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # configuration) is its one address.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy
 
-.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster fuzz clean
+.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -144,3 +144,8 @@ bench-upload: build-tools test-deps
 # variant, and 1,000 held playlist requests. Needs what `make test-deps` installs.
 bench-latency: build-tools test-deps
 	./target/release/webrtc-gateway-bench latency --seconds 15 --json target/bench-latency.json
+
+# What the publish and read hooks cost (a hook server on loopback): a WHIP offer's answer
+# without and with a publish hook, and the read-hook calls of one low-latency viewer.
+bench-access: build-tools
+	./target/release/webrtc-gateway-bench access --seconds 60 --json target/bench-access.json
