@@ -326,6 +326,27 @@ fn the_read_token_guards_media_and_travels_in_playlists() {
         );
         assert_eq!(gateway.get(&format!("{path}?token=wrong")).status(), 401);
     }
+    // A path spelt with percent escapes is checked as its handler reads it, decoded: a
+    // recording (one is in the directory) or a stream's file needs the token all the same.
+    std::fs::write(
+        records.path().join("guarded-20261207T170000Z.mp4"),
+        b"recorded",
+    )
+    .unwrap();
+    for path in [
+        "/recordings/guarded-20261207T170000Z%2Emp4",
+        "/recordings/guarded%2D20261207T170000Z.mp4",
+        "/streams/guarde%64/stream.sdp",
+    ] {
+        assert_eq!(gateway.get(path).status(), 401, "{path}");
+    }
+    assert_eq!(
+        gateway
+            .get("/recordings/guarded-20261207T170000Z%2Emp4?token=reader-42")
+            .text()
+            .unwrap(),
+        "recorded"
+    );
     let bearer = Client::new()
         .get(gateway.url("/streams/guarded/stream.sdp"))
         .bearer_auth("reader-42")

@@ -54,8 +54,11 @@ pub struct HookClient {
 impl HookClient {
     pub fn new(secret: &str, timeout: Duration) -> Self {
         Self {
+            // A redirect would turn the POST into a body-less GET that someone else
+            // answers: a hook's 3xx is an answer like any other that is not 2xx.
             client: reqwest::Client::builder()
                 .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
             secret: secret.to_string(),

@@ -74,7 +74,10 @@ pub struct Verifier {
     secret: Option<DecodingKey>,
     jwks_url: Option<String>,
     client: reqwest::Client,
-    keys: tokio::sync::Mutex<KeySet>,
+    /// Read without waiting: a check never waits for a fetch of keys it has.
+    keys: std::sync::RwLock<KeySet>,
+    /// Held while the set is fetched, one fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -99,7 +102,8 @@ impl Verifier {
                 .timeout(FETCH_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
-            keys: tokio::sync::Mutex::new(KeySet::default()),
+            keys: std::sync::RwLock::new(KeySet::default()),
+            fetching: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -126,49 +130,73 @@ impl Verifier {
     }
 
     /// The key `kid` of the set (without a `kid`, the set's only key). The set is
-    /// fetched when it has none yet or is older than [`MAX_AGE`]; again when it does not
-    /// hold the key; and after a failed fetch or one for an unknown key, not again
-    /// within [`REFETCH_INTERVAL`].
+    /// fetched when it has none yet or is older than [`MAX_AGE`], and again when it does
+    /// not hold the key, never twice within [`REFETCH_INTERVAL`]. A key the set holds is
+    /// found without waiting; while the set is fetched, a stale set still serves, and
+    /// only a token whose key is not held waits for the fetch.
     async fn key(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
         let url = self.jwks_url.as_deref().ok_or(JwtError::NoKeySet(alg))?;
-        // One fetch at a time: tokens that wait for it find the key afterwards.
-        let mut keys = self.keys.lock().await;
-        let may_try = |keys: &KeySet| {
-            keys.attempted
-                .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL)
+        let unknown = || JwtError::UnknownKey(kid.unwrap_or_default().to_string());
+        let (found, fresh, may_fetch) = self.look_up(kid);
+        if let Some(key) = &found
+            && fresh
+        {
+            return key.clone();
+        }
+        if !may_fetch {
+            return found.unwrap_or_else(|| Err(unknown()));
+        }
+        let _fetching = match found {
+            // Stale but held: whoever fetches already, fetches for this token too.
+            Some(held) => match self.fetching.try_lock() {
+                Ok(guard) => (guard, Some(held)),
+                Err(_) => return held,
+            },
+            None => (self.fetching.lock().await, None),
         };
-        let stale = keys.fetched.is_none_or(|at| at.elapsed() >= MAX_AGE);
-        let fetch_now = stale && may_try(&keys);
-        if fetch_now && let Err(e) = self.refresh(&mut keys, url).await {
-            // The keys held before, if any, still serve.
-            return find(&keys.keys, kid).unwrap_or(Err(e));
+        // Another token's fetch may have brought the key meanwhile.
+        let (found, fresh, may_fetch) = self.look_up(kid);
+        if let Some(key) = &found
+            && (fresh || !may_fetch)
+        {
+            return key.clone();
         }
-        if let Some(key) = find(&keys.keys, kid) {
-            return key;
+        if !may_fetch {
+            return Err(unknown());
         }
-        if !fetch_now && may_try(&keys) {
-            keys.attempted = Some(Instant::now());
-            self.refresh(&mut keys, url).await?;
-            if let Some(key) = find(&keys.keys, kid) {
-                return key;
-            }
+        // A fresh set fetched again for a key it lacks counts as an attempt (so made-up
+        // keys cost one fetch per interval); so does any fetch that fails.
+        if fresh {
+            self.write_keys().attempted = Some(Instant::now());
         }
-        Err(JwtError::UnknownKey(kid.unwrap_or_default().to_string()))
-    }
-
-    /// Fetches the set into `keys`; a failure is remembered as an attempt.
-    async fn refresh(&self, keys: &mut KeySet, url: &str) -> Result<(), JwtError> {
         match self.fetch(url).await {
             Ok(set) => {
+                let mut keys = self.write_keys();
                 keys.keys = set;
                 keys.fetched = Some(Instant::now());
-                Ok(())
             }
             Err(e) => {
-                keys.attempted = Some(Instant::now());
-                Err(e)
+                self.write_keys().attempted = Some(Instant::now());
+                // The keys held before, if any, still serve.
+                return found.unwrap_or(Err(e));
             }
         }
+        self.look_up(kid).0.unwrap_or_else(|| Err(unknown()))
+    }
+
+    /// The key `kid` if the set holds it, whether the set is fresh, and whether it may
+    /// be fetched now.
+    fn look_up(&self, kid: Option<&str>) -> (Option<Result<DecodingKey, JwtError>>, bool, bool) {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let fresh = keys.fetched.is_some_and(|at| at.elapsed() < MAX_AGE);
+        let may_fetch = keys
+            .attempted
+            .is_none_or(|at| at.elapsed() >= REFETCH_INTERVAL);
+        (find(&keys.keys, kid), fresh, may_fetch)
+    }
+
+    fn write_keys(&self) -> std::sync::RwLockWriteGuard<'_, KeySet> {
+        self.keys.write().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn fetch(&self, url: &str) -> Result<JwkSet, JwtError> {

@@ -233,10 +233,13 @@ impl Access {
             Step::Allow => Ok(()),
             Step::Refuse(denied) => Err(denied),
             Step::AskHook => {
-                let key = (
-                    caller.token.clone().unwrap_or_default(),
-                    stream.unwrap_or_default().to_string(),
-                );
+                // Without a token the hook could only judge the caller by its address:
+                // its yes is remembered for that address alone, not for everyone.
+                let who = match &caller.token {
+                    Some(token) => token.clone(),
+                    None => format!("\u{0}{}", caller.remote_addr),
+                };
+                let key = (who, stream.unwrap_or_default().to_string());
                 if self.reads().allowed(&key, Instant::now()) {
                     return Ok(());
                 }

@@ -118,9 +118,12 @@ pub async fn run(
     mut queued: mpsc::Receiver<Queued>,
     counters: DeliveryCounters,
 ) {
+    // Never redirected: a 3xx would turn the POST into a GET whose 2xx nobody received
+    // the event with. It counts as a refusal and is tried again.
     let client = match reqwest::Client::builder()
         .timeout(receiver.timeout)
         .connect_timeout(receiver.timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(client) => client,

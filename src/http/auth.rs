@@ -6,6 +6,7 @@ use super::error::ApiError;
 use crate::access::{Caller, token_matches};
 use crate::gateway::Gateway;
 use crate::media::output::record;
+use crate::name::StreamName;
 use crate::signalling::problem::{Problem, Refusal};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Extensions, HeaderMap, Method, Uri, header};
@@ -32,11 +33,18 @@ pub async fn require_read_access(
     if request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
-    let path = request.uri().path().to_string();
-    let Some(stream) = read_stream(&path) else {
-        // Not a stream's file: the handler answers 404.
-        return next.run(request).await;
-    };
+    // As the handlers read it: decoded (`%2E` is a dot to them too).
+    let path = percent_encoding::percent_decode_str(request.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    // A path that names no stream's file is closed like the list of every recording:
+    // nothing is served past the check unless it names what it reads.
+    let stream = read_stream(&path).unwrap_or(None);
+    if let Some(name) = &stream
+        && StreamName::new(name).is_err()
+    {
+        return ApiError(Problem::bad_name()).into_response();
+    }
     let caller = caller(&request);
     match gateway.access.read(stream.as_deref(), &path, &caller).await {
         Ok(()) => next.run(request).await,
