@@ -120,6 +120,7 @@ impl Verifier {
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_S;
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         decode::<Claims>(token, &key, &validation)
             .map(|data| data.claims)
