@@ -251,11 +251,16 @@ impl Membership {
         let Some(held) = self.held().remove(&key) else {
             return;
         };
+        self.delete_if_holding(&key, &held.value).await;
+    }
+
+    /// Deletes `key` in Redis if it still holds `value`, this node's claim; unreachable,
+    /// the claim expires with its lease.
+    async fn delete_if_holding(&self, key: &str, value: &str) {
         let mut redis = self.redis.clone();
         let script = Script::new(GIVE_UP);
-        let mut invocation = script.key(&key);
-        invocation.arg(&held.value);
-        // Unreachable, the claim expires with its lease.
+        let mut invocation = script.key(key);
+        invocation.arg(value);
         let _: Result<i64, _> = self.call(invocation.invoke_async(&mut redis)).await;
     }
 }
@@ -426,10 +431,7 @@ impl Cluster for Membership {
                 .collect()
         };
         for (key, value) in given_up {
-            let script = Script::new(GIVE_UP);
-            let mut invocation = script.key(&key);
-            invocation.arg(&value);
-            let _: Result<i64, _> = self.call(invocation.invoke_async(&mut redis)).await;
+            self.delete_if_holding(&key, &value).await;
         }
         Ok(())
     }
