@@ -16,6 +16,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod name;
+pub mod net;
 pub mod registry;
 pub mod session;
 pub mod signalling;

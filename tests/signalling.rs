@@ -231,20 +231,39 @@ fn a_publisher_that_never_connects_is_given_up() {
 }
 
 #[test]
-fn ice_uses_the_configured_udp_port_range() {
-    let gateway = TestGateway::start("[webrtc]\nudp_port_min = 41000\nudp_port_max = 41009");
+fn every_candidate_names_the_one_udp_port_or_the_tcp_ports() {
+    let (udp, tcp) = (common::free_udp_range(1), common::free_tcp_port());
+    let gateway = TestGateway::start(&format!("[webrtc]\nudp_port = {udp}\ntcp_port = {tcp}"));
     let mut ws = Signalling::connect(&gateway);
-    ws.send(&publish("ranged"));
+    ws.send(&publish("one-port"));
     let answer = ws.receive();
     let sdp = answer["sdp"].as_str().unwrap();
-    let ports: Vec<u16> = sdp
+    let candidates: Vec<Vec<&str>> = sdp
         .lines()
         .filter(|l| l.starts_with("a=candidate:"))
-        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .map(|l| l.split_whitespace().collect())
         .collect();
-    assert!(!ports.is_empty(), "{sdp}");
-    assert!(
-        ports.iter().all(|p| (41000..=41009).contains(p)),
-        "{ports:?}"
+    let port = |c: &Vec<&str>| c[5].parse::<u16>().unwrap();
+    let udp_ports: Vec<u16> = candidates
+        .iter()
+        .filter(|c| c[2].eq_ignore_ascii_case("udp"))
+        .map(port)
+        .collect();
+    assert!(!udp_ports.is_empty(), "{sdp}");
+    assert!(udp_ports.iter().all(|p| *p == udp), "{sdp}");
+    let mut tcp_ports: Vec<u16> = candidates
+        .iter()
+        .filter(|c| c[2].eq_ignore_ascii_case("tcp"))
+        .map(port)
+        .collect();
+    // Each media section lists the same candidates.
+    tcp_ports.sort();
+    tcp_ports.dedup();
+    let mut expected = vec![tcp, gateway.port];
+    expected.sort();
+    assert_eq!(
+        tcp_ports, expected,
+        "passive candidates only, on both ports: {sdp}"
     );
+    assert!(!sdp.contains("tcptype active"), "{sdp}");
 }

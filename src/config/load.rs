@@ -309,22 +309,8 @@ impl Config {
                 );
             }
         }
-        let (min, max) = (self.webrtc.udp_port_min, self.webrtc.udp_port_max);
-        p.range("webrtc.udp_port_min", min, 0, 65535);
-        p.range("webrtc.udp_port_max", max, 0, 65535);
-        if (min == 0) != (max == 0) {
-            p.push(
-                "webrtc.udp_port_max",
-                format!(
-                    "webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got {min} and {max}"
-                ),
-            );
-        } else if min > max {
-            p.push(
-                "webrtc.udp_port_max",
-                format!("must not be below webrtc.udp_port_min ({min}), got {max}"),
-            );
-        }
+        p.range("webrtc.udp_port", self.webrtc.udp_port, 0, 65535);
+        p.range("webrtc.tcp_port", self.webrtc.tcp_port, 0, 65535);
         p.range("limits.max_publishers", self.limits.max_publishers, 1, 1000);
         p.range(
             "limits.max_message_bytes",
@@ -422,6 +408,18 @@ impl Problems {
     }
 }
 
+/// Keys that earlier versions had, with what to set instead.
+const REMOVED: &[(&str, &str)] = &[
+    (
+        "webrtc.udp_port_min",
+        "every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
+    ),
+    (
+        "webrtc.udp_port_max",
+        "every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
+    ),
+];
+
 /// Reports every key of `value` that the default configuration does not have.
 fn unknown_keys(value: &toml::Table, schema: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (key, item) in value {
@@ -431,7 +429,10 @@ fn unknown_keys(value: &toml::Table, schema: &toml::Table, prefix: &str, out: &m
             format!("{prefix}.{key}")
         };
         match (schema.get(key), item) {
-            (None, _) => out.push(format!("{path}: unknown key")),
+            (None, _) => match REMOVED.iter().find(|(key, _)| *key == path) {
+                Some((_, instead)) => out.push(format!("{path}: removed; {instead}")),
+                None => out.push(format!("{path}: unknown key")),
+            },
             (Some(toml::Value::Table(inner)), toml::Value::Table(given)) => {
                 unknown_keys(given, inner, &path, out)
             }
@@ -520,9 +521,18 @@ mod tests {
                 ],
             ),
             (
-                "[webrtc]\nudp_port_min = 5000",
+                "[webrtc]\nudp_port = 70000",
+                &["webrtc.udp_port: must be between 0 and 65535, got 70000"],
+            ),
+            (
+                "[webrtc]\ntcp_port = 70000",
+                &["webrtc.tcp_port: must be between 0 and 65535, got 70000"],
+            ),
+            (
+                "[webrtc]\nudp_port_min = 50000\nudp_port_max = 50100",
                 &[
-                    "webrtc.udp_port_max: webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got 5000 and 0",
+                    "webrtc.udp_port_max: removed; every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
+                    "webrtc.udp_port_min: removed; every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
                 ],
             ),
             (

@@ -116,10 +116,15 @@ impl TestGateway {
             pipelines_dir = "{root}/pipelines"
             [webrtc]
             bind_address = "127.0.0.1"
+            udp_port = {udp_port}
+            tcp_port = {tcp_port}
             [limits]
             max_publishers = 4
             "#,
-            root = ROOT
+            root = ROOT,
+            // Gateways run side by side: each on ICE ports of its own.
+            udp_port = free_udp_range(1),
+            tcp_port = free_tcp_port(),
         ))
         .unwrap();
         merge(&mut config, toml::from_str(extra).unwrap());
