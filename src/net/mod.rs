@@ -243,9 +243,14 @@ impl PeerSockets {
         self.link.shared.ports.clone()
     }
 
-    /// How the TCP connection from `remote` came, if one did.
-    pub fn tcp_via(&self, remote: SocketAddr) -> Option<TcpVia> {
-        self.link.table().tcp_via(self.link.id, remote)
+    /// How the last TCP connection handed to this publisher came, if one did.
+    pub fn last_tcp_via(&self) -> Option<TcpVia> {
+        self.link.table().last_tcp_via(self.link.id)
+    }
+
+    /// Where the publisher's latest UDP datagram (other than STUN) came from.
+    pub fn media_from(&self) -> Option<SocketAddr> {
+        self.link.table().media_from(self.link.id)
     }
 
     /// Forgets the publisher now (its peer connection closed), whoever still holds a view.

@@ -37,8 +37,10 @@ struct PeerEntry {
     udp_views: Vec<(SocketAddr, mpsc::Sender<Datagram>)>,
     tcp_views: Vec<(SocketAddr, mpsc::Sender<super::tcp::Accepted>)>,
     addresses: Vec<SocketAddr>,
-    /// The TCP connections handed to this peer, by remote address, and how they came.
-    tcp_remotes: HashMap<SocketAddr, TcpVia>,
+    /// How the last TCP connection handed to this peer came.
+    last_tcp_via: Option<TcpVia>,
+    /// Where its latest datagram other than a STUN request came from.
+    media_from: Option<SocketAddr>,
 }
 
 /// Where a datagram goes.
@@ -141,7 +143,6 @@ impl Table {
         &mut self,
         ufrag: &str,
         local: IpAddr,
-        remote: SocketAddr,
         via: TcpVia,
     ) -> Option<(SocketAddr, mpsc::Sender<super::tcp::Accepted>)> {
         let id = *self.ufrags.get(ufrag)?;
@@ -152,22 +153,26 @@ impl Table {
             .find(|(key, _)| key.ip() == local)
             .or_else(|| entry.tcp_views.first())?
             .clone();
-        if entry.tcp_remotes.len() >= ADDRESSES_PER_PEER {
-            entry.tcp_remotes.clear();
-        }
-        entry.tcp_remotes.insert(remote, via);
+        entry.last_tcp_via = Some(via);
         Some(view)
     }
 
-    /// How a TCP connection from `remote` reached the peer, if one did.
-    pub fn tcp_via(&self, id: PeerId, remote: SocketAddr) -> Option<TcpVia> {
-        self.peers.get(&id)?.tcp_remotes.get(&remote).copied()
+    /// How the last TCP connection handed to the peer came.
+    pub fn last_tcp_via(&self, id: PeerId) -> Option<TcpVia> {
+        self.peers.get(&id)?.last_tcp_via
+    }
+
+    /// Where the peer's latest datagram other than a STUN request came from.
+    pub fn media_from(&self, id: PeerId) -> Option<SocketAddr> {
+        self.peers.get(&id)?.media_from
     }
 
     /// Where a datagram from `from` (to the local address `to`, when known) goes. A STUN
     /// request that names a publisher's username moves its address to that publisher.
     pub fn route(&mut self, from: SocketAddr, to: Option<IpAddr>, packet: &[u8]) -> Route {
-        let named = stun::request_ufrag(packet).and_then(|ufrag| self.ufrags.get(&ufrag).copied());
+        let ufrag = stun::request_ufrag(packet);
+        let is_request = ufrag.is_some();
+        let named = ufrag.and_then(|ufrag| self.ufrags.get(&ufrag).copied());
         let id = match named {
             Some(id) => {
                 if self.addresses.get(&from) != Some(&id) {
@@ -180,9 +185,12 @@ impl Table {
                 None => return Route::Unknown,
             },
         };
-        let Some(entry) = self.peers.get(&id) else {
+        let Some(entry) = self.peers.get_mut(&id) else {
             return Route::Unknown;
         };
+        if !is_request {
+            entry.media_from = Some(from);
+        }
         let view = to
             .and_then(|to| entry.udp_views.iter().find(|(key, _)| key.ip() == to))
             .or_else(|| entry.udp_views.first());

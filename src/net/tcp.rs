@@ -102,7 +102,7 @@ pub(crate) async fn hand_over(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let target = shared.table().tcp_target(&ufrag, local.ip(), remote, via);
+    let target = shared.table().tcp_target(&ufrag, local.ip(), via);
     let Some((key, view)) = target else {
         tracing::debug!(%remote, "ICE over TCP for nobody known: closed");
         shared.counters.tcp_unknown.inc();

@@ -17,7 +17,8 @@ use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::shared::marshal::Marshal;
-use std::net::IpAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -106,6 +107,8 @@ pub struct Peer {
     connection: Arc<dyn PeerConnection>,
     /// Its place in the shared sockets (none with `webrtc.udp_port = 0`).
     sockets: Option<PeerSockets>,
+    /// The publisher's relay candidates (TURN): media from one of these is relayed.
+    relays: std::sync::Mutex<HashSet<SocketAddr>>,
     events: mpsc::Sender<PeerEvent>,
     video: Option<(Arc<dyn TrackRemote>, u32)>,
     /// Video frames received (RTP packets with the marker bit).
@@ -150,6 +153,7 @@ impl Peer {
         let peer = Peer {
             connection,
             sockets,
+            relays: std::sync::Mutex::new(relay_addresses(offer.lines())),
             events,
             video: None,
             frames_in: Arc::default(),
@@ -217,6 +221,11 @@ impl Peer {
     }
 
     pub async fn add_candidate(&self, candidate: RTCIceCandidateInit) {
+        let relays = relay_addresses(std::iter::once(candidate.candidate.as_str()));
+        self.relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(relays);
         if let Err(e) = self.connection.add_ice_candidate(candidate).await {
             tracing::warn!("ignoring a remote candidate: {e}");
         }
@@ -320,28 +329,29 @@ impl Peer {
             }
             _ => None,
         })?;
-        let candidate = |id: &str, remote: bool| {
-            report.iter().find_map(|entry| match entry {
-                Entry::RemoteCandidate(c) if remote && c.stats.id == id => Some(c),
-                Entry::LocalCandidate(c) if !remote && c.stats.id == id => Some(c),
-                _ => None,
-            })
-        };
-        let remote = candidate(&pair.remote_candidate_id, true)?;
-        let local = candidate(&pair.local_candidate_id, false);
-        if remote.candidate_type == RTCIceCandidateType::Relay
-            || local.is_some_and(|l| l.candidate_type == RTCIceCandidateType::Relay)
-        {
+        // Candidate entries are named after the pair's candidate ids.
+        let local = report.iter().find_map(|entry| match entry {
+            Entry::LocalCandidate(c) if c.stats.id.ends_with(&pair.local_candidate_id) => Some(c),
+            _ => None,
+        })?;
+        let remote = report.iter().find_map(|entry| match entry {
+            Entry::RemoteCandidate(c) if c.stats.id.ends_with(&pair.remote_candidate_id) => Some(c),
+            _ => None,
+        });
+        let relayed = remote.is_some_and(|r| r.candidate_type == RTCIceCandidateType::Relay)
+            || self.sockets.as_ref().is_some_and(|sockets| {
+                sockets.media_from().is_some_and(|from| {
+                    let relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+                    relays.contains(&from)
+                })
+            });
+        if relayed {
             return Some(MediaPath::Relay);
         }
-        if !remote.protocol.eq_ignore_ascii_case("tcp") {
+        if !local.protocol.eq_ignore_ascii_case("tcp") {
             return Some(MediaPath::Udp);
         }
-        let address = remote.address.as_deref()?.parse().ok()?;
-        let via = self
-            .sockets
-            .as_ref()
-            .and_then(|s| s.tcp_via(std::net::SocketAddr::new(address, remote.port)));
+        let via = self.sockets.as_ref().and_then(PeerSockets::last_tcp_via);
         Some(match via {
             Some(TcpVia::Http) => MediaPath::TcpHttp,
             _ => MediaPath::Tcp,
@@ -374,7 +384,7 @@ async fn build(
         .with_include_loopback_candidate(bind_ip.is_loopback());
     // The agent binds `IP:0` (a port the mux never uses): with the mux, each socket it
     // binds becomes a view of the shared one, and its candidates name the shared ports.
-    let any_port = vec![std::net::SocketAddr::new(bind_ip, 0)];
+    let any_port = vec![SocketAddr::new(bind_ip, 0)];
     let mut builder = PeerConnectionBuilder::new();
     if let Some(sockets) = sockets {
         // The gateway chooses the username, so that the mux knows it before the
@@ -407,6 +417,22 @@ async fn build(
         .await
         .map_err(NegotiationError::Setup)?;
     Ok(Arc::new(connection))
+}
+
+/// The addresses of the relay candidates among `lines` (SDP lines or trickled candidates).
+fn relay_addresses<'a>(lines: impl Iterator<Item = &'a str>) -> HashSet<SocketAddr> {
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(6) != Some(&"typ") || fields.get(7) != Some(&"relay") {
+                return None;
+            }
+            Some(SocketAddr::new(
+                fields[4].parse().ok()?,
+                fields[5].parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// ICE username fragment or password characters (RFC 8445's ice-char, letters and digits).

@@ -213,6 +213,11 @@ impl TestGateway {
             .unwrap_or_else(|e| panic!("the gateway did not become healthy: {e}"));
     }
 
+    /// The gateway's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
