@@ -188,6 +188,10 @@ pub struct WebrtcConfig {
     pub ice_username: String,
     /// Credential for TURN servers in `ice_servers`.
     pub ice_credential: String,
+    /// When set, publishers get the TURN URLs of `ice_servers` with short-lived
+    /// credentials made from this secret (the TURN REST scheme of coturn's
+    /// `use-auth-secret`) instead of `ice_username` and `ice_credential`.
+    pub turn_secret: String,
     #[serde(deserialize_with = "ip_addresses")]
     pub nat_1to1_ips: Vec<IpAddr>,
     pub udp_port_min: u32,
@@ -209,6 +213,7 @@ impl Default for WebrtcConfig {
             ice_servers: Vec::new(),
             ice_username: String::new(),
             ice_credential: String::new(),
+            turn_secret: String::new(),
             nat_1to1_ips: Vec::new(),
             udp_port_min: 0,
             udp_port_max: 0,

@@ -11,6 +11,7 @@ use crate::config::{RtpConfig, TranscodeMode};
 use crate::events::Event;
 use crate::gateway::Gateway;
 use crate::gateway::StreamRegistry;
+use crate::ice_servers;
 use crate::name::StreamName;
 use crate::registry::{Opaque, Refused, RegistryError, Started};
 use crate::session::driver::Session;
@@ -226,7 +227,10 @@ impl Sessions {
             tracing::warn!(parent: &span, ignored, "offer candidates past limits.max_remote_candidates ignored");
             gateway.metrics.candidates_ignored(ignored as u64);
         }
-        let negotiated = Peer::negotiate(&gateway.config.webrtc, &plan, &offer)
+        // With `webrtc.turn_secret`, the gateway's own agent uses credentials minted for
+        // it too: the configured ones name no user that the TURN server knows.
+        let webrtc = ice_servers::agent_config(&gateway.config.webrtc, SystemTime::now());
+        let negotiated = Peer::negotiate(&webrtc, &plan, &offer)
             .instrument(span.clone())
             .await;
         let (peer, peer_events, answer) = match negotiated {
