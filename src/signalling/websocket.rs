@@ -461,6 +461,18 @@ mod tests {
             serde_json::json!({"type": "error", "code": 409, "error": "stream-in-use",
                 "message": "stream cam1 already has a publisher"})
         );
+        let welcome = ServerMessage::Welcome {
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:turn.example.net".into()],
+                username: Some("1700000000:cam1".into()),
+                credential: Some("c".into()),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(welcome).unwrap(),
+            serde_json::json!({"type": "welcome", "ice_servers": [{"urls": ["turn:turn.example.net"],
+                "username": "1700000000:cam1", "credential": "c"}]})
+        );
         let live = ServerMessage::Live {
             stream: cam1,
             outputs: Outputs {
