@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod hls;
 pub mod hook_signature;
 pub mod http;
+pub mod ice_servers;
 pub mod media;
 pub mod metrics;
 pub mod name;

@@ -355,6 +355,15 @@ impl Config {
                     .to_string(),
             );
         }
+        let webrtc = &self.webrtc;
+        let turn = |url: &String| url.starts_with("turn:") || url.starts_with("turns:");
+        if !webrtc.turn_secret.is_empty() && !webrtc.ice_servers.iter().any(turn) {
+            warnings.push(
+                "webrtc.turn_secret: set while webrtc.ice_servers has no turn: or turns: URL, \
+                 so no publisher is given a TURN server"
+                    .to_string(),
+            );
+        }
         warnings
     }
 
@@ -638,6 +647,21 @@ mod tests {
         assert!(warnings[0].starts_with("hooks.secret: empty while a hook is set"));
         let signed = format!("{hooked}\nsecret = \"s\"");
         assert!(Config::parse(&signed).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn a_turn_secret_without_a_turn_url_is_warned_of() {
+        let secret = "[webrtc]\nturn_secret = \"s\"\nice_servers = [\"stun:127.0.0.1:3478\"]";
+        assert_eq!(
+            Config::parse(secret).unwrap().warnings(),
+            vec![
+                "webrtc.turn_secret: set while webrtc.ice_servers has no turn: or turns: URL, \
+                 so no publisher is given a TURN server"
+                    .to_string()
+            ]
+        );
+        let turn = "[webrtc]\nturn_secret = \"s\"\nice_servers = [\"turn:127.0.0.1:3478\"]";
+        assert!(Config::parse(turn).unwrap().warnings().is_empty());
     }
 
     #[test]

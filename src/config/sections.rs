@@ -188,6 +188,10 @@ pub struct WebrtcConfig {
     pub ice_username: String,
     /// Credential for TURN servers in `ice_servers`.
     pub ice_credential: String,
+    /// When set, publishers get the TURN URLs of `ice_servers` with short-lived
+    /// credentials made from this secret (the TURN REST scheme of coturn's
+    /// `use-auth-secret`) instead of `ice_username` and `ice_credential`.
+    pub turn_secret: String,
     #[serde(deserialize_with = "ip_addresses")]
     pub nat_1to1_ips: Vec<IpAddr>,
     /// Every publisher's ICE, DTLS and SRTP over UDP on this one port; 0: an ephemeral
@@ -215,6 +219,7 @@ impl Default for WebrtcConfig {
             ice_servers: Vec::new(),
             ice_username: String::new(),
             ice_credential: String::new(),
+            turn_secret: String::new(),
             nat_1to1_ips: Vec::new(),
             udp_port: 8189,
             tcp_port: 8189,
