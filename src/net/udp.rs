@@ -154,7 +154,9 @@ fn deliver(
                 counters.udp_queue_full.inc();
             }
         }
-        Route::Unknown => counters.udp_unknown.inc(),
+        Route::Unknown => {
+            counters.udp_unknown.inc();
+        }
     }
 }
 
