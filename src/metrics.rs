@@ -286,6 +286,11 @@ impl Metrics {
             counters.udp_queue_full.clone(),
         );
         registry.register(
+            "ice_datagrams_unsent",
+            "UDP datagrams to publishers not sent because the ICE socket's send buffer was full",
+            counters.udp_send_dropped.clone(),
+        );
+        registry.register(
             "ice_tcp_unknown",
             "ICE TCP connections closed because their first frame named no publisher",
             counters.tcp_unknown.clone(),

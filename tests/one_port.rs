@@ -70,10 +70,10 @@ fn sixty_four_publishers_share_one_udp_socket() {
          [hls]\nenabled = false\n[limits]\nmax_publishers = 64"
     ));
     let names: Vec<String> = (0..64).map(|i| format!("many{i}")).collect();
-    // In waves of 16, each live before the next starts: 64 encoders starting at once on
+    // In waves of 8, each live before the next starts: 64 encoders starting at once on
     // a small machine are slower to answer ICE checks than the gateway allows.
     let mut publishers = Vec::new();
-    for wave in names.chunks(16) {
+    for wave in names.chunks(8) {
         for name in wave {
             publishers.push(Publisher::start(&gateway, name, LIGHT));
         }

@@ -33,6 +33,8 @@ pub struct Counters {
     pub udp_unknown: Counter,
     /// Datagrams dropped because their publisher's queue was full.
     pub udp_queue_full: Counter,
+    /// Datagrams not sent because the socket's send buffer was full.
+    pub udp_send_dropped: Counter,
     /// TCP connections whose first frame named no publisher (or came too late).
     pub tcp_unknown: Counter,
 }
