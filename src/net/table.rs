@@ -18,6 +18,9 @@ pub(crate) struct Datagram {
     pub from: SocketAddr,
 }
 
+/// A TCP connection for a publisher's listener view: the stream, and the remote address.
+pub(crate) type Accepted = (Arc<dyn webrtc::runtime::AsyncTcpStream>, SocketAddr);
+
 /// Remote addresses kept per publisher; the oldest is forgotten past this (a publisher
 /// that keeps moving, or one that names itself from many addresses).
 const ADDRESSES_PER_PEER: usize = 32;
@@ -51,11 +54,7 @@ impl TcpVia {
 
 /// What a TCP connection for a peer needs: the listener view's address and queue, and
 /// the cell its media reads mark with how it came.
-pub(crate) type TcpTarget = (
-    SocketAddr,
-    mpsc::Sender<super::tcp::Accepted>,
-    Arc<AtomicU8>,
-);
+pub(crate) type TcpTarget = (SocketAddr, mpsc::Sender<Accepted>, Arc<AtomicU8>);
 
 #[derive(Debug, Default)]
 struct PeerEntry {
@@ -63,7 +62,7 @@ struct PeerEntry {
     /// Each local address the peer's ICE agent bound (its host candidate's key), with the
     /// queue of the view that reads for it.
     udp_views: Vec<(SocketAddr, mpsc::Sender<Datagram>)>,
-    tcp_views: Vec<(SocketAddr, mpsc::Sender<super::tcp::Accepted>)>,
+    tcp_views: Vec<(SocketAddr, mpsc::Sender<Accepted>)>,
     addresses: Vec<SocketAddr>,
     /// Which of its TCP connections last carried media (see [`TcpVia::code`]).
     tcp_media: Arc<AtomicU8>,
@@ -147,12 +146,7 @@ impl Table {
         }
     }
 
-    pub fn add_tcp_view(
-        &mut self,
-        id: PeerId,
-        key: SocketAddr,
-        inbox: mpsc::Sender<super::tcp::Accepted>,
-    ) {
+    pub fn add_tcp_view(&mut self, id: PeerId, key: SocketAddr, inbox: mpsc::Sender<Accepted>) {
         if let Some(entry) = self.peers.get_mut(&id) {
             entry.tcp_views.retain(|(k, _)| *k != key);
             entry.tcp_views.push((key, inbox));

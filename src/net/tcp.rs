@@ -3,7 +3,7 @@
 //! STUN username says whose a connection is; it goes, with that frame to be read again,
 //! to the publisher's listener view, which its ICE agent accepts from.
 
-use super::table::{PeerId, TcpVia};
+use super::table::{Accepted, PeerId, TcpVia};
 use super::{PeerLink, Shared, stun};
 use std::future::Future;
 use std::io;
@@ -26,9 +26,6 @@ const MEDIA_READ: usize = 300;
 
 /// Connections waiting for a publisher's agent to accept them.
 const QUEUE: usize = 8;
-
-/// A connection for a publisher: the stream, and the remote address.
-pub(crate) type Accepted = (Arc<dyn AsyncTcpStream>, SocketAddr);
 
 /// What the first bytes of a connection are.
 #[derive(Debug, PartialEq, Eq)]
