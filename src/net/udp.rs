@@ -16,7 +16,8 @@ use webrtc::runtime::{AsyncUdpSocket, BATCH_SIZE, RecvMeta, Transmit, UdpSockRef
 /// counted), so that one slow publisher never holds the reader.
 const QUEUE: usize = 256;
 
-/// Bytes per receive buffer: one datagram, or several coalesced (GRO) of at most 1500.
+/// Bytes per receive buffer at least: the largest datagram. Several coalesced (GRO) take
+/// up to 1500 bytes each.
 const BUFFER: usize = 64 * 1024;
 
 /// The shared socket.
@@ -51,32 +52,32 @@ impl SharedUdp {
         self.io.local_addr()
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<()>> {
-        loop {
-            match self.io.poll_send_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
+    /// Sends now or not at all. Many peers send through this socket, and tokio wakes only
+    /// the last task that waited for it to be writable: a peer that waited could wait for
+    /// ever. A full send buffer drops the datagram (counted), as a full link would.
+    fn send(&self, transmit: &Transmit<'_>, counters: &Counters) -> io::Result<()> {
+        let sent = self.io.try_io(tokio::io::Interest::WRITABLE, || {
+            self.state.try_send(UdpSockRef::from(&self.io), transmit)
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                counters.udp_send_dropped.inc();
+                Ok(())
             }
-            // Through `try_io`, so that tokio learns when the socket is not writable.
-            match self.io.try_io(tokio::io::Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(&self.io), transmit)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
+            other => other,
         }
     }
 
     /// Reads until `stop`, handing each datagram to its publisher.
     pub async fn read(self: Arc<Self>, shared: Arc<super::Shared>, stop: CancellationToken) {
-        let mut storage = vec![0u8; BUFFER * BATCH_SIZE];
+        let buffer = BUFFER.max(1500 * self.state.gro_segments());
+        let mut storage = vec![0u8; buffer * BATCH_SIZE];
         let mut meta = [RecvMeta::default(); BATCH_SIZE];
         loop {
             let received = tokio::select! {
                 received = futures::future::poll_fn(|cx| {
                     let mut bufs: Vec<IoSliceMut<'_>> =
-                        storage.chunks_mut(BUFFER).map(IoSliceMut::new).collect();
+                        storage.chunks_mut(buffer).map(IoSliceMut::new).collect();
                     self.poll_recv(cx, &mut bufs, &mut meta)
                 }) => received,
                 _ = stop.cancelled() => return,
@@ -91,7 +92,7 @@ impl SharedUdp {
             };
             let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
             for (i, m) in meta.iter().take(count).enumerate() {
-                let message = &storage[i * BUFFER..i * BUFFER + m.len];
+                let message = &storage[i * buffer..i * buffer + m.len];
                 for datagram in message.chunks(m.stride.max(1)) {
                     deliver(&mut table, &shared.counters, m.addr, m.dst_ip, datagram);
                 }
@@ -154,7 +155,9 @@ fn deliver(
                 counters.udp_queue_full.inc();
             }
         }
-        Route::Unknown => counters.udp_unknown.inc(),
+        Route::Unknown => {
+            counters.udp_unknown.inc();
+        }
     }
 }
 
@@ -205,7 +208,7 @@ impl AsyncUdpSocket for UdpView {
         Ok(self.key)
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+    fn poll_send(&self, _cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         {
             let mut last = self.last_sent.lock().unwrap_or_else(|e| e.into_inner());
             if *last != Some(transmit.destination) {
@@ -224,9 +227,11 @@ impl AsyncUdpSocket for UdpView {
                 transmit.src_ip
             },
         };
-        self.socket
-            .poll_send(cx, &from_key)
-            .map_ok(|()| transmit.contents.len())
+        Poll::Ready(
+            self.socket
+                .send(&from_key, &self.link.shared.counters)
+                .map(|()| transmit.contents.len()),
+        )
     }
 
     fn poll_recv(
