@@ -510,7 +510,7 @@ mod tests {
             (
                 "[transcode]\nkeyframe_interval_s = 4",
                 &[
-                    "transcode.keyframe_interval_s: must not be longer than hls.segment_duration_s (2), got 4",
+                    "transcode.keyframe_interval_s: must not be longer than hls.segment_duration_s (1), got 4",
                 ],
             ),
             (
@@ -532,7 +532,7 @@ mod tests {
             (
                 "[hls]\npart_duration_ms = 1500",
                 &[
-                    "hls.part_duration_ms: must be at most half of hls.segment_duration_s (1000 ms), got 1500",
+                    "hls.part_duration_ms: must be at most half of hls.segment_duration_s (500 ms), got 1500",
                 ],
             ),
             (

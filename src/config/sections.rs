@@ -104,11 +104,11 @@ impl Default for HlsConfig {
         Self {
             enabled: true,
             dir: PathBuf::new(),
-            segment_duration_s: 2,
+            segment_duration_s: 1,
             playlist_length: 6,
             linger_s: 30,
             variant: HlsVariant::LowLatency,
-            part_duration_ms: 500,
+            part_duration_ms: 200,
         }
     }
 }
@@ -172,7 +172,7 @@ impl Default for TranscodeConfig {
             framerate: 30,
             video_bitrate_kbps: 2500,
             x264_preset: X264Preset::Veryfast,
-            keyframe_interval_s: 2,
+            keyframe_interval_s: 1,
             encoder_threads: 1,
             jitter_buffer_ms: 200,
             pipelines_dir: "pipelines".into(),
