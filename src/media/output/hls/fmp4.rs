@@ -1,5 +1,5 @@
 //! fMP4 (CMAF) segments from `isofmp4mux`: its initialisation section, and then, in
-//! the low-latency variant, a chunk (`moof` + `mdat`) per picture, gathered into parts
+//! the low-latency variant, chunks (`moof` + `mdat`) of half a part, gathered into parts
 //! of the part duration, a new fragment, and so a new segment, at each key frame.
 //! Without parts each fragment is a segment. The appsink's callbacks run on the stream's
 //! thread: each chunk goes at once to the requests for the part it belongs to (the one
