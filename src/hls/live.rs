@@ -395,6 +395,51 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_hinted_part_is_read_as_it_grows_and_ends_when_complete() {
+        let ll = Some(crate::hls::playlist::LowLatency { part_target: 0.2 });
+        let live = LiveHls::new(PathBuf::from("."), Playlist::new(1, 6, ll));
+        let first = Part {
+            uri: "p0.m4s".into(),
+            duration: 0.2,
+            independent: true,
+        };
+        let start = Some(("s0.m4s".to_string(), SystemTime::now(), None));
+        live.add_part(start, first, Bytes::from_static(b"ab"), "p1.m4s".into());
+        // The hinted part: its first piece, then a reader, then the second piece.
+        live.add_piece("p1.m4s", Bytes::from_static(b"c"));
+        let Some(PartBody::Growing(mut pieces)) = live.part("p1.m4s").await else {
+            panic!("the hinted part is not growing");
+        };
+        assert_eq!(
+            pieces.borrow_and_update().pieces,
+            [Bytes::from_static(b"c")]
+        );
+        live.add_piece("p1.m4s", Bytes::from_static(b"d"));
+        pieces.changed().await.unwrap();
+        assert_eq!(pieces.borrow_and_update().pieces.len(), 2);
+        let second = Part {
+            uri: "p1.m4s".into(),
+            duration: 0.2,
+            independent: false,
+        };
+        live.add_part(None, second, Bytes::from_static(b"cd"), "p2.m4s".into());
+        pieces.changed().await.unwrap();
+        assert!(pieces.borrow().complete);
+        match live.part("p1.m4s").await {
+            Some(PartBody::Complete(bytes)) => assert_eq!(bytes, Bytes::from_static(b"cd")),
+            other => panic!("{other:?}"),
+        }
+        // A part in progress that another replaces was cut off: its readers fail.
+        live.add_piece("p2.m4s", Bytes::from_static(b"e"));
+        let Some(PartBody::Growing(mut cut)) = live.part("p2.m4s").await else {
+            panic!("the hinted part is not growing");
+        };
+        live.add_piece("p9.m4s", Bytes::from_static(b"f"));
+        assert!(cut.changed().await.is_err());
+        assert!(!cut.borrow().complete);
+    }
+
     #[test]
     fn segments_that_leave_the_window_stay_a_grace() {
         let live = LiveHls::new(PathBuf::from("."), Playlist::new(1, 2, None));
