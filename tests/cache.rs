@@ -311,3 +311,47 @@ fn a_name_published_again_never_gets_its_earlier_publications_parts() {
     let earlier_prefix = earlier_prefixes[0].as_str().unwrap();
     assert!(!playlist.contains(earlier_prefix), "{playlist}");
 }
+
+/// The hinted part, sent by the gateway while it is made, is fetched once by Varnish
+/// for every viewer that asks for it meanwhile, and each gets all of it.
+#[test]
+fn a_hinted_part_in_progress_reaches_the_gateway_once_through_varnish() {
+    let gateway = TestGateway::start("");
+    let cache = varnish(gateway.port);
+    let mut publisher = Publisher::start(&gateway, "hinted", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    wait_for_segments(&gateway, "hinted");
+    let playlist = gateway.get("/streams/hinted/stream.m3u8").text().unwrap();
+    let hint = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no preload hint: {playlist}"))
+        .to_string();
+    let before = hls_requests(&gateway);
+    let url = cache.url(&format!("/streams/hinted/{hint}"));
+    let viewers: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let response = reqwest::blocking::get(&url).unwrap();
+                (
+                    response.status().as_u16(),
+                    response.bytes().unwrap().to_vec(),
+                )
+            })
+        })
+        .collect();
+    let bodies: Vec<(u16, Vec<u8>)> = viewers.into_iter().map(|v| v.join().unwrap()).collect();
+    let after = hls_requests(&gateway);
+    let origin = fetch(&gateway, &format!("/streams/hinted/{hint}"));
+    assert_eq!(origin.status, 200);
+    for (status, body) in &bodies {
+        assert_eq!(*status, 200, "{hint}");
+        assert!(*body == origin.body, "{hint}: a viewer got another body");
+    }
+    let parts =
+        |counts: &std::collections::BTreeMap<String, u64>| counts.get("part").copied().unwrap_or(0);
+    // The one fetch by Varnish; the test's own request to the origin came after.
+    assert_eq!(parts(&after) - parts(&before), 1, "{before:?} -> {after:?}");
+}

@@ -26,7 +26,18 @@ fn check_media(gateway: &TestGateway, name: &str, video: bool, audio: bool) -> P
     );
     assert_eq!(media.header("access-control-allow-origin"), "*");
     let playlist = Playlist::parse(&media.text());
-    assert_eq!(playlist.target_duration, 2.0);
+    // Two-second segments; a gap in the publisher's pictures (a key frame waited for on
+    // a busy machine) may make one longer, which raises the target: every segment
+    // stays within it.
+    assert!(playlist.target_duration >= 2.0, "{}", media.text());
+    assert!(
+        playlist
+            .segments
+            .iter()
+            .all(|s| s.duration.round() <= playlist.target_duration),
+        "{}",
+        media.text()
+    );
     // Every segment is dated by when its pictures arrived: in the last minute, each
     // after the one before by that one's duration.
     assert_eq!(
@@ -239,7 +250,10 @@ fn live_hls_follows_the_rules_ends_and_continues() {
 #[test]
 fn the_fmp4_and_mpegts_variants_stay_available() {
     for (variant, extension) in [("fmp4", ".m4s"), ("mpegts", ".ts")] {
-        let gateway = TestGateway::start(&format!("[hls]\nvariant = \"{variant}\""));
+        // Twelve segments: the whole publication stays in the window.
+        let gateway = TestGateway::start(&format!(
+            "[hls]\nvariant = \"{variant}\"\nplaylist_length = 12"
+        ));
         let mut publisher = Publisher::start(&gateway, "v", &["--duration-s", "9"]);
         publisher.wait_for("live", LIVE_TIMEOUT);
         wait_segments(&gateway, "v", 2);

@@ -68,8 +68,10 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
 
     // The tags Apple's rules ask of a low-latency playlist.
     assert!(playlist.version >= 6, "{text}");
-    assert_eq!(playlist.target_duration, 2.0, "{text}");
-    assert!((playlist.part_target - 0.5).abs() < 1e-6, "{text}");
+    // Two-second segments (a late key frame on a busy machine may make one longer,
+    // which raises the target) of 0.2 s parts.
+    assert!((2.0..=3.0).contains(&playlist.target_duration), "{text}");
+    assert!((playlist.part_target - 0.2).abs() < 1e-6, "{text}");
     let control = &playlist.server_control;
     assert_eq!(
         attribute(control, "CAN-BLOCK-RELOAD"),
@@ -80,7 +82,7 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(hold_back >= 3.0 * playlist.part_target, "{text}");
+    assert!(hold_back >= 3.0 * playlist.part_target - 1e-9, "{text}");
     let skip_until: f64 = attribute(control, "CAN-SKIP-UNTIL")
         .unwrap()
         .parse()
@@ -140,7 +142,8 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
 
     // Each part of the last complete segment decodes after the init section: an
     // independent part on its own from a key frame, the others after the parts before
-    // them; each has its audio.
+    // them; each has its audio (a 0.2 s part: 6 pictures at 30 fps, 9 or 10 AAC frames;
+    // a segment's last part may be shorter).
     let last = with_parts.last().unwrap();
     let map = last.map.clone().unwrap();
     let mut before: Vec<u8> = Vec::new();
@@ -148,9 +151,16 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
     for part in &last.parts {
         let body = fetch(&gateway, &format!("/streams/ll/{}", part.uri)).body;
         let (alone, audio) = frames(&gateway, "ll", &map, &body);
-        assert!(audio >= 10, "{part:?}: {audio} audio frames");
+        // At least most of what its duration holds (48 kHz AAC: 1,024 samples a frame).
+        let want_audio = (part.duration * 48_000.0 / 1024.0 * 0.7).floor() as usize;
+        let want_video = (part.duration * 30.0 * 0.7).floor() as usize;
+        assert!(audio >= want_audio.max(1), "{part:?}: {audio} audio frames");
         if part.independent {
-            assert!(alone.len() >= 10, "{part:?}: {} video frames", alone.len());
+            assert!(
+                alone.len() >= want_video.max(1),
+                "{part:?}: {} video frames",
+                alone.len()
+            );
             assert!(
                 alone[0],
                 "{part:?} is INDEPENDENT but starts on a delta frame"
@@ -159,7 +169,7 @@ fn low_latency_playlists_follow_the_rules_and_their_parts_decode() {
         before.extend(body);
         let (video, _) = frames(&gateway, "ll", &map, &before);
         assert!(
-            video.len() >= decoded + 10,
+            video.len() >= decoded + want_video.max(1),
             "{part:?} adds {} frames",
             video.len() - decoded
         );
@@ -197,15 +207,19 @@ fn blocking_reloads_answer_as_the_spec_says() {
     );
     let mut publisher = Publisher::start(&gateway, "block", &["--duration-s", "20"]);
     publisher.wait_for("live", LIVE_TIMEOUT);
-    let playlist = wait_segments(&gateway, "block", 8);
-    let open = playlist.media_sequence + playlist.segments.len() as u64;
+    wait_segments(&gateway, "block", 8);
 
-    // Bad directives: 400 with the API's error body.
+    // Bad directives: 400 with the API's error body. (The open segment is read again
+    // for each: one-second segments go on meanwhile.)
+    let open_now = || {
+        let now = Playlist::parse(&media(&gateway, "block", "").1);
+        now.media_sequence + now.segments.len() as u64
+    };
     for query in [
         "?_HLS_part=1".to_string(),
-        format!("?_HLS_msn={}", open + 3),
+        format!("?_HLS_msn={}", open_now() + 3),
         "?_HLS_msn=next".to_string(),
-        format!("?_HLS_msn={}&_HLS_part=99", open + 1),
+        format!("?_HLS_msn={}&_HLS_part=99", open_now() + 1),
     ] {
         let (status, body) = media(&gateway, "block", &query);
         assert_eq!(status, 400, "{query}: {body}");
@@ -402,4 +416,234 @@ fn with_tls_the_gateway_speaks_http2() {
         assert_eq!(response.version(), reqwest::Version::HTTP_2, "{path}");
         assert_eq!(response.status().as_u16(), want, "{path}");
     }
+}
+
+/// A response read off the socket as it comes: its status, and each piece of its chunked
+/// body with when it arrived.
+struct Pieces {
+    status: u16,
+    chunked: bool,
+    pieces: Vec<(Instant, Vec<u8>)>,
+    /// The body ended with its last chunk.
+    complete: bool,
+}
+
+/// `GET path` on a connection of its own, read chunk by chunk; `on_first` runs when the
+/// first piece of the body is in.
+fn get_in_pieces(gateway: &TestGateway, path: &str, mut on_first: impl FnMut()) -> Pieces {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(socket);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut chunked = false;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        chunked |= line
+            .trim_end()
+            .eq_ignore_ascii_case("transfer-encoding: chunked");
+    }
+    let mut result = Pieces {
+        status,
+        chunked,
+        pieces: Vec::new(),
+        complete: false,
+    };
+    if !chunked {
+        let mut body = Vec::new();
+        if reader.read_to_end(&mut body).is_ok() {
+            result.pieces.push((Instant::now(), body));
+            result.complete = true;
+        }
+        return result;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return result;
+        }
+        let Ok(size) = usize::from_str_radix(line.trim(), 16) else {
+            return result;
+        };
+        if size == 0 {
+            result.complete = true;
+            return result;
+        }
+        let mut piece = vec![0; size + 2];
+        if reader.read_exact(&mut piece).is_err() {
+            return result;
+        }
+        piece.truncate(size);
+        result.pieces.push((Instant::now(), piece));
+        if result.pieces.len() == 1 {
+            on_first();
+        }
+    }
+}
+
+/// The part the playlist hints at is sent as the muxer writes it: its first bytes
+/// arrive while it is still being made (the playlist still hints at it, not lists it),
+/// in several pieces, and the whole is the part as listed afterwards.
+#[test]
+fn the_hinted_part_is_sent_while_it_is_made() {
+    let gateway = TestGateway::start("");
+    let mut publisher = Publisher::start(&gateway, "grow", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    wait_segments(&gateway, "grow", 2);
+    // A busy machine may read a part's first bytes only once the part is complete: a
+    // few parts are tried, and one must show it.
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let hint = Playlist::parse(&media(&gateway, "grow", "").1)
+            .hint
+            .expect("a preload hint");
+        let mut still_hinted = None;
+        let asked = Instant::now();
+        let streamed = get_in_pieces(&gateway, &format!("/streams/grow/{hint}"), || {
+            let now = media(&gateway, "grow", "").1;
+            still_hinted = Some(now.contains(&format!("PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"")));
+        });
+        assert_eq!(streamed.status, 200, "{hint}");
+        assert!(
+            streamed.complete,
+            "{hint}: the body did not end with its last chunk"
+        );
+        let body: Vec<u8> = streamed
+            .pieces
+            .iter()
+            .flat_map(|(_, p)| p.clone())
+            .collect();
+        let listed = fetch(&gateway, &format!("/streams/grow/{hint}"));
+        assert_eq!(listed.status, 200, "{hint}");
+        assert!(
+            body == listed.body,
+            "{hint}: the streamed part is not the part"
+        );
+        let (first, last) = match (streamed.pieces.first(), streamed.pieces.last()) {
+            (Some(first), Some(last)) => (first.0, last.0),
+            _ => panic!("{hint}: an empty body"),
+        };
+        seen.push(format!(
+            "{hint}: chunked {}, {} pieces, first after {:?}, last {:?} later, still hinted \
+             at the first: {still_hinted:?}",
+            streamed.chunked,
+            streamed.pieces.len(),
+            first.duration_since(asked),
+            last.duration_since(first),
+        ));
+        if streamed.chunked && streamed.pieces.len() >= 2 && still_hinted == Some(true) {
+            println!("{}", seen.join("\n"));
+            return;
+        }
+    }
+    panic!(
+        "no hinted part came in pieces before it was complete:\n{}",
+        seen.join("\n")
+    );
+}
+
+/// hls.js with its defaults (`lowLatencyMode` only, no catch-up rate: as most pages
+/// that embed it) plays the default low-latency HLS: a first picture (the time to it is
+/// printed), and time that goes on.
+#[test]
+fn hls_js_with_its_defaults_starts_and_plays_chromium() {
+    use common::browser::{Browser, BrowserKind};
+    use serde_json::json;
+    let gateway = TestGateway::start("");
+    let mut publisher = Publisher::start(&gateway, "defaults", &[]);
+    publisher.wait_for("live", LIVE_TIMEOUT);
+    // A viewer joins a running stream.
+    wait_segments(&gateway, "defaults", 3);
+    let page = tempfile::tempdir().unwrap();
+    let hls_js = common::root_path("node_modules/hls.js/dist/hls.min.js");
+    std::fs::copy(&hls_js, page.path().join("hls.js"))
+        .unwrap_or_else(|e| panic!("{}: {e} (make test-deps installs it)", hls_js.display()));
+    let source = gateway.url("/streams/defaults/index.m3u8");
+    std::fs::write(
+        page.path().join("index.html"),
+        format!(
+            r#"<!doctype html><video id="v" muted autoplay playsinline></video>
+<script src="hls.js"></script>
+<script>
+const opened = performance.now();
+window.firstPicture = null;
+window.errors = [];
+const video = document.getElementById("v");
+const hls = new Hls({{ lowLatencyMode: true }});
+window.hls = hls;
+hls.on(Hls.Events.ERROR, (_, data) => {{ window.errors.push(data.details); }});
+hls.loadSource("{source}");
+hls.attachMedia(video);
+video.play().catch(() => {{}});
+video.requestVideoFrameCallback(() => {{ window.firstPicture = performance.now() - opened; }});
+</script>"#
+        ),
+    )
+    .unwrap();
+    let port = common::free_tcp_port();
+    let directory = page.path().to_path_buf();
+    let mut server = webrtc_gateway_testkit::Process::new("http.server", move || {
+        let mut command = std::process::Command::new("python3");
+        command
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&directory);
+        command
+    })
+    .spawn()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = server.wait_port(port, Duration::from_secs(10));
+    let mut browser = Browser::start(BrowserKind::Chromium);
+    browser.open(&format!("http://127.0.0.1:{port}/index.html"));
+    let shown = "window.firstPicture !== null";
+    let started = browser.wait_for(shown, &json!(true), Duration::from_secs(20));
+    let first_picture = browser.eval("window.firstPicture");
+    assert_eq!(
+        started,
+        json!(true),
+        "hls.js showed no picture; its errors: {}",
+        browser.eval("window.errors")
+    );
+    let time = "document.getElementById('v').currentTime";
+    let first = browser.eval(time).as_f64().unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut later = first;
+    while later < first + 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        later = browser.eval(time).as_f64().unwrap_or(0.0);
+    }
+    let latency = browser.eval("window.hls.latency");
+    println!(
+        "hls.js with its defaults: first picture {first_picture} ms after the page opened; \
+         its own latency figure {latency} s; errors {}",
+        browser.eval("window.errors")
+    );
+    assert!(
+        later >= first + 2.0,
+        "currentTime went from {first} to {later}; errors {}",
+        browser.eval("window.errors")
+    );
 }

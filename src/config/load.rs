@@ -473,7 +473,10 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.http.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(c.rtp.port_base, 5004);
+        // Two-second segments (the contract's default) of 0.2 s parts.
         assert_eq!(c.hls.segment_duration_s, 2);
+        assert_eq!(c.hls.part_duration_ms, 200);
+        assert_eq!(c.transcode.keyframe_interval_s, 2);
         assert_eq!(c.hls.playlist_length, 6);
         assert!(!c.record.enabled);
         assert_eq!(c.record.format, RecordFormat::Mp4);

@@ -108,7 +108,7 @@ impl Default for HlsConfig {
             playlist_length: 6,
             linger_s: 30,
             variant: HlsVariant::LowLatency,
-            part_duration_ms: 500,
+            part_duration_ms: 200,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! shared between the pipeline that adds to them and the HTTP requests that read them.
 //! A blocking playlist reload or a request for the hinted part waits on a watch channel
 //! until what it asks for is there (draft-pantos-hls-rfc8216bis, 6.2.5.2): a waiting
-//! request holds no thread and wakes when a part lands.
+//! request holds no thread and wakes when a part lands. The hinted part is handed out
+//! as it is made ([`PartBody::Growing`]): its pieces as the muxer writes them, on a
+//! watch channel of their own, ending when the part is complete.
 
 use super::playlist::{Part, Playlist, Segment};
 use bytes::Bytes;
@@ -62,8 +64,29 @@ impl Reload {
     }
 }
 
+/// The part being made (the one the playlist hints at): its pieces so far, and whether
+/// it is complete.
+#[derive(Debug, Default)]
+pub struct Growing {
+    pub pieces: Vec<Bytes>,
+    pub complete: bool,
+}
+
+/// What a request for a part gets.
+#[derive(Debug)]
+pub enum PartBody {
+    /// The part is complete: all of it.
+    Complete(Bytes),
+    /// The hinted part, being made: its pieces so far and, as they come, the rest; the
+    /// channel's value says when it is complete. A channel closed before then means
+    /// the part was cut off and is not to be kept.
+    Growing(watch::Receiver<Growing>),
+}
+
 struct State {
     playlist: Playlist,
+    /// The part being made, by URI, once its first piece is there.
+    growing: Option<(String, watch::Sender<Growing>)>,
     /// The bytes of the parts of the segments in the window, and of those that left it
     /// less than [`State::grace`] ago, by URI.
     parts: HashMap<String, Bytes>,
@@ -124,6 +147,7 @@ impl LiveHls {
             dir,
             state: Mutex::new(State {
                 playlist,
+                growing: None,
                 parts: HashMap::new(),
                 retired: VecDeque::new(),
             }),
@@ -173,6 +197,13 @@ impl LiveHls {
     ) -> (Option<Segment>, Vec<Segment>) {
         let result = {
             let mut state = self.state();
+            if let Some((uri, growing)) = state.growing.take() {
+                // Its readers have every piece already; they finish now. One that is
+                // not this part was cut off: dropped, its readers fail.
+                if uri == part.uri {
+                    growing.send_modify(|g| g.complete = true);
+                }
+            }
             state.parts.insert(part.uri.clone(), bytes);
             let (closed, gone) = state.playlist.push_part(start, part, next);
             (closed, state.retire(gone, Instant::now()))
@@ -181,11 +212,40 @@ impl LiveHls {
         result
     }
 
+    /// A piece of the part being made, `uri` (the hinted one), as the muxer wrote it:
+    /// the requests that wait for that part get it at once.
+    pub fn add_piece(&self, uri: &str, piece: Bytes) {
+        let started = {
+            let mut state = self.state();
+            match &state.growing {
+                Some((growing_uri, growing)) if growing_uri == uri => {
+                    growing.send_modify(|g| g.pieces.push(piece));
+                    false
+                }
+                _ => {
+                    // A part in progress that another replaces was cut off: dropped,
+                    // its readers fail.
+                    let growing = watch::Sender::new(Growing {
+                        pieces: vec![piece],
+                        complete: false,
+                    });
+                    state.growing = Some((uri.to_string(), growing));
+                    true
+                }
+            }
+        };
+        if started {
+            self.changed.send_modify(|version| *version += 1);
+        }
+    }
+
     /// Completes the open segment (see [`Playlist::close_open`]); returns it and the
     /// segments whose files are to be deleted (see [`Self::push`]).
     pub fn close_open(&self) -> (Option<Segment>, Vec<Segment>) {
         let result = {
             let mut state = self.state();
+            // A part in progress that was never completed: its readers fail.
+            state.growing = None;
             let (closed, gone) = state.playlist.close_open();
             (closed, state.retire(gone, Instant::now()))
         };
@@ -270,28 +330,47 @@ impl LiveHls {
         }
     }
 
-    /// A part's bytes: at once, or, for the part the playlist hints at next, once it
-    /// lands (within three target durations).
-    pub async fn part(&self, uri: &str) -> Option<Bytes> {
+    /// A part: at once when complete; the part the playlist hints at next once its
+    /// first piece is written (within three target durations), to be read as it grows.
+    pub async fn part(&self, uri: &str) -> Option<PartBody> {
         let (hinted, target) = self.read(|p| (p.next_part() == Some(uri), p.target_duration()));
         if hinted {
             let waited = Duration::from_secs(3 * target as u64);
-            self.wait(waited, |p| p.next_part() != Some(uri)).await;
+            let begun = |state: &State| {
+                state.playlist.next_part() != Some(uri)
+                    || state.growing.as_ref().is_some_and(|(u, _)| u == uri)
+            };
+            self.wait_state(waited, begun).await;
         }
-        self.state().parts.get(uri).cloned()
+        let state = self.state();
+        if let Some(bytes) = state.parts.get(uri) {
+            return Some(PartBody::Complete(bytes.clone()));
+        }
+        match &state.growing {
+            Some((growing_uri, growing)) if growing_uri == uri => {
+                Some(PartBody::Growing(growing.subscribe()))
+            }
+            _ => None,
+        }
     }
 
     /// Waits until `ready` holds for the playlist, at most `limit`.
     async fn wait(&self, limit: Duration, ready: impl Fn(&Playlist) -> bool) -> bool {
+        self.wait_state(limit, |state| ready(&state.playlist)).await
+    }
+
+    /// Waits until `ready` holds for the state, at most `limit`: woken by each change,
+    /// never by a timer.
+    async fn wait_state(&self, limit: Duration, ready: impl Fn(&State) -> bool) -> bool {
         let mut changes = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if self.read(&ready) {
+            if ready(&self.state()) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return self.read(&ready),
+                _ => return ready(&self.state()),
             }
         }
     }
@@ -314,6 +393,51 @@ mod tests {
                 independent: true,
             }],
         }
+    }
+
+    #[tokio::test]
+    async fn the_hinted_part_is_read_as_it_grows_and_ends_when_complete() {
+        let ll = Some(crate::hls::playlist::LowLatency { part_target: 0.2 });
+        let live = LiveHls::new(PathBuf::from("."), Playlist::new(1, 6, ll));
+        let first = Part {
+            uri: "p0.m4s".into(),
+            duration: 0.2,
+            independent: true,
+        };
+        let start = Some(("s0.m4s".to_string(), SystemTime::now(), None));
+        live.add_part(start, first, Bytes::from_static(b"ab"), "p1.m4s".into());
+        // The hinted part: its first piece, then a reader, then the second piece.
+        live.add_piece("p1.m4s", Bytes::from_static(b"c"));
+        let Some(PartBody::Growing(mut pieces)) = live.part("p1.m4s").await else {
+            panic!("the hinted part is not growing");
+        };
+        assert_eq!(
+            pieces.borrow_and_update().pieces,
+            [Bytes::from_static(b"c")]
+        );
+        live.add_piece("p1.m4s", Bytes::from_static(b"d"));
+        pieces.changed().await.unwrap();
+        assert_eq!(pieces.borrow_and_update().pieces.len(), 2);
+        let second = Part {
+            uri: "p1.m4s".into(),
+            duration: 0.2,
+            independent: false,
+        };
+        live.add_part(None, second, Bytes::from_static(b"cd"), "p2.m4s".into());
+        pieces.changed().await.unwrap();
+        assert!(pieces.borrow().complete);
+        match live.part("p1.m4s").await {
+            Some(PartBody::Complete(bytes)) => assert_eq!(bytes, Bytes::from_static(b"cd")),
+            other => panic!("{other:?}"),
+        }
+        // A part in progress that another replaces was cut off: its readers fail.
+        live.add_piece("p2.m4s", Bytes::from_static(b"e"));
+        let Some(PartBody::Growing(mut cut)) = live.part("p2.m4s").await else {
+            panic!("the hinted part is not growing");
+        };
+        live.add_piece("p9.m4s", Bytes::from_static(b"f"));
+        assert!(cut.changed().await.is_err());
+        assert!(!cut.borrow().complete);
     }
 
     #[test]

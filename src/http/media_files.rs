@@ -6,16 +6,19 @@ use super::auth::query_token;
 use super::error::{ApiError, stream_name};
 use crate::config::{HlsConfig, HlsVariant};
 use crate::gateway::Gateway;
-use crate::hls::live::{LiveHls, Reload, ReloadError};
+use crate::hls::live::{Growing, LiveHls, PartBody, Reload, ReloadError};
 use crate::media::output::hls::MEDIA;
 use crate::media::output::record;
 use crate::name::StreamName;
 use crate::signalling::problem::Refusal;
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
@@ -52,7 +55,7 @@ pub async fn stream_sdp(
 
 /// HLS playlists, segments and parts of a live or lingering stream. The media playlist
 /// answers blocking reloads (`_HLS_msn`, `_HLS_part`); the part the playlist hints at
-/// next is answered when it lands.
+/// next is answered as soon as it starts, its bytes sent as the muxer writes them.
 pub async fn stream_file(
     State(gateway): State<Arc<Gateway>>,
     Path((name, file)): Path<(String, String)>,
@@ -115,7 +118,7 @@ pub async fn stream_file(
     });
     // Segment, part and initialisation section names are unique to one output (and
     // so to one publication): they never change once written.
-    let immutable = |body: Vec<u8>| {
+    let immutable = |body: Body| {
         (
             [
                 (header::CONTENT_TYPE, content_type),
@@ -128,17 +131,64 @@ pub async fn stream_file(
     if extension == "m4s"
         && let Some(part) = live.part(&file).await
     {
-        return Ok(immutable(part.to_vec()));
+        return Ok(immutable(match part {
+            PartBody::Complete(bytes) => Body::from(bytes),
+            PartBody::Growing(pieces) => {
+                let target = live.read(|p| p.target_duration());
+                growing_body(pieces, Duration::from_secs(3 * u64::from(target)))
+            }
+        }));
     }
     match tokio::fs::read(live.dir.join(&file)).await {
         Ok(body) if extension == "m3u8" => Ok(playlist(
             String::from_utf8_lossy(&body).into(),
             Cached::Multivariant,
         )),
-        Ok(body) => Ok(immutable(body)),
+        Ok(body) => Ok(immutable(Body::from(body))),
         Err(_) if extension == "m3u8" => Err(not_ready(&name)),
         Err(_) => Err(ApiError::no_file(&file)),
     }
+}
+
+/// The body of a part being made: its pieces so far, then each as the muxer writes it
+/// (chunked transfer), ending when the part is complete. A part cut off before then, or
+/// one whose next piece does not come within `limit`, ends the body with an error, so
+/// that neither a player nor a cache takes it as whole.
+fn growing_body(pieces: watch::Receiver<Growing>, limit: Duration) -> Body {
+    let pieces = futures::stream::unfold(Some((pieces, 0)), move |state| async move {
+        let (mut pieces, sent) = state?;
+        loop {
+            let (new, complete) = {
+                let growing = pieces.borrow_and_update();
+                let new = growing.pieces.get(sent..).unwrap_or_default().to_vec();
+                (new, growing.complete)
+            };
+            if !new.is_empty() {
+                let count = new.len();
+                let bytes = match <[Bytes; 1]>::try_from(new) {
+                    Ok([one]) => one,
+                    Err(many) => Bytes::from(many.concat()),
+                };
+                return Some((Ok(bytes), Some((pieces, sent + count))));
+            }
+            if complete {
+                return None;
+            }
+            match tokio::time::timeout(limit, pieces.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    let cut = std::io::Error::other("the part was cut off before it was complete");
+                    return Some((Err(cut), None));
+                }
+                Err(_) => {
+                    let late =
+                        std::io::Error::other(format!("no more of the part within {limit:?}"));
+                    return Some((Err(late), None));
+                }
+            }
+        }
+    });
+    Body::from_stream(pieces)
 }
 
 /// Segments, parts and initialisation sections: their URIs are never reused.

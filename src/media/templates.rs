@@ -355,7 +355,7 @@ impl Templates {
             values.insert(
                 "hls_chunk_duration",
                 hls.part_ns
-                    .map(|ns| format!("chunk-duration={ns}"))
+                    .map(|ns| format!("chunk-duration={}", super::output::hls::chunk_ns(ns)))
                     .unwrap_or_default(),
             );
         }

@@ -49,6 +49,19 @@ pub enum Run {
         /// The publisher sends H.264 and the gateway passes it through.
         #[arg(long)]
         passthrough: bool,
+        /// The hls.js settings measured, each in a browser of its own on the same
+        /// publication: `defaults` (`lowLatencyMode` only, as most pages that embed hls.js
+        /// play) and `dashboard` (also `maxLiveSyncPlaybackRate: 1.5`, as the dashboard).
+        #[arg(long, default_value = "defaults,dashboard")]
+        players: String,
+        /// Low-latency part durations to measure, ms, a gateway each (`hls.part_duration_ms`);
+        /// empty: the gateway's default.
+        #[arg(long, default_value = "")]
+        part_ms: String,
+        /// `hls.segment_duration_s` (and `transcode.keyframe_interval_s`) of the gateways;
+        /// 0: the gateway's default.
+        #[arg(long, default_value_t = 0)]
+        segment_s: u32,
     },
     /// Simulated low-latency viewers (1, 10, 100, 1,000) through Varnish with the
     /// README's configuration, and straight at the gateway: the requests a second that
@@ -143,6 +156,10 @@ pub struct Options {
     pub variants: String,
     /// `latency`: the publisher sends H.264, passed through.
     pub passthrough: bool,
+    /// `latency`: the hls.js settings, the part durations and the segment duration.
+    pub players: String,
+    pub part_ms: String,
+    pub segment_s: u32,
 }
 
 impl From<LoadArgs> for Options {
@@ -189,11 +206,17 @@ impl Options {
                 via_varnish,
                 variants,
                 passthrough,
+                players,
+                part_ms,
+                segment_s,
             } => Options {
                 seconds,
                 via_varnish,
                 variants,
                 passthrough,
+                players,
+                part_ms,
+                segment_s,
                 ..LoadArgs::default().into()
             },
             Run::Cache { seconds } | Run::Cluster { seconds } | Run::Access { seconds } => {

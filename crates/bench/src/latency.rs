@@ -6,7 +6,9 @@
 //! playlist requests held waiting for one part, and the gateway's memory meanwhile.
 //! With `--via-varnish`, hls.js plays through Varnish (the README's configuration).
 //! With `--passthrough`, the publisher sends H.264 (key frames only when asked, as a
-//! browser) and the gateway passes it through (`transcode.mode = "auto"`).
+//! browser) and the gateway passes it through (`transcode.mode = "auto"`). hls.js plays
+//! with each of `--players`: its defaults (`lowLatencyMode` only) and the dashboard's
+//! settings; `--part-ms` measures the low-latency variant with each part duration.
 
 use crate::cli::*;
 use crate::steps::percentile;
@@ -38,7 +40,9 @@ const PAGE: &str = r#"<!doctype html>
 <script>
 "use strict";
 const v = document.getElementById("v");
-const hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+const hls = new Hls(SETTINGS);
+const opened = performance.now();
+let firstPicture = null;
 hls.loadSource(new URLSearchParams(location.search).get("src"));
 hls.attachMedia(v);
 v.play().catch(() => {});
@@ -63,6 +67,7 @@ function read() {
 function frame() {
   const ms = read();
   if (ms !== null) {
+    if (firstPicture === null) firstPicture = performance.now() - opened;
     let age = (Date.now() % 4294967296) - ms;
     if (age < -2147483648) age += 4294967296;
     ages.push(age);
@@ -71,27 +76,67 @@ function frame() {
 }
 v.requestVideoFrameCallback(frame);
 setInterval(() => {
-  const body = JSON.stringify({ ages: ages.splice(0), latency: hls.latency, target: hls.targetLatency, stalls });
+  const body = JSON.stringify({ ages: ages.splice(0), latency: hls.latency, target: hls.targetLatency, stalls, firstPicture });
   fetch("/report", { method: "POST", body }).catch(() => {});
 }, 1000);
 </script>
 "#;
 
-fn start(dir: &std::path::Path, variant: &str, passthrough: bool) -> Result<Process> {
+/// hls.js's settings for each `--players` name.
+fn player_settings(player: &str) -> Result<&'static str> {
+    Ok(match player {
+        "defaults" => "{ lowLatencyMode: true }",
+        "dashboard" => "{ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 }",
+        other => bail!("--players: unknown player {other:?} (defaults, dashboard)"),
+    })
+}
+
+/// One gateway to measure: its HLS variant, and in the low-latency variant its part
+/// duration and segment duration when the run sets them.
+struct Setup<'a> {
+    variant: &'a str,
+    part_ms: Option<u32>,
+    segment_s: Option<u32>,
+}
+
+impl Setup<'_> {
+    fn label(&self) -> String {
+        match self.part_ms {
+            Some(ms) => format!("{} {ms} ms", self.variant),
+            None => self.variant.to_string(),
+        }
+    }
+}
+
+fn start(dir: &std::path::Path, setup: &Setup, passthrough: bool) -> Result<Process> {
     let root = webrtc_gateway_testkit::root();
     let mode = if passthrough { "auto" } else { "always" };
-    let config = dir.join(format!("{variant}.toml"));
+    let config = dir.join(format!(
+        "{}-{}.toml",
+        setup.variant,
+        setup.part_ms.unwrap_or(0)
+    ));
+    let mut hls = String::new();
+    if let Some(ms) = setup.part_ms {
+        hls += &format!("part_duration_ms = {ms}\n");
+    }
+    let mut transcode = String::new();
+    if let Some(s) = setup.segment_s {
+        hls += &format!("segment_duration_s = {s}\n");
+        transcode += &format!("keyframe_interval_s = {s}\n");
+    }
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\nwww_dir = \"{root}/www\"\n\
-             [rtp]\nport_base = {rtp_base}\n[hls]\nvariant = \"{variant}\"\n\
-             [transcode]\npipelines_dir = \"{root}/pipelines\"\nmode = \"{mode}\"\n\
+             [rtp]\nport_base = {rtp_base}\n[hls]\nvariant = \"{variant}\"\n{hls}\
+             [transcode]\npipelines_dir = \"{root}/pipelines\"\nmode = \"{mode}\"\n{transcode}\
              [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}",
             root = root.display(),
             ice_ports = crate::cli::ice_ports(),
             http_port = http_port(),
             rtp_base = rtp_base(),
+            variant = setup.variant,
         ),
     )?;
     spawn_gateway(&config)
@@ -185,19 +230,28 @@ async fn rtp_latency(seconds: u64) -> Result<Vec<f64>> {
     Ok(ages)
 }
 
-/// hls.js in headless Chromium: the age of each picture it shows, and its own
-/// `latency` figure at the end.
+/// What hls.js showed: the age of each picture, its own `latency` figure at the end, and
+/// the time from the page's start to its first picture.
+struct Shown {
+    ages: Vec<f64>,
+    latency: Option<f64>,
+    first_picture_ms: Option<f64>,
+}
+
+/// hls.js in headless Chromium with `settings`: what it showed.
 async fn hls_latency(
     seconds: u64,
     dir: &std::path::Path,
     http_port: u16,
-) -> Result<(Vec<f64>, Option<f64>)> {
+    settings: &str,
+) -> Result<Shown> {
     let hls_js = std::fs::read(webrtc_gateway_testkit::root_path(
         "node_modules/hls.js/dist/hls.min.js",
     ))
     .context("hls.js is not installed: run `make test-deps` (npm install)")?;
     let reports: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
     let page = PAGE
+        .replace("SETTINGS", settings)
         .replace("WIDTH", &WIDTH.to_string())
         .replace("HEIGHT", &HEIGHT.to_string());
     let sink = reports.clone();
@@ -219,6 +273,7 @@ async fn hls_latency(
     let port = listener.local_addr()?.port();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let src = format!("http://127.0.0.1:{http_port}/streams/{STREAM}/index.m3u8");
+    let profile = tempfile::tempdir_in(dir)?;
     let browser = tokio::process::Command::new("chromium")
         .args([
             "--headless",
@@ -231,10 +286,7 @@ async fn hls_latency(
             "--disable-background-networking",
             "--disable-component-update",
         ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("chromium").display()
-        ))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("http://127.0.0.1:{port}/?src={src}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -258,13 +310,18 @@ async fn hls_latency(
         .filter_map(|a| a.as_f64())
         .collect();
     let last = measured.last().cloned().cloned().unwrap_or_default();
+    let first_picture_ms = reports.iter().find_map(|(_, r)| r["firstPicture"].as_f64());
     if !last["stalls"].as_array().is_none_or(|s| s.is_empty()) {
         println!(
             "hls.js stalled at {}; its target latency: {} s",
             last["stalls"], last["target"]
         );
     }
-    Ok((ages, last["latency"].as_f64()))
+    Ok(Shown {
+        ages,
+        latency: last["latency"].as_f64(),
+        first_picture_ms,
+    })
 }
 
 /// The position of the part after the one the playlist hints at: `(msn, part)`.
@@ -352,11 +409,38 @@ pub async fn run(cli: &Options) -> Result<Value> {
             (false, true) => "VP8 transcoded, hls.js through Varnish",
         }
     );
+    let players = cli
+        .players
+        .split(',')
+        .map(|p| Ok((p, player_settings(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let segment_s = (cli.segment_s > 0).then_some(cli.segment_s);
+    let mut setups = Vec::new();
+    for variant in cli.variants.split(',') {
+        if variant == "lowlatency" && !cli.part_ms.is_empty() {
+            for ms in cli.part_ms.split(',') {
+                let ms = ms.trim().parse().context("--part-ms: whole milliseconds")?;
+                setups.push(Setup {
+                    variant,
+                    part_ms: Some(ms),
+                    segment_s,
+                });
+            }
+        } else {
+            setups.push(Setup {
+                variant,
+                part_ms: None,
+                segment_s,
+            });
+        }
+    }
     let dir = tempfile::tempdir()?;
     let mut variants = Vec::new();
     let mut waiting = Value::Null;
-    for variant in cli.variants.split(',') {
-        let gateway = start(dir.path(), variant, cli.passthrough)?;
+    for setup in &setups {
+        let variant = setup.variant;
+        let label = setup.label();
+        let gateway = start(dir.path(), setup, cli.passthrough)?;
         // hls.js plays straight from the gateway, or through Varnish with the README's
         // configuration.
         let (_varnish, hls_port) = if cli.via_varnish {
@@ -367,28 +451,47 @@ pub async fn run(cli: &Options) -> Result<Value> {
             (None, http_port())
         };
         let publisher = publish(cli.passthrough).await?;
-        let (rtp, hls) = tokio::join!(
-            rtp_latency(cli.seconds),
-            hls_latency(cli.seconds, dir.path(), hls_port)
-        );
-        let (rtp, (hls, hls_js_latency)) = (rtp?, hls?);
-        if variant == "lowlatency" {
+        // RTP in ffmpeg beside the first player; each player in a browser of its own.
+        let mut rtp = None;
+        let mut shown = Vec::new();
+        for (n, (player, settings)) in players.iter().enumerate() {
+            let hls = hls_latency(cli.seconds, dir.path(), hls_port, settings);
+            if n == 0 {
+                let (r, hls) = tokio::join!(rtp_latency(cli.seconds), hls);
+                rtp = Some(summary(&r?));
+                shown.push((*player, hls?));
+            } else {
+                shown.push((*player, hls.await?));
+            }
+        }
+        if variant == "lowlatency" && waiting.is_null() {
             waiting = waiting_requests(pid(&gateway)?).await?;
         }
-        let (rtp, hls) = (summary(&rtp), summary(&hls));
+        let rtp = rtp.unwrap_or(Value::Null);
         println!(
-            "{variant:>10}: RTP in ffmpeg p50 {} ms, p95 {} ms ({} pictures); HLS in hls.js \
-             p50 {} ms, p95 {} ms ({} pictures; hls.js says {:.2} s)",
-            rtp["p50_ms"],
-            rtp["p95_ms"],
-            rtp["frames"],
-            hls["p50_ms"],
-            hls["p95_ms"],
-            hls["frames"],
-            hls_js_latency.unwrap_or(f64::NAN)
+            "{label:>17}: RTP in ffmpeg p50 {} ms, p95 {} ms ({} pictures)",
+            rtp["p50_ms"], rtp["p95_ms"], rtp["frames"],
         );
-        variants.push(json!({"variant": variant, "rtp_ffmpeg": rtp, "hls_js": hls,
-            "hls_js_latency_s": hls_js_latency}));
+        let mut players = Vec::new();
+        for (player, shown) in shown {
+            let hls = summary(&shown.ages);
+            println!(
+                "{label:>17}: HLS in hls.js ({player}) p50 {} ms, p95 {} ms ({} pictures; \
+                 hls.js says {:.2} s); first picture after {} ms",
+                hls["p50_ms"],
+                hls["p95_ms"],
+                hls["frames"],
+                shown.latency.unwrap_or(f64::NAN),
+                shown
+                    .first_picture_ms
+                    .map_or_else(|| "-".to_string(), |ms| format!("{ms:.0}")),
+            );
+            players.push(json!({"player": player, "hls_js": hls,
+                "hls_js_latency_s": shown.latency,
+                "first_picture_ms": shown.first_picture_ms}));
+        }
+        variants.push(json!({"variant": variant, "part_ms": setup.part_ms,
+            "segment_s": setup.segment_s, "rtp_ffmpeg": rtp, "players": players}));
         drop(publisher);
         drop(gateway);
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,8 +1,10 @@
 //! fMP4 (CMAF) segments from `isofmp4mux`: its initialisation section, and then, in
-//! the low-latency variant, one chunk (`moof` + `mdat`) per part, a new fragment, and
-//! so a new segment, at each key frame. Without parts each fragment is a segment.
-//! The appsink's callbacks run on the stream's thread: each part is in the playlist
-//! as soon as the muxer has it, and each segment file is written before it is listed.
+//! the low-latency variant, chunks (`moof` + `mdat`) of half a part, gathered into parts
+//! of the part duration, a new fragment, and so a new segment, at each key frame.
+//! Without parts each fragment is a segment. The appsink's callbacks run on the stream's
+//! thread: each chunk goes at once to the requests for the part it belongs to (the one
+//! the playlist hints at), each part is in the playlist as soon as its last chunk is
+//! there, and each segment file is written before it is listed.
 
 use crate::hls::live::LiveHls;
 use crate::hls::playlist::{Part, Playlist, Segment};
@@ -14,8 +16,8 @@ use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// What a sink's callbacks need of the output.
@@ -30,12 +32,28 @@ pub struct Fmp4Writer {
     pub headers: u32,
     /// The number the next part's URI gets, over every publisher of this output.
     pub next_part: Arc<AtomicU64>,
-    pub low_latency: bool,
+    /// In the low-latency variant, the part target, seconds.
+    pub part_target: Option<f64>,
+    /// The part being made.
+    pub part: Option<PartInProgress>,
     /// Passed through, the segment duration: isofmp4mux asks for no key frame for the end
     /// of the fragment that follows a new initialisation section, so the writer does.
     pub boundary_after_header: Option<u64>,
     /// A new initialisation section came; the fragment after it has not started yet.
     pub header_pending: bool,
+}
+
+/// A part whose chunks are coming: they go out as they come (see
+/// [`LiveHls::add_piece`]); it is listed once complete.
+pub struct PartInProgress {
+    uri: String,
+    id: u64,
+    pieces: Vec<Bytes>,
+    /// Seconds so far.
+    duration: f64,
+    /// It begins a fragment, and so a segment, dated `date`.
+    starts_fragment: bool,
+    date: SystemTime,
 }
 
 /// One chunk as the muxer hands it over.
@@ -49,7 +67,7 @@ struct Chunk {
 
 impl Fmp4Writer {
     /// Hands the muxer's output to the writer, on the stream's thread.
-    pub fn attach(mut self, pipeline: &StreamPipeline) {
+    pub fn attach(self, pipeline: &StreamPipeline) {
         let Some(sink) = pipeline
             .gst()
             .by_name(names::HLS_SINK)
@@ -59,12 +77,16 @@ impl Fmp4Writer {
         };
         let clock = pipeline.wall_clock_source();
         let events = pipeline.events();
-        let live = self.live.clone();
         let eos_events = events.clone();
+        // The callbacks run one at a time on the stream's thread; the lock is never
+        // contended.
+        let writer = Arc::new(Mutex::new(self));
+        let eos_writer = writer.clone();
         let callbacks = gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if let Err(e) = self.on_sample(&sample, &|rt| clock(rt), &events) {
+                let mut writer = writer.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = writer.on_sample(&sample, &|rt| clock(rt), &events) {
                     events.send(MediaEvent::OutputFailed {
                         output: FileOutput::Hls,
                         message: format!("cannot write an HLS segment: {e}"),
@@ -74,7 +96,9 @@ impl Fmp4Writer {
                 Ok(gst::FlowSuccess::Ok)
             })
             .eos(move |_| {
-                if let Err(e) = close_open(&live) {
+                let mut writer = eos_writer.lock().unwrap_or_else(|e| e.into_inner());
+                let finished = writer.finish_part();
+                if let Err(e) = finished.and_then(|()| close_open(&writer.live)) {
                     eos_events.send(MediaEvent::OutputFailed {
                         output: FileOutput::Hls,
                         message: format!("cannot write the last HLS segment: {e}"),
@@ -138,6 +162,8 @@ impl Fmp4Writer {
     /// stream's caps changed (a publisher's new picture size, passed through). A new one
     /// gets a file of its own and the next segment comes after a discontinuity.
     fn new_header(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        // The part in progress belongs to the segment before the new section.
+        self.finish_part()?;
         self.headers += 1;
         if self.headers > 1 {
             self.header_pending = true;
@@ -165,8 +191,8 @@ impl Fmp4Writer {
         let date = chunk
             .running_time
             .map_or_else(SystemTime::now, |rt| wall_clock(rt.nseconds()));
-        let msn = self.live.read(|p| p.position().msn);
-        if !self.low_latency {
+        let Some(part_target) = self.part_target else {
+            let msn = self.live.read(|p| p.position().msn);
             let uri = format!("{}{msn:05}.m4s", self.prefix);
             write_file(&self.live, &uri, &chunk.bytes)?;
             let removed = self.live.push(Segment {
@@ -179,38 +205,72 @@ impl Fmp4Writer {
             });
             remove_files(&self.live, &removed);
             return super::write_media(&self.live);
+        };
+        // A new fragment starts a new part (and segment); so does a chunk when the one
+        // before it filled the part.
+        if chunk.starts_fragment {
+            self.finish_part()?;
         }
-        // A new fragment completes the open segment: its file is written first.
+        let piece_duration = chunk.duration;
+        let part = self.part.get_or_insert_with(|| {
+            let id = self.next_part.fetch_add(1, Ordering::Relaxed);
+            PartInProgress {
+                uri: format!("{}p{id}.m4s", self.prefix),
+                id,
+                pieces: Vec::new(),
+                duration: 0.0,
+                starts_fragment: chunk.starts_fragment,
+                date,
+            }
+        });
+        let piece = Bytes::from(chunk.bytes);
+        self.live.add_piece(&part.uri, piece.clone());
+        part.pieces.push(piece);
+        part.duration += piece_duration;
+        // Complete when another chunk like this one would pass the target: a part
+        // never lasts longer than PART-TARGET.
+        if part.duration + piece_duration > part_target + 0.0005 {
+            self.finish_part()?;
+        }
+        Ok(())
+    }
+
+    /// Completes the part in progress: lists it (first writing the segment it
+    /// completes, when it starts a new one).
+    fn finish_part(&mut self) -> std::io::Result<()> {
+        let Some(part) = self.part.take() else {
+            return Ok(());
+        };
+        // A part that starts a fragment completes the open segment: its file is
+        // written first.
         let open = self.live.read(|p| {
             p.segments()
                 .last()
                 .filter(|_| p.position().parts > 0)
                 .cloned()
         });
+        let msn = self.live.read(|p| p.position().msn);
         let mut next_msn = msn;
-        let completes = chunk.starts_fragment && open.is_some();
+        let completes = part.starts_fragment && open.is_some();
         if let Some(open) = open.filter(|_| completes) {
             write_file(&self.live, &open.uri, &self.live.segment_bytes(&open))?;
             next_msn += 1;
         }
-        let id = self.next_part.fetch_add(1, Ordering::Relaxed);
-        let uri = format!("{}p{id}.m4s", self.prefix);
-        let next = format!("{}p{}.m4s", self.prefix, id + 1);
-        let start = chunk.starts_fragment.then(|| {
+        let start = part.starts_fragment.then(|| {
             (
                 format!("{}{next_msn:05}.m4s", self.prefix),
-                date,
+                part.date,
                 Some(self.init_uri.clone()),
             )
         });
-        let part = Part {
-            uri,
-            duration: chunk.duration,
-            independent: chunk.starts_fragment,
+        let next = format!("{}p{}.m4s", self.prefix, part.id + 1);
+        let bytes = Bytes::from(part.pieces.concat());
+        let listed = Part {
+            uri: part.uri,
+            duration: part.duration,
+            independent: part.starts_fragment,
         };
-        let (_, removed) = self
-            .live
-            .add_part(start, part, Bytes::from(chunk.bytes), next);
+        let (_, removed) = self.live.add_part(start, listed, bytes, next);
         remove_files(&self.live, &removed);
         if completes {
             super::write_media(&self.live)?;

@@ -67,6 +67,20 @@ pub fn variant_of(
     }
 }
 
+/// The low-latency variant's `isofmp4mux` chunk duration for parts of `part_ns`: half a
+/// part, a millisecond short, so that a chunk ends on the picture that reaches half the
+/// part (a chunk takes every picture that starts before its end) and two make a part.
+/// Each chunk goes to the requests for the part in progress as soon as it is muxed; the
+/// writer gathers them into parts. (A chunk per picture cost the muxer a wait of a second
+/// whenever a picture came late, and streams fell behind on a busy machine.)
+pub fn chunk_ns(part_ns: u64) -> u64 {
+    (part_ns / 2).saturating_sub(1_000_000).max(1_000_000)
+}
+
+/// How much shorter than the segment duration isofmp4mux's fragment duration is (see
+/// [`HlsOutput::spec`]).
+const FRAGMENT_EARLY_NS: u64 = 1_000_000;
+
 pub const MULTIVARIANT: &str = "index.m3u8";
 pub const MEDIA: &str = "stream.m3u8";
 
@@ -148,10 +162,19 @@ impl HlsOutput {
 
     /// What the pipeline's HLS branch is built with.
     pub fn spec(&self, segment_duration_s: u32) -> HlsSpec {
+        let segment_ns = segment_duration_s as u64 * 1_000_000_000;
         HlsSpec {
             location: self.dir().join(format!("{}%05d.ts", self.prefix)),
             start_index: self.next_index,
-            segment_ns: segment_duration_s as u64 * 1_000_000_000,
+            // isofmp4mux ends a fragment at a key frame that starts after its end, not
+            // at one exactly on it, which it asked the encoder for: every fragment then
+            // took two GOPs. A millisecond short, the key frame it asks for (the first
+            // picture at or after the end) starts after it.
+            segment_ns: if self.variant == HlsVariant::Mpegts {
+                segment_ns
+            } else {
+                segment_ns - FRAGMENT_EARLY_NS
+            },
             fmp4: self.variant != HlsVariant::Mpegts,
             part_ns: (self.variant == HlsVariant::LowLatency).then_some(self.part_ns),
         }
@@ -177,7 +200,8 @@ impl HlsOutput {
                 init_uri: format!("{}init{}.mp4", self.prefix, self.publishers),
                 headers: 0,
                 next_part: self.next_part.clone(),
-                low_latency: spec.part_ns.is_some(),
+                part_target: spec.part_ns.map(|ns| ns as f64 / 1e9),
+                part: None,
                 boundary_after_header: (pipeline.video_passthrough() && pipeline.tracks().0)
                     .then_some(spec.segment_ns),
                 header_pending: false,
