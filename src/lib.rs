@@ -17,6 +17,7 @@ pub mod media;
 pub mod metrics;
 pub mod name;
 pub mod registry;
+pub mod scratch;
 pub mod session;
 pub mod signalling;
 pub mod stream;
