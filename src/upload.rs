@@ -358,7 +358,7 @@ impl Uploads {
             loop {
                 tick.tick().await;
                 // At start (what a node killed left) and every few minutes after.
-                if ticks % ORPHANS_EVERY == 0 {
+                if ticks.is_multiple_of(ORPHANS_EVERY) {
                     uploads.abandon_orphans().await;
                 }
                 ticks += 1;

@@ -165,7 +165,15 @@ fn layer(module: &str) -> usize {
         &["media", "metrics"],
         &["registry", "cluster", "events", "access"],
         &["config", "stream"],
-        &["name", "blocking", "hls", "hook_signature", "scratch", "memory", ""],
+        &[
+            "name",
+            "blocking",
+            "hls",
+            "hook_signature",
+            "scratch",
+            "memory",
+            "",
+        ],
     ];
     layers
         .iter()

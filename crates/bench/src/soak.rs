@@ -89,7 +89,12 @@ const TRENDS: [Trend; 11] = [
     ("malloc_in_use_mib", |s| s.malloc_in_use_mib, 0.10, 4.0),
     ("malloc_held_mib", |s| s.malloc_held_mib, 0.10, 8.0),
     ("hls_kib", |s| s.hls_kib, 0.25, 1024.0),
-    ("recordings_left_kib", |s| s.recordings_left_kib, 0.25, 1024.0),
+    (
+        "recordings_left_kib",
+        |s| s.recordings_left_kib,
+        0.25,
+        1024.0,
+    ),
     ("temp_dirs", |s| s.temp_dirs, 0.0, 0.5),
     ("connections_open", |s| s.connections_open, 0.10, 4.0),
 ];
@@ -183,10 +188,8 @@ impl Soak {
         let metric = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
         let mib = |name: &str| metric(name) / (1024.0 * 1024.0);
         let (tmp, recordings) = (self.tmp(), self.recordings());
-        let (hls, left) = tokio::task::spawn_blocking(move || {
-            (dir_bytes(&tmp), dir_bytes(&recordings))
-        })
-        .await?;
+        let (hls, left) =
+            tokio::task::spawn_blocking(move || (dir_bytes(&tmp), dir_bytes(&recordings))).await?;
         Ok(Sample {
             t_s: started.elapsed().as_secs_f64(),
             run,
@@ -260,7 +263,11 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 fn start(binary: &Path, config: &Path, tmp: &Path, log: &Path) -> Result<Process> {
-    let (binary, config, tmp) = (binary.to_path_buf(), config.to_path_buf(), tmp.to_path_buf());
+    let (binary, config, tmp) = (
+        binary.to_path_buf(),
+        config.to_path_buf(),
+        tmp.to_path_buf(),
+    );
     let mut process = Process::new("the gateway", move || {
         let mut command = Command::new(&binary);
         command
@@ -286,7 +293,7 @@ async fn churn(
     let mut k = slot;
     while !stop.load(Ordering::Relaxed) {
         // Over the places and turns: every mix of signalling and codec, a third recorded.
-        let signalling = if k % 2 == 0 {
+        let signalling = if k.is_multiple_of(2) {
             Signalling::WebSocket
         } else {
             Signalling::Whip
@@ -295,7 +302,7 @@ async fn churn(
         let name = format!("soak-{slot}-{k}");
         match publish_via(&name, clip, signalling).await {
             Ok(publisher) => {
-                if k % 3 == 0 {
+                if k.is_multiple_of(3) {
                     record(&name).await;
                 }
                 let hold = HOLD_S.0 + (k as u64 * 7919) % (HOLD_S.1 - HOLD_S.0 + 1);
@@ -483,7 +490,7 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
     // The live streams' own cost: `live` of them held on the fresh gateway.
     let mut held = Vec::new();
     for k in 0..live {
-        let signalling = if k % 2 == 0 {
+        let signalling = if k.is_multiple_of(2) {
             Signalling::WebSocket
         } else {
             Signalling::Whip
@@ -534,7 +541,10 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
                 .wait_port(http_port(), Duration::from_secs(10))?;
             run += 1;
             let after = soak.temp_dirs();
-            println!("SIGKILL at {:.0} s: {left} temporary HLS directory left; after the restart {after}", started.elapsed().as_secs_f64());
+            println!(
+                "SIGKILL at {:.0} s: {left} temporary HLS directory left; after the restart {after}",
+                started.elapsed().as_secs_f64()
+            );
             restarted = Some((left, after));
         }
         if started.elapsed() >= next_sample {
@@ -587,7 +597,11 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
         peak - at_start.rss_mib,
         idle.publications_started,
         failures.load(Ordering::Relaxed),
-        if swept { "removed at the restart" } else { "NOT removed" }
+        if swept {
+            "removed at the restart"
+        } else {
+            "NOT removed"
+        }
     );
     let csv = json_path.with_extension("csv");
     write_csv(&csv, &samples, &idle)?;
@@ -644,7 +658,7 @@ mod tests {
         let line: Vec<(f64, f64)> = (0..10).map(|x| (x as f64, 3.0 * x as f64 + 1.0)).collect();
         assert!((slope(&line) - 3.0).abs() < 1e-9);
         let flat: Vec<(f64, f64)> = (0..10)
-            .map(|x| (x as f64, if x % 2 == 0 { 5.0 } else { 7.0 }))
+            .map(|x: u32| (x as f64, if x.is_multiple_of(2) { 5.0 } else { 7.0 }))
             .collect();
         assert!(slope(&flat).abs() < 0.1);
         assert_eq!(slope(&[(1.0, 2.0)]), 0.0);

@@ -336,7 +336,8 @@ fn start_feeding(cli: &Cli, tracks: &[Arc<SampleTrack>]) -> Result<()> {
         let description = if track.kind == RtpCodecKind::Audio {
             "audiotestsrc is-live=true wave=sine freq=440 \
              ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
-             ! appsink name=sink sync=false max-buffers=50".to_string()
+             ! appsink name=sink sync=false max-buffers=50"
+                .to_string()
         } else {
             let encode = video_encoder(cli);
             format!(
@@ -492,7 +493,11 @@ async fn main() -> Result<()> {
         // A path is on the endpoint's origin.
         let session = match location.strip_prefix('/') {
             Some(path) => {
-                let origin = endpoint.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+                let origin = endpoint
+                    .splitn(4, '/')
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("/");
                 format!("{origin}/{path}")
             }
             None => location,
@@ -527,7 +532,9 @@ async fn main() -> Result<()> {
             }
         }
         let deleted = client.delete(&session).send().await;
-        say(serde_json::json!({"type": "ended", "deleted": deleted.is_ok_and(|r| r.status().is_success())}));
+        say(
+            serde_json::json!({"type": "ended", "deleted": deleted.is_ok_and(|r| r.status().is_success())}),
+        );
         let _ = pc.close().await;
         return Ok(());
     }
