@@ -81,11 +81,24 @@ pub fn spawn_trimmer() {
     });
 }
 
-/// Returns the free memory of every glibc arena to the system.
+/// Returns the free memory of every glibc arena, and jemalloc's unused dirty pages (which
+/// its background threads would return over ten seconds or so), to the system.
 pub fn trim() {
     // SAFETY: malloc_trim is thread-safe and only releases free memory.
     unsafe {
         libc::malloc_trim(0);
+    }
+    // `arena.<MALLCTL_ARENAS_ALL>.purge`: a control that takes and gives no value.
+    let purge = c"arena.4096.purge";
+    // SAFETY: a NUL-terminated name and no buffers, as jemalloc's void controls take.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            purge.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
 

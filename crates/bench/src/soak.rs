@@ -19,7 +19,8 @@
 //! It fails when a sampled figure trends upward over the last half of the run (the
 //! least-squares slope over that half, times its length, above a tolerance), when the
 //! idle RSS is above 1.5 times the start, or when the peak RSS added during churn is
-//! above 1.2 times the live streams' own cost. Prints a table; writes the samples as
+//! above 1.2 times the live streams' own costs (one stream's, as held, times the most
+//! publishers live at once). Prints a table; writes the samples as
 //! CSV beside the JSON report.
 
 use crate::cli::*;
@@ -530,6 +531,7 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
     let mut run = 1;
     let mut samples = Vec::new();
     let mut peak = 0.0f64;
+    let mut most_live = live as f64;
     let mut next_sample = Duration::ZERO;
     println!("{}", table_header());
     while started.elapsed() < length {
@@ -556,6 +558,13 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
         }
         if let Ok(pid) = soak.pid() {
             peak = peak.max(rss_mib(pid).unwrap_or(0.0));
+        }
+        if let Ok(metrics) = metrics().await {
+            let live = metrics
+                .get("webrtc_gateway_publishers_live")
+                .copied()
+                .unwrap_or(0.0);
+            most_live = most_live.max(live);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -585,12 +594,15 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
         );
     }
     let idle_ratio = idle.rss_mib / at_start.rss_mib;
-    let peak_ratio = (peak - at_start.rss_mib) / cost;
+    // The live streams' own costs: one stream's, as held still, times the most live.
+    let costs = cost / live as f64 * most_live;
+    let peak_ratio = (peak - at_start.rss_mib) / costs;
     let (left, after) = restarted.unwrap_or((0, 0));
     let swept = left == 1 && after == 1;
     println!(
         "idle RSS {:.1} MiB = {idle_ratio:.2} x the start, {:.1} MiB (bound {IDLE_BOUND}); peak {peak:.1} MiB: \
-         {:.1} MiB added = {peak_ratio:.2} x the live streams' own cost (bound {PEAK_BOUND}); \
+         {:.1} MiB added = {peak_ratio:.2} x the live streams' own cost ({most_live} live at most: \
+         {costs:.1} MiB; bound {PEAK_BOUND}); \
          publications since the restart {}, failed to start {}; the killed gateway's HLS directory {}",
         idle.rss_mib,
         at_start.rss_mib,
@@ -609,6 +621,7 @@ pub async fn run(args: &SoakArgs, json_path: &Path) -> Result<Value> {
     let report = json!({
         "minutes": minutes, "live": live, "sample_s": sample_s,
         "start": at_start, "with_live": with_live, "live_cost_mib": cost,
+        "most_live": most_live, "live_costs_at_most_mib": costs,
         "peak_rss_mib": peak, "idle": idle, "idle_ratio": idle_ratio, "peak_ratio": peak_ratio,
         "restart": {"temp_dirs_left_by_kill": left, "temp_dirs_after_restart": after},
         "failures": failures.load(Ordering::Relaxed),
