@@ -16,7 +16,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # configuration) is its one address.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy
 
-.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access fuzz clean
+.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access bench-soak fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -149,3 +149,11 @@ bench-latency: build-tools test-deps
 # without and with a publish hook, and the read-hook calls of one low-latency viewer.
 bench-access: build-tools
 	./target/release/webrtc-gateway-bench access --seconds 60 --json target/bench-access.json
+
+# The gateway for SOAK_MINUTES (60 unless set) under churn, killed and restarted a third of
+# the way: samples RSS, descriptors, threads, tasks, allocators, HLS and recording
+# directories and counters; fails when any trends upward over the last half, or when
+# memory is not back near its start once every stream has ended (README, "Memory").
+SOAK_MINUTES ?= 60
+bench-soak: build-tools
+	./target/release/webrtc-gateway-bench soak --soak $(SOAK_MINUTES) --json target/bench-soak.json

@@ -39,6 +39,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (README, "Memory").
+    let arenas_capped = webrtc_gateway::memory::configure();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -48,6 +50,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,webrtc=error,rtc=error,webrtc_gateway=info".into()),
         )
         .init();
+    if !arenas_capped {
+        tracing::warn!("glibc's allocator refused its arena cap (README, \"Memory\")");
+    }
 
     let path = cli.config.clone().unwrap_or_else(|| "gateway.toml".into());
     let config = match Config::load(&path, cli.config.is_some()) {
@@ -120,6 +125,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
     gateway.net.start(local.port())?;
     gateway.spawn_reaper();
+    webrtc_gateway::memory::spawn_trimmer();
     gateway.join_cluster().await.map_err(anyhow::Error::msg)?;
     gateway
         .events

@@ -188,6 +188,7 @@ impl Default for Metrics {
         );
         let streams = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(StreamSeries(streams.clone())));
+        registry.register_collector(Box::new(ProcessSeries));
         Self {
             registry,
             publications_started,
@@ -423,6 +424,62 @@ impl Collector for StreamSeries {
     }
 }
 
+/// The process's memory by allocator, and its async tasks, read at each scrape.
+#[derive(Debug)]
+struct ProcessSeries;
+
+impl Collector for ProcessSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let memory = crate::memory::stats();
+        let gauges: [(&str, &str, u64); 6] = [
+            (
+                "memory_resident_bytes",
+                "Resident memory of the process (RSS)",
+                memory.resident,
+            ),
+            (
+                "memory_jemalloc_allocated_bytes",
+                "Allocated by the gateway's Rust code (jemalloc) and not freed",
+                memory.jemalloc_allocated,
+            ),
+            (
+                "memory_jemalloc_resident_bytes",
+                "Resident in the pages jemalloc maps, in use or not returned yet",
+                memory.jemalloc_resident,
+            ),
+            (
+                "memory_jemalloc_retained_bytes",
+                "Mapped by jemalloc and returned to the system (address space, not memory)",
+                memory.jemalloc_retained,
+            ),
+            (
+                "memory_malloc_in_use_bytes",
+                "Allocated by the C libraries (GStreamer, x264: glibc malloc) and not freed",
+                memory.malloc_in_use,
+            ),
+            (
+                "memory_malloc_held_bytes",
+                "Taken from the system by glibc malloc, in use or free",
+                memory.malloc_held,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let gauge = ConstGauge::new(runtime.metrics().num_alive_tasks() as i64);
+            gauge.encode(encoder.encode_descriptor(
+                "tasks_alive",
+                "Async tasks alive in the gateway's runtime",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +509,27 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn memory_renders() {
+        let text = Metrics::default().render(Vec::new());
+        let resident = text
+            .lines()
+            .find_map(|l| l.strip_prefix("webrtc_gateway_memory_resident_bytes "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(resident.is_some_and(|r| r > 1 << 20), "{text}");
+        for name in [
+            "jemalloc_allocated",
+            "jemalloc_resident",
+            "jemalloc_retained",
+            "malloc_in_use",
+            "malloc_held",
+        ] {
+            assert!(
+                text.contains(&format!("webrtc_gateway_memory_{name}_bytes ")),
+                "{name}: {text}"
+            );
+        }
     }
 }

@@ -42,6 +42,8 @@ const QUIET: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Uploads that move at once.
 const CONCURRENT: usize = 4;
+/// Polls between two looks for uploads whose recording is gone.
+const ORPHANS_EVERY: u64 = 300;
 /// The sidecar file that says how far a recording's upload has come.
 const STATE_SUFFIX: &str = ".upload.json";
 
@@ -214,6 +216,33 @@ fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
         .collect()
 }
 
+/// The uploads whose recording went before they were complete (deleted by hand or by a
+/// retention job): `(file, state)`. Their multipart uploads are aborted and their state
+/// files removed, so that neither piles up. Also removes the partial state files that a
+/// process killed while writing one left.
+fn orphans(dir: &Path) -> Vec<(String, UploadState)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            if name.ends_with(&format!("{STATE_SUFFIX}.new")) {
+                let _ = std::fs::remove_file(entry.path());
+                return None;
+            }
+            let file = name.strip_suffix(STATE_SUFFIX)?;
+            parse_name(file)?;
+            if dir.join(file).exists() {
+                return None;
+            }
+            let state = read_state(dir, file).unwrap_or_default();
+            state.uploaded.is_none().then(|| (file.to_string(), state))
+        })
+        .collect()
+}
+
 fn write_state(dir: &Path, file: &str, state: &UploadState) -> std::io::Result<()> {
     let path = state_path(dir, file);
     let temporary = path.with_extension("json.new");
@@ -325,8 +354,14 @@ impl Uploads {
         let uploads = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL);
+            let mut ticks = 0u64;
             loop {
                 tick.tick().await;
+                // At start (what a node killed left) and every few minutes after.
+                if ticks.is_multiple_of(ORPHANS_EVERY) {
+                    uploads.abandon_orphans().await;
+                }
+                ticks += 1;
                 let Some(owner) = owner.upgrade() else {
                     break;
                 };
@@ -340,6 +375,34 @@ impl Uploads {
                 }
             }
         });
+    }
+
+    /// Aborts the multipart uploads whose recording is gone, and removes their state.
+    async fn abandon_orphans(&self) {
+        let dir = self.dir.clone();
+        let orphans = tokio::task::spawn_blocking(move || orphans(&dir))
+            .await
+            .unwrap_or_default();
+        for (file, state) in orphans {
+            if self.in_flight().contains(&file) {
+                continue;
+            }
+            if let (Some(id), Some(multipart)) = (&state.multipart, &self.store.multipart) {
+                let object = self.store.object(&file);
+                match multipart.abort_multipart(&object, id).await {
+                    Ok(()) => {
+                        tracing::info!(%file, "the recording is gone before its upload was complete: its multipart upload is aborted")
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        tracing::debug!(%file, "cannot abort the multipart upload now: {e}");
+                        continue;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(state_path(&self.dir, &file));
+            self.retries().remove(&file);
+        }
     }
 
     /// Starts the next step of `file`'s upload, unless one is under way or it waits.
@@ -637,6 +700,31 @@ fn recordings(dir: &Path) -> Vec<(String, SystemTime)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_whose_recording_went_are_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = "cam1-20260101T000000Z.mp4";
+        let gone = "cam2-20260101T000000Z.mp4";
+        let done = "cam3-20260101T000000Z.mp4";
+        std::fs::write(dir.path().join(kept), b"x").unwrap();
+        let under_way = UploadState {
+            multipart: Some("id".into()),
+            part_bytes: 1,
+            ..UploadState::default()
+        };
+        write_state(dir.path(), kept, &under_way).unwrap();
+        write_state(dir.path(), gone, &under_way).unwrap();
+        let uploaded = UploadState {
+            uploaded: Some("s3://b/cam3".into()),
+            ..UploadState::default()
+        };
+        write_state(dir.path(), done, &uploaded).unwrap();
+        let partial = dir.path().join(format!("{kept}{STATE_SUFFIX}.new"));
+        std::fs::write(&partial, b"{").unwrap();
+        assert_eq!(orphans(dir.path()), vec![(gone.to_string(), under_way)]);
+        assert!(!partial.exists());
+    }
 
     #[test]
     fn states_round_trip() {

@@ -3,7 +3,7 @@
 //! its file to the module file it names. No circle of arrows, and dependencies point one
 //! way down the layers of `layer`: main → http → signalling → session → gateway, tls,
 //! upload → media, metrics → registry, cluster, events, access, net, ice_servers → config,
-//! stream → name, blocking, hls, hook_signature.
+//! stream → name, blocking, hls, hook_signature, scratch, memory.
 //! The tools (the test publisher, the benchmark, the test kit) are crates of their own,
 //! outside the gateway's package.
 
@@ -165,7 +165,15 @@ fn layer(module: &str) -> usize {
         &["media", "metrics"],
         &["registry", "cluster", "events", "access", "net", "ice_servers"],
         &["config", "stream"],
-        &["name", "blocking", "hls", "hook_signature", ""],
+        &[
+            "name",
+            "blocking",
+            "hls",
+            "hook_signature",
+            "scratch",
+            "memory",
+            "",
+        ],
     ];
     layers
         .iter()

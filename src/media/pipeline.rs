@@ -274,6 +274,7 @@ impl StreamPipeline {
 impl Drop for StreamPipeline {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+        crate::memory::pipeline_released();
     }
 }
 

@@ -92,6 +92,28 @@ pub enum Run {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// The gateway under churn for `--soak MINUTES`, killed and restarted a third of the
+    /// way: RSS, descriptors, threads, tasks, allocators, HLS and recording directories
+    /// and counters sampled; fails when any trends upward over the last half, or memory
+    /// does not come back when the streams have ended.
+    Soak(SoakArgs),
+}
+
+/// The soak run's length and load.
+#[derive(Args, Clone)]
+pub struct SoakArgs {
+    /// Minutes of churn.
+    #[arg(long, default_value_t = 60)]
+    pub soak: u64,
+    /// Seconds between samples (a minute, or less for short runs: 30 samples at least).
+    #[arg(long)]
+    pub sample_s: Option<u64>,
+    /// Publishers live at a time.
+    #[arg(long, default_value_t = 6)]
+    pub live: usize,
+    /// The gateway binary (the release build beside the bench unless given).
+    #[arg(long)]
+    pub gateway: Option<PathBuf>,
 }
 
 /// The publishers, sizes and encoder of the runs that load the gateway.
@@ -200,7 +222,7 @@ impl Options {
                 max_passthrough,
                 ..sweep.into()
             },
-            Run::Abuse => LoadArgs::default().into(),
+            Run::Abuse | Run::Soak(_) => LoadArgs::default().into(),
             Run::Latency {
                 seconds,
                 via_varnish,

@@ -98,6 +98,18 @@ pub struct Publisher {
     pub _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl Publisher {
+    /// Ends the publication as a client does: the peer connection closed, the WHIP
+    /// session deleted, then the signalling socket closed.
+    pub async fn end(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // The last task closes the connection once stopped.
+        if let Some(closer) = self._tasks.pop() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), closer).await;
+        }
+    }
+}
+
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -131,7 +143,24 @@ pub fn codec(kind: RtpCodecKind, video: SourceCodec) -> RTCRtpCodecParameters {
     }
 }
 
+/// How a synthetic publisher signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signalling {
+    WebSocket,
+    /// WHIP (RFC 9725): the offer with its candidates POSTed, the session DELETEd at the
+    /// end.
+    Whip,
+}
+
 pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
+    publish_via(stream, clip, Signalling::WebSocket).await
+}
+
+pub async fn publish_via(
+    stream: &str,
+    clip: Arc<Clip>,
+    signalling: Signalling,
+) -> Result<Publisher> {
     let mut media_engine = MediaEngine::default();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         media_engine.register_codec(codec(kind, clip.codec), kind)?;
@@ -174,25 +203,64 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     })
     .await;
     let offer = pc.local_description().await.context("no offer")?;
-    let (socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", http_port())).await?;
-    let (mut sink, mut incoming) = socket.split();
-    let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
-    sink.send(Message::Text(publish.to_string().into())).await?;
-    loop {
-        let Some(Ok(Message::Text(text))) = incoming.next().await else {
-            bail!("the gateway closed the signalling socket");
-        };
-        let value: Value = serde_json::from_str(&text)?;
-        match value["type"].as_str() {
-            Some("answer") => {
-                let sdp = value["sdp"].as_str().unwrap_or_default().to_string();
-                pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+    let mut tasks = Vec::new();
+    let mut whip_session = None;
+    match signalling {
+        Signalling::WebSocket => {
+            let (socket, _) =
+                tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", http_port()))
                     .await?;
-                break;
+            let (mut sink, mut incoming) = socket.split();
+            let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
+            sink.send(Message::Text(publish.to_string().into())).await?;
+            loop {
+                let Some(Ok(Message::Text(text))) = incoming.next().await else {
+                    bail!("the gateway closed the signalling socket");
+                };
+                let value: Value = serde_json::from_str(&text)?;
+                match value["type"].as_str() {
+                    Some("answer") => {
+                        let sdp = value["sdp"].as_str().unwrap_or_default().to_string();
+                        pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                            .await?;
+                        break;
+                    }
+                    Some("error") => bail!("{value}"),
+                    _ => {}
+                }
             }
-            Some("error") => bail!("{value}"),
-            _ => {}
+            // The socket stays open for as long as the publication lasts.
+            tasks.push(tokio::spawn(async move {
+                let _sink = sink;
+                while incoming.next().await.is_some() {}
+            }));
+        }
+        Signalling::Whip => {
+            let base = format!("http://127.0.0.1:{}", http_port());
+            let response = reqwest::Client::new()
+                .post(format!("{base}/whip/{stream}"))
+                .header("Content-Type", "application/sdp")
+                .body(offer.sdp.clone())
+                .send()
+                .await?;
+            let status = response.status();
+            let location = response
+                .headers()
+                .get("Location")
+                .and_then(|l| l.to_str().ok())
+                .map(String::from);
+            let answer = response.text().await?;
+            if status.as_u16() != 201 {
+                bail!("WHIP answered {status}: {answer}");
+            }
+            let location = location.context("a WHIP answer without Location")?;
+            whip_session = Some(if location.starts_with("http") {
+                location
+            } else {
+                format!("{base}{location}")
+            });
+            pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+                .await?;
         }
     }
     let connected_at = tokio::time::timeout(Duration::from_secs(20), async {
@@ -209,12 +277,6 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     .context("ICE did not connect")?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    // The socket stays open for as long as the publication lasts.
-    tasks.push(tokio::spawn(async move {
-        let _sink = sink;
-        while incoming.next().await.is_some() {}
-    }));
     for track in tracks {
         let track = Arc::new(track);
         let video = track.kind == RtpCodecKind::Video;
@@ -259,6 +321,9 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     tasks.push(tokio::spawn(async move {
         while !stop_watch.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Some(session) = whip_session {
+            let _ = reqwest::Client::new().delete(session).send().await;
         }
         let _ = closer.close().await;
     }));

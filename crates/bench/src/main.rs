@@ -17,7 +17,7 @@
 //! packet and to the first HLS playlist. Prints a table and writes JSON.
 //!
 //! That is the `startup` subcommand; each other measurement is a subcommand of its own
-//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`, `access`), in its module. The
+//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`, `access`, `soak`), in its module. The
 //! servers beside the gateway (Varnish, Redis, HAProxy, s3s-fs) come from the workspace's
 //! test kit, on free ports.
 
@@ -32,6 +32,7 @@ mod cluster;
 mod latency;
 mod load;
 mod passthrough;
+mod soak;
 mod steps;
 mod system;
 mod upload;
@@ -61,6 +62,7 @@ async fn main() -> Result<()> {
         Run::Upload(_) => upload::run(&options).await?,
         Run::Cluster { .. } => cluster::run(&options).await?,
         Run::Access { .. } => access::run(&options).await?,
+        Run::Soak(ref args) => soak::run(args, &cli.json).await?,
     };
     write_report(&cli, &report)
 }

@@ -1,6 +1,6 @@
 //! `webrtc-gateway-publish`: a WebRTC publisher for tests and benchmarks. It encodes a
 //! GStreamer test source (VP8 or H.264 video, Opus audio), publishes it to a gateway over
-//! the WebSocket signalling, and prints every message the gateway sends as one JSON line
+//! the WebSocket signalling (or WHIP, `--whip`), and prints every message the gateway sends as one JSON line
 //! on stdout, plus `{"type":"ice","state":...}` lines for its own connection state.
 
 #![forbid(unsafe_code)]
@@ -62,6 +62,10 @@ struct Cli {
     /// Send no audio.
     #[arg(long)]
     no_audio: bool,
+    /// Publish over WHIP to this endpoint (`http://HOST:PORT/whip/NAME`) instead of the
+    /// WebSocket signalling at `--url`; the session is deleted after `--duration-s`.
+    #[arg(long)]
+    whip: Option<String>,
     /// Unpublish after this many seconds (0: publish until killed).
     #[arg(long, default_value_t = 0)]
     duration_s: u64,
@@ -323,6 +327,50 @@ fn feed(encoder: Encoder, track: Arc<SampleTrack>, corrupt: bool, skip: Duration
     Ok(())
 }
 
+/// Feeds the tracks from the test sources (or `--source`), once ICE has connected.
+fn start_feeding(cli: &Cli, tracks: &[Arc<SampleTrack>]) -> Result<()> {
+    if let Some(source) = &cli.source {
+        return feed_file(source, cli, tracks);
+    }
+    for track in tracks {
+        let description = if track.kind == RtpCodecKind::Audio {
+            "audiotestsrc is-live=true wave=sine freq=440 \
+             ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
+             ! appsink name=sink sync=false max-buffers=50"
+                .to_string()
+        } else {
+            let encode = video_encoder(cli);
+            format!(
+                "videotestsrc is-live=true pattern={} \
+                 ! capsfilter name=size caps=video/x-raw,format=I420,width={},height={},framerate={}/1 \
+                 ! {encode} ! appsink name=sink sync=false max-buffers=50",
+                cli.pattern, cli.width, cli.height, cli.fps
+            )
+        };
+        let encoder = Encoder::new(&description)?;
+        if cli.clock_stamp && track.kind == RtpCodecKind::Video {
+            stamp_clock(&encoder);
+        }
+        if let (Some(size), RtpCodecKind::Video) = (&cli.resize, track.kind) {
+            let caps = format!(
+                "video/x-raw,width={},height={},framerate={}/1",
+                size.0, size.1, cli.fps
+            );
+            let after = Duration::from_secs(cli.resize_after_s);
+            let size = encoder.element("size");
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if let (Some(size), Ok(caps)) = (size, caps.parse::<gst::Caps>()) {
+                    size.set_property("caps", caps);
+                }
+            });
+        }
+        let corrupt = cli.corrupt_video && track.kind == RtpCodecKind::Video;
+        feed(encoder, track.clone(), corrupt, Duration::ZERO)?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -416,6 +464,81 @@ async fn main() -> Result<()> {
         }
     };
 
+    if let Some(endpoint) = &cli.whip {
+        let client = reqwest::Client::new();
+        let mut request = client
+            .post(endpoint)
+            .header("Content-Type", "application/sdp")
+            .body(offer_sdp);
+        if let Some(token) = &cli.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("Location")
+            .and_then(|l| l.to_str().ok())
+            .map(String::from);
+        let answer = response.text().await?;
+        if status != 201 {
+            say(serde_json::json!({"type": "error", "code": status, "message": answer}));
+            let _ = pc.close().await;
+            std::process::exit(3);
+        }
+        let location = location.context("a WHIP answer without Location")?;
+        // A path is on the endpoint's origin.
+        let session = match location.strip_prefix('/') {
+            Some(path) => {
+                let origin = endpoint
+                    .splitn(4, '/')
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("/");
+                format!("{origin}/{path}")
+            }
+            None => location,
+        };
+        say(serde_json::json!({"type": "answer", "sdp": answer}));
+        pc.set_remote_description(RTCSessionDescription::answer(from_gateway(&answer)?)?)
+            .await?;
+        let stop_at = tokio::time::sleep(Duration::from_secs(if cli.duration_s > 0 {
+            cli.duration_s
+        } else {
+            365 * 24 * 3600
+        }));
+        tokio::pin!(stop_at);
+        let mut feeding = false;
+        loop {
+            tokio::select! {
+                _ = &mut stop_at => break,
+                event = local.recv() => match event {
+                    Some(LocalEvent::State(state)) => {
+                        say(serde_json::json!({"type": "ice", "state": state.to_string()}));
+                        if state == RTCPeerConnectionState::Connected && !feeding && !cli.silent {
+                            feeding = true;
+                            start_feeding(&cli, &tracks)?;
+                        }
+                        if state == RTCPeerConnectionState::Failed {
+                            bail!("ICE failed");
+                        }
+                    }
+                    None => break,
+                    _ => {}
+                },
+            }
+        }
+        let deleted = client.delete(&session).send().await;
+        say(
+            serde_json::json!({"type": "ended", "deleted": deleted.is_ok_and(|r| r.status().is_success())}),
+        );
+        let _ = pc.close().await;
+        return Ok(());
+    }
+
     let (socket, _) = tokio_tungstenite::connect_async(&cli.url)
         .await
         .with_context(|| format!("cannot connect to {}", cli.url))?;
@@ -462,45 +585,7 @@ async fn main() -> Result<()> {
                     say(serde_json::json!({"type": "ice", "state": state.to_string()}));
                     if state == RTCPeerConnectionState::Connected && !feeding && !cli.silent {
                         feeding = true;
-                        if let Some(source) = &cli.source {
-                            feed_file(source, &cli, &tracks)?;
-                            continue;
-                        }
-                        for track in &tracks {
-                            let description = if track.kind == RtpCodecKind::Audio {
-                                "audiotestsrc is-live=true wave=sine freq=440 \
-                                 ! audio/x-raw,rate=48000,channels=2 ! opusenc frame-size=20 \
-                                 ! appsink name=sink sync=false max-buffers=50".to_string()
-                            } else {
-                                let encode = video_encoder(&cli);
-                                format!(
-                                    "videotestsrc is-live=true pattern={} \
-                                     ! capsfilter name=size caps=video/x-raw,format=I420,width={},height={},framerate={}/1 \
-                                     ! {encode} ! appsink name=sink sync=false max-buffers=50",
-                                    cli.pattern, cli.width, cli.height, cli.fps
-                                )
-                            };
-                            let encoder = Encoder::new(&description)?;
-                            if cli.clock_stamp && track.kind == RtpCodecKind::Video {
-                                stamp_clock(&encoder);
-                            }
-                            if let (Some(size), RtpCodecKind::Video) = (&cli.resize, track.kind) {
-                                let caps = format!(
-                                    "video/x-raw,width={},height={},framerate={}/1",
-                                    size.0, size.1, cli.fps
-                                );
-                                let after = Duration::from_secs(cli.resize_after_s);
-                                let size = encoder.element("size");
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(after).await;
-                                    if let (Some(size), Ok(caps)) = (size, caps.parse::<gst::Caps>()) {
-                                        size.set_property("caps", caps);
-                                    }
-                                });
-                            }
-                            let corrupt = cli.corrupt_video && track.kind == RtpCodecKind::Video;
-                            feed(encoder, track.clone(), corrupt, Duration::ZERO)?;
-                        }
+                        start_feeding(&cli, &tracks)?;
                     }
                     if state == RTCPeerConnectionState::Failed {
                         bail!("ICE failed");

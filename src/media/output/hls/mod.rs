@@ -18,6 +18,7 @@ use crate::media::probe::{on_first_buffer, running_time};
 use crate::media::spec::{FileOutput, HlsSpec};
 use crate::media::templates::names;
 use crate::name::StreamName;
+use crate::scratch::ScratchDir;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
@@ -298,23 +299,23 @@ impl HlsOutput {
 /// Where the streams' HLS directories are made. Each output has a directory of its own;
 /// an ended stream's output lingers in the registry, which hands it either to a returning
 /// publisher or, once expired, back to be removed: never both.
+/// The name of a temporary HLS directory: this, the process id, `-`, random letters.
+pub const TEMPORARY_PREFIX: &str = "webrtc-gateway-hls-";
+
 #[derive(Debug)]
 pub struct HlsStore {
     root: PathBuf,
     config: HlsConfig,
-    /// The temporary directory used when `hls.dir` is empty, removed at exit.
-    _temp: Option<tempfile::TempDir>,
+    /// The temporary directory used when `hls.dir` is empty, removed at exit, and at
+    /// the next start when the gateway was killed.
+    _temp: Option<ScratchDir>,
 }
 
 impl HlsStore {
     /// Outputs under `config.dir`, or under a temporary directory when it is empty.
     pub fn new(config: &HlsConfig) -> std::io::Result<Self> {
         let temp = if config.dir.as_os_str().is_empty() {
-            Some(
-                tempfile::Builder::new()
-                    .prefix("webrtc-gateway-hls-")
-                    .tempdir()?,
-            )
+            Some(ScratchDir::create(TEMPORARY_PREFIX)?)
         } else {
             None
         };
