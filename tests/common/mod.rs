@@ -285,11 +285,6 @@ impl TestGateway {
         self.process.signal(signal_named(signal));
     }
 
-    /// The gateway's process id, while it runs.
-    pub fn pid(&self) -> u32 {
-        self.process.pid().expect("the gateway runs")
-    }
-
     /// Waits for the gateway to exit; returns its exit code and how long it took.
     pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
         let start = Instant::now();
