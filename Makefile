@@ -13,8 +13,10 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # chromium-driver, geckodriver below) publish from the pages and play HLS in them;
 # Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`;
 # redis-server holds the cluster of `tests/cluster.rs`, HAProxy (the README's
-# configuration) is its one address.
-TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy
+# configuration) is its one address; `tests/networks.rs` builds networks of namespaces
+# (iproute2: `ip netns`, veth, `tc tbf`; nftables: NAT, firewalls, loss) with coturn as
+# the TURN server.
+TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy coturn nftables iproute2
 
 .PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access fuzz clean
 
