@@ -594,6 +594,8 @@ impl Coturn {
             let mut command = Command::new("turnserver");
             command
                 .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
+                // Each session and its user in the log.
+                .arg("--verbose")
                 .args(["--log-file", "stdout", "--realm", "gateway.test"])
                 .arg("--use-auth-secret")
                 .arg(format!("--static-auth-secret={secret}"))
