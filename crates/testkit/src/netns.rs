@@ -189,7 +189,8 @@ pub struct Options<'a> {
     /// The publisher's network lets out only TCP to these hosts and ports (nothing else,
     /// no UDP).
     pub publisher_tcp_only_to: Option<&'a [(Host, u16)]>,
-    /// A namespace for a TURN server on the internet.
+    /// A host on the internet, on a clean path to the gateway (no loss, no cap): for a
+    /// TURN server, or a publisher beside the one under test.
     pub turn: bool,
     /// The publisher's uplink (the home router's side toward the internet) is capped at
     /// this rate (`tc tbf`).
