@@ -33,6 +33,8 @@ pub struct Gateway {
     /// Where HLS files go.
     pub hls: HlsStore,
     pub metrics: Metrics,
+    /// Every publisher's ICE on one UDP port and one TCP port (started in `main`).
+    pub net: crate::net::Mux,
     /// What happened to the streams, for `hooks.events_url`.
     pub events: Events,
     /// Who may publish and read: tokens, JSON Web Tokens, the hooks.
@@ -64,6 +66,7 @@ impl Gateway {
         );
         let access = Access::new(&config, &node.id);
         Ok(Arc::new(Self {
+            net: crate::net::Mux::new(&config.webrtc),
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
             config,

@@ -118,6 +118,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let gateway = gateway::Gateway::new(config, media, hls)
         .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+    gateway.net.start(local.port())?;
     gateway.spawn_reaper();
     gateway.join_cluster().await.map_err(anyhow::Error::msg)?;
     gateway
@@ -166,6 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let signal = shutdown_signal().await;
     tracing::info!("{signal}: ending every stream");
     gateway.stop(Duration::from_secs(4)).await;
+    gateway.net.stop();
     stop_serving.cancel();
     let _ = server.await;
     tracing::info!("stopped");

@@ -4,7 +4,7 @@
 
 use crate::cluster::{ClusterStatus, RedisState};
 use crate::events::DeliveryCounters;
-use crate::stream::{EndReason, StreamInfo, StreamState};
+use crate::stream::{EndReason, MediaPath, StreamInfo, StreamState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -39,6 +39,11 @@ struct KindLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamLabel {
     stream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: String,
 }
 
 /// What the uploads of recordings to object storage count.
@@ -350,6 +355,22 @@ impl Collector for StreamSeries {
             None,
             gauge.metric_type(),
         )?)?;
+        let mut family = encoder.encode_descriptor(
+            "publishers_by_transport",
+            "Publishers connected now, by the path that carries their media",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for path in MediaPath::ALL {
+            let count = streams
+                .iter()
+                .filter(|s| s.state != StreamState::Ended && s.transport == Some(path))
+                .count() as i64;
+            let labels = TransportLabel {
+                transport: path.as_str().to_owned(),
+            };
+            ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
+        }
         let label = |s: &StreamInfo| StreamLabel {
             stream: s.name.to_string(),
         };
@@ -399,6 +420,10 @@ mod tests {
         assert!(text.contains("webrtc_gateway_signalling_errors_total{code=\"409\"} 1\n"));
         assert!(
             text.contains("webrtc_gateway_publishers_live 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("webrtc_gateway_publishers_by_transport{transport=\"tcp-http\"} 0\n"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -200,6 +200,7 @@ impl<H, L, C> Registry<H, L, C> {
                     started_at: humantime::format_rfc3339_seconds(now).to_string(),
                     video: None,
                     audio: None,
+                    transport: None,
                     outputs: Outputs::default(),
                     slot: Some(slot),
                     publisher: publisher.to_string(),

@@ -30,6 +30,36 @@ pub struct VideoInfo {
     pub passthrough: bool,
 }
 
+/// Which path carries a publisher's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MediaPath {
+    /// UDP (`webrtc.udp_port`).
+    #[serde(rename = "udp")]
+    Udp,
+    /// ICE over TCP on `webrtc.tcp_port`.
+    #[serde(rename = "tcp")]
+    Tcp,
+    /// ICE over TCP on the HTTP(S) port (`webrtc.ice_on_http`).
+    #[serde(rename = "tcp-http")]
+    TcpHttp,
+    /// Through a TURN server.
+    #[serde(rename = "relay")]
+    Relay,
+}
+
+impl MediaPath {
+    pub const ALL: [MediaPath; 4] = [Self::Udp, Self::Tcp, Self::TcpHttp, Self::Relay];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::TcpHttp => "tcp-http",
+            Self::Relay => "relay",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AudioInfo {
     pub codec: String,
@@ -94,6 +124,8 @@ pub struct StreamInfo {
     pub started_at: String,
     pub video: Option<VideoInfo>,
     pub audio: Option<AudioInfo>,
+    /// Which path carries the media; null until connected.
+    pub transport: Option<MediaPath>,
     pub outputs: Outputs,
     /// The port slot: RTP goes to `port_base + 4 * slot` and the three ports after it.
     /// None once the stream has ended.

@@ -270,6 +270,26 @@ fn the_publish_hook_decides_for_websocket_and_whip() {
     assert_eq!(ws_request["token"], "user-4");
     assert!(requests.iter().all(|(path, _, _)| path == "/publish"));
     assert!(!gateway.log().contains("user-1"));
+
+    // A page with a token asks for its ICE servers as it would publish: the hook decides,
+    // told the protocol `ice-servers`.
+    let ice = |stream: &str| {
+        read(
+            &gateway,
+            &format!("/api/ice-servers?stream={stream}&token=user-7"),
+        )
+    };
+    assert_eq!(ice("allowed-ice"), 200);
+    assert_eq!(ice("refused"), 403);
+    let requests = server.requests();
+    let ice_request = &requests
+        .iter()
+        .find(|(_, _, b)| b["stream"] == "allowed-ice")
+        .unwrap()
+        .2;
+    assert_eq!(ice_request["action"], "publish");
+    assert_eq!(ice_request["protocol"], "ice-servers");
+    assert_eq!(ice_request["token"], "user-7");
 }
 
 #[test]

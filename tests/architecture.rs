@@ -2,8 +2,8 @@
 //! `crate::` and `super::` path in `src/` (outside tests and comments) is an arrow from
 //! its file to the module file it names. No circle of arrows, and dependencies point one
 //! way down the layers of `layer`: main → http → signalling → session → gateway, tls,
-//! upload → media, metrics → registry, cluster, events, access → config, stream → name,
-//! blocking, hls, hook_signature.
+//! upload → media, metrics → registry, cluster, events, access, net, ice_servers → config,
+//! stream → name, blocking, hls, hook_signature.
 //! The tools (the test publisher, the benchmark, the test kit) are crates of their own,
 //! outside the gateway's package.
 
@@ -163,7 +163,7 @@ fn layer(module: &str) -> usize {
         &["session"],
         &["gateway", "tls", "upload"],
         &["media", "metrics"],
-        &["registry", "cluster", "events", "access"],
+        &["registry", "cluster", "events", "access", "net", "ice_servers"],
         &["config", "stream"],
         &["name", "blocking", "hls", "hook_signature", ""],
     ];

@@ -403,3 +403,63 @@ fn shaka_player_plays_low_latency_hls_chromium() {
 fn shaka_player_plays_low_latency_hls_firefox() {
     shaka_player_plays_low_latency_hls(BrowserKind::Firefox);
 }
+
+/// The page builds its peer connection with the ICE servers the gateway gives: from the
+/// `welcome` message where publishing needs no token, from `/api/ice-servers` with the
+/// token where it needs one (the welcome then has no TURN credentials). The servers are
+/// a socket on loopback that never answers: host candidates carry the media.
+fn publish_page_takes_its_ice_servers_from_the_gateway(kind: BrowserKind) {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let (stun, turn) = (format!("stun:{address}"), format!("turn:{address}"));
+    let configuration = "window.publisherConnection.getConfiguration().iceServers";
+    for token in [None, Some("page-token")] {
+        let auth = token.map_or(String::new(), |t| {
+            format!("[auth]\npublish_token = \"{t}\"\n")
+        });
+        let gateway = TestGateway::start(&format!(
+            "{auth}[webrtc]\nice_servers = [\"{stun}\", \"{turn}\"]\nturn_secret = \"north-wind\""
+        ));
+        let mut browser = Browser::start(kind);
+        let query = token.map_or(String::new(), |t| format!("&token={t}"));
+        browser.open(&gateway.url(&format!("/publish.html?stream=iced&autostart=1{query}")));
+        let state = browser.wait_for(STATE, &json!("live"), Duration::from_secs(30));
+        assert_eq!(state, json!("live"), "{token:?}: {}", browser.eval(REASON));
+        let servers = browser.eval(configuration);
+        let servers = servers.as_array().unwrap();
+        assert_eq!(servers.len(), 2, "{token:?}: {servers:?}");
+        assert_eq!(servers[0]["urls"], json!([stun]));
+        assert_eq!(servers[1]["urls"], json!([turn]));
+        let username = servers[1]["username"].as_str().unwrap();
+        assert!(username.ends_with(":iced"), "{username}");
+        assert_eq!(
+            servers[1]["credential"].as_str().unwrap(),
+            common::turn_rest_credential("north-wind", username)
+        );
+        // The page shows which candidates carry the media.
+        let path = browser.wait_for(
+            "document.getElementById('stat-path').dataset.local ?? null",
+            &json!("host"),
+            Duration::from_secs(10),
+        );
+        assert_eq!(path, json!("host"));
+        let shown = browser.eval("document.getElementById('stat-path').textContent");
+        // The remote side is the gateway's host candidate, or one learned from its checks
+        // (Firefox may see those first: peer-reflexive).
+        let shown = shown.as_str().unwrap();
+        assert!(
+            shown.contains("host udp → host udp") || shown.contains("host udp → prflx udp"),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn the_publish_page_takes_its_ice_servers_from_the_gateway_chromium() {
+    publish_page_takes_its_ice_servers_from_the_gateway(BrowserKind::Chromium);
+}
+
+#[test]
+fn the_publish_page_takes_its_ice_servers_from_the_gateway_firefox() {
+    publish_page_takes_its_ice_servers_from_the_gateway(BrowserKind::Firefox);
+}

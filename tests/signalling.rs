@@ -231,20 +231,134 @@ fn a_publisher_that_never_connects_is_given_up() {
 }
 
 #[test]
-fn ice_uses_the_configured_udp_port_range() {
-    let gateway = TestGateway::start("[webrtc]\nudp_port_min = 41000\nudp_port_max = 41009");
+fn every_candidate_names_the_one_udp_port_or_the_tcp_ports() {
+    let (udp, tcp) = (common::free_udp_range(1), common::free_tcp_port());
+    let gateway = TestGateway::start(&format!("[webrtc]\nudp_port = {udp}\ntcp_port = {tcp}"));
     let mut ws = Signalling::connect(&gateway);
-    ws.send(&publish("ranged"));
+    ws.send(&publish("one-port"));
     let answer = ws.receive();
     let sdp = answer["sdp"].as_str().unwrap();
-    let ports: Vec<u16> = sdp
+    let candidates: Vec<Vec<&str>> = sdp
         .lines()
         .filter(|l| l.starts_with("a=candidate:"))
-        .filter_map(|l| l.split_whitespace().nth(5)?.parse().ok())
+        .map(|l| l.split_whitespace().collect())
         .collect();
-    assert!(!ports.is_empty(), "{sdp}");
-    assert!(
-        ports.iter().all(|p| (41000..=41009).contains(p)),
-        "{ports:?}"
+    let port = |c: &Vec<&str>| c[5].parse::<u16>().unwrap();
+    let udp_ports: Vec<u16> = candidates
+        .iter()
+        .filter(|c| c[2].eq_ignore_ascii_case("udp"))
+        .map(port)
+        .collect();
+    assert!(!udp_ports.is_empty(), "{sdp}");
+    assert!(udp_ports.iter().all(|p| *p == udp), "{sdp}");
+    let mut tcp_ports: Vec<u16> = candidates
+        .iter()
+        .filter(|c| c[2].eq_ignore_ascii_case("tcp"))
+        .map(port)
+        .collect();
+    // Each media section lists the same candidates.
+    tcp_ports.sort();
+    tcp_ports.dedup();
+    let mut expected = vec![tcp, gateway.port];
+    expected.sort();
+    assert_eq!(
+        tcp_ports, expected,
+        "passive candidates only, on both ports: {sdp}"
     );
+    assert!(!sdp.contains("tcptype active"), "{sdp}");
+}
+
+/// Checks minted TURN credentials for `stream`: the expiry 12 hours ahead, the
+/// credential as openssl makes it.
+fn assert_minted(server: &Value, stream: &str, secret: &str) {
+    let username = server["username"].as_str().expect("a username");
+    let (expiry, who) = username.split_once(':').expect("EXPIRY:STREAM");
+    assert_eq!(who, stream);
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ahead = expiry.saturating_sub(now);
+    assert!((12 * 3600 - 60..=12 * 3600).contains(&ahead), "{ahead}");
+    assert_eq!(
+        server["credential"].as_str().unwrap(),
+        common::turn_rest_credential(secret, username)
+    );
+}
+
+#[test]
+fn the_welcome_gives_the_ice_servers_before_the_offer() {
+    let webrtc = "[webrtc]\nice_servers = [\"stun:127.0.0.1:9\", \"turn:127.0.0.1:9?transport=udp\"]\n\
+                  turn_secret = \"north-wind\"";
+    let gateway = TestGateway::start(webrtc);
+    // Publishing needs no token: TURN with credentials minted for the stream the URL names.
+    let mut ws = Signalling::connect_to(&format!("{}?stream=cam1", gateway.ws_url()));
+    let servers = ws.welcome["ice_servers"].as_array().unwrap().clone();
+    assert_eq!(servers.len(), 2, "{}", ws.welcome);
+    assert_eq!(servers[0], json!({"urls": ["stun:127.0.0.1:9"]}));
+    assert_eq!(
+        servers[1]["urls"],
+        json!(["turn:127.0.0.1:9?transport=udp"])
+    );
+    assert_minted(&servers[1], "cam1", "north-wind");
+    // The welcome changes nothing else: a publish is answered as before.
+    ws.send(&publish("cam1"));
+    assert_eq!(ws.receive()["type"], "answer");
+    // A socket that names no stream gets credentials for "publisher".
+    let unnamed = Signalling::connect(&gateway);
+    assert_minted(
+        &unnamed.welcome["ice_servers"][1],
+        "publisher",
+        "north-wind",
+    );
+    // And the API says the same without a token.
+    let (status, body) = gateway.get_json("/api/ice-servers?stream=cam2");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0], json!({"urls": ["stun:127.0.0.1:9"]}));
+    assert_minted(&body[1], "cam2", "north-wind");
+    for bad in ["/api/ice-servers?stream=..%2Fx", "/api/ice-servers"] {
+        let (status, body) = gateway.get_json(bad);
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &json!("bad-stream-name")),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn with_a_publish_token_turn_credentials_need_it() {
+    let gateway = TestGateway::start(
+        "[auth]\npublish_token = \"s3cret\"\n\
+         [webrtc]\nice_servers = [\"stun:127.0.0.1:9\", \"turn:127.0.0.1:9\"]\n\
+         turn_secret = \"north-wind\"",
+    );
+    // The welcome has no TURN: the page asks the API with its token.
+    let ws = Signalling::connect_to(&format!("{}?stream=cam1", gateway.ws_url()));
+    assert_eq!(
+        ws.welcome,
+        json!({"type": "welcome", "ice_servers": [{"urls": ["stun:127.0.0.1:9"]}]})
+    );
+    for path in [
+        "/api/ice-servers?stream=cam1",
+        "/api/ice-servers?stream=cam1&token=guess",
+    ] {
+        let (status, body) = gateway.get_json(path);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(body["message"], "publishing needs a valid token");
+    }
+    let (status, body) = gateway.get_json("/api/ice-servers?stream=cam1&token=s3cret");
+    assert_eq!(status, 200, "{body}");
+    assert_minted(&body[1], "cam1", "north-wind");
+    let bearer = common::client()
+        .get(gateway.url("/api/ice-servers?stream=cam3"))
+        .bearer_auth("s3cret")
+        .send()
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+    let body: Value = bearer.json().unwrap();
+    assert_minted(&body[1], "cam3", "north-wind");
+    assert!(!gateway.log().contains("north-wind"));
 }

@@ -280,3 +280,71 @@ fn whip_tokens_and_preflight() {
         assert!(!log.contains(secret), "{secret} in the log");
     }
 }
+
+#[test]
+fn link_headers_carry_turn_credentials_minted_for_the_publisher() {
+    let gateway = TestGateway::start(
+        "[auth]\npublish_token = \"whip-token\"\n\
+         [webrtc]\nice_servers = [\"stun:127.0.0.1:9\", \"turn:127.0.0.1:9?transport=udp\"]\n\
+         turn_secret = \"north-wind\"",
+    );
+    let created = post(
+        &gateway,
+        "cam4",
+        "application/sdp",
+        Some("whip-token"),
+        &offer(),
+    );
+    assert_eq!(created.status(), 201);
+    let links: Vec<&str> = created
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(links[0], "<stun:127.0.0.1:9>; rel=\"ice-server\"");
+    let turn = links[1];
+    let field = |name: &str| {
+        turn.split(&format!("; {name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no {name} in {turn}"))
+            .to_string()
+    };
+    assert!(
+        turn.starts_with("<turn:127.0.0.1:9?transport=udp>; rel=\"ice-server\""),
+        "{turn}"
+    );
+    let username = field("username");
+    let (expiry, stream) = username.split_once(':').unwrap();
+    assert_eq!(stream, "cam4");
+    let expiry: u64 = expiry.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        expiry > now + 11 * 3600 && expiry <= now + 12 * 3600,
+        "{expiry}"
+    );
+    assert_eq!(
+        field("credential"),
+        common::turn_rest_credential("north-wind", &username)
+    );
+    assert_eq!(field("credential-type"), "password");
+
+    // Discovery needs no token, and gives no TURN credentials where publishing needs one.
+    let preflight = Client::new()
+        .request(reqwest::Method::OPTIONS, gateway.url("/whip/cam4"))
+        .send()
+        .unwrap();
+    let links: Vec<&str> = preflight
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(links, vec!["<stun:127.0.0.1:9>; rel=\"ice-server\""]);
+    assert!(!gateway.log().contains("north-wind"));
+}

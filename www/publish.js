@@ -1,6 +1,7 @@
 // The publisher page: pick a camera and microphone (or the screen), publish them to the
-// gateway over its WebSocket signalling, show the gateway's state and the outgoing
-// statistics, and reconnect with backoff when the connection drops.
+// gateway over its WebSocket signalling with the ICE servers it gives (its `welcome`, or
+// /api/ice-servers with the token), show the gateway's state, the outgoing statistics
+// and the path the media takes, and reconnect with backoff when the connection drops.
 // ?stream=NAME&autostart=1 publishes the default devices at once; &h264=1 prefers H.264.
 "use strict";
 
@@ -108,21 +109,72 @@ function preferH264(transceiver) {
   $("codec-note").textContent = "";
 }
 
-// One attempt to publish `media`: a peer connection and a signalling socket.
+// How long the page waits for the gateway's `welcome` (a gateway without one: none).
+const WELCOME_WAIT_MS = 3000;
+
+// Opens the signalling socket and waits for its `welcome`: the socket and the ICE
+// servers it gave (none from a gateway that sends no welcome).
+function openSocket(stream) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${scheme}//${location.host}/ws?stream=${encodeURIComponent(stream)}`);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve({ ws, iceServers: [] }), WELCOME_WAIT_MS);
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type !== "welcome") return;
+      clearTimeout(timer);
+      resolve({ ws, iceServers: message.ice_servers || [] });
+    };
+    ws.onclose = () => {
+      clearTimeout(timer);
+      reject(new Error("the connection to the gateway closed"));
+    };
+  });
+}
+
+// The ICE servers for a publisher with a token: the welcome gives TURN credentials only
+// where publishing needs none, so they are asked of the API with the token. On any
+// failure the welcome's list stays (the publish itself then says what is wrong).
+async function iceServersWithToken(stream, token, fallback) {
+  try {
+    const response = await fetch(`/api/ice-servers?stream=${encodeURIComponent(stream)}`,
+      { headers: { Authorization: `Bearer ${token}` } });
+    if (response.ok) return await response.json();
+  } catch (e) {
+    // The welcome's list.
+  }
+  return fallback;
+}
+
+// One attempt to publish `media`: a signalling socket, then a peer connection with the
+// ICE servers the gateway gave, then the offer.
 async function connect() {
   const stream = $("stream").value.trim();
   const token = $("token").value;
   setState("connecting", attempt > 0 ? `attempt ${attempt + 1}` : "");
-  const pc = new RTCPeerConnection();
+  const current = { pc: null, ws: null, timer: null, lastStats: null, transport: null };
+  session = current;
+  const { ws, iceServers: welcomed } = await openSocket(stream);
+  current.ws = ws;
+  if (session !== current) {
+    ws.close();
+    return;
+  }
+  const iceServers = token ? await iceServersWithToken(stream, token, welcomed) : welcomed;
+  if (ws.readyState !== WebSocket.OPEN) throw new Error("the connection to the gateway closed");
+  const pc = new RTCPeerConnection({ iceServers });
+  current.pc = pc;
+  // For tests and for a look from the console.
+  window.publisherConnection = pc;
   for (const track of media.getTracks()) {
     const transceiver = pc.addTransceiver(track, { direction: "sendonly", streams: [media] });
     if (track.kind === "video" && $("prefer-h264").checked) preferH264(transceiver);
   }
-  const current = { pc, ws: null, timer: null, lastStats: null };
-  session = current;
   const queued = [];
   let published = false;
-  const send = (message) => current.ws.send(JSON.stringify(message));
+  const send = (message) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  };
 
   pc.onicecandidate = (event) => {
     const message = event.candidate
@@ -134,19 +186,7 @@ async function connect() {
   pc.onconnectionstatechange = () => {
     if (session === current && pc.connectionState === "failed") dropped("the connection failed");
   };
-
-  await pc.setLocalDescription(await pc.createOffer());
-  // The socket opens only once the offer is ready, so that no event is missed.
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  current.ws = new WebSocket(`${scheme}//${location.host}/ws`);
-  current.ws.onopen = () => {
-    const message = { type: "publish", stream, sdp: pc.localDescription.sdp };
-    if (token) message.token = token;
-    send(message);
-    published = true;
-    queued.splice(0).forEach(send);
-  };
-  current.ws.onmessage = async (event) => {
+  ws.onmessage = async (event) => {
     if (session !== current) return;
     const message = JSON.parse(event.data);
     switch (message.type) {
@@ -163,6 +203,7 @@ async function connect() {
         attempt = 0;
         setState("live");
         showOutputs(message.outputs);
+        showTransport(current, stream);
         break;
       case "ended":
         if (FINAL_REASONS.has(message.reason)) {
@@ -182,10 +223,44 @@ async function connect() {
         break;
     }
   };
-  current.ws.onclose = () => {
+  ws.onclose = () => {
     if (session === current) dropped("the connection to the gateway closed");
   };
+
+  await pc.setLocalDescription(await pc.createOffer());
+  if (session !== current) return;
+  const message = { type: "publish", stream, sdp: pc.localDescription.sdp };
+  if (token) message.token = token;
+  send(message);
+  published = true;
+  queued.splice(0).forEach(send);
   current.timer = setInterval(() => showStats(current), 1000);
+}
+
+// The path the gateway says the media takes (the stream object's `transport`: udp, tcp,
+// tcp-http or relay), asked once the stream is live and again every 10 s.
+async function showTransport(current, stream) {
+  if (session !== current) return;
+  try {
+    const response = await fetch(`/api/streams/${encodeURIComponent(stream)}`);
+    if (response.ok) {
+      const object = await response.json();
+      current.transport = object.transport ?? null;
+    }
+  } catch (e) {
+    // Shown again at the next try.
+  }
+  showPath(current);
+  setTimeout(() => showTransport(current, stream), 10000);
+}
+
+// What the selected candidate pair says ("relay udp → host tcp"), and the gateway's word.
+function showPath(current) {
+  const parts = [];
+  if (current.transport) parts.push(`gateway: ${current.transport}`);
+  if (current.pair) parts.push(current.pair);
+  $("stat-path").textContent = parts.length ? parts.join("; ") : "–";
+  $("stat-path").dataset.transport = current.transport ?? "";
 }
 
 function closeSession(unpublish) {
@@ -197,7 +272,7 @@ function closeSession(unpublish) {
     if (unpublish && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "unpublish" }));
     setTimeout(() => ws.close(), unpublish ? 300 : 0);
   }
-  pc.close();
+  if (pc) pc.close();
 }
 
 // The connection dropped while the person still wants to publish: try again, later.
@@ -225,17 +300,33 @@ function finish(state, reason) {
 }
 
 async function showStats(current) {
+  if (!current.pc) return;
   const report = await current.pc.getStats();
   let video = null;
   let remote = null;
   let pair = null;
+  let selected = null;
   const codecs = new Map();
   report.forEach((s) => {
     if (s.type === "codec") codecs.set(s.id, s.mimeType);
     if (s.type === "outbound-rtp" && s.kind === "video") video = s;
     if (s.type === "remote-inbound-rtp" && s.kind === "video") remote = s;
     if (s.type === "candidate-pair" && s.nominated) pair = s;
+    if (s.type === "transport" && s.selectedCandidatePairId) selected = s.selectedCandidatePairId;
   });
+  // The pair that carries the media: the transport's selected one, else the nominated.
+  const carrying = (selected && report.get(selected)) || pair;
+  if (carrying) {
+    const local = report.get(carrying.localCandidateId);
+    const remote = report.get(carrying.remoteCandidateId);
+    if (local && remote) {
+      const relay = local.candidateType === "relay" && local.relayProtocol ? ` via ${local.relayProtocol}` : "";
+      current.pair = `${local.candidateType} ${local.protocol}${relay} → ${remote.candidateType} ${remote.protocol}`;
+      $("stat-path").dataset.local = local.candidateType;
+      $("stat-path").dataset.remote = remote.candidateType;
+    }
+  }
+  showPath(current);
   if (!video) return;
   const last = current.lastStats;
   if (last) {
@@ -262,7 +353,7 @@ async function start() {
   $("preview").srcObject = media;
   startMeter(media);
   listDevices().catch(() => {});
-  await connect();
+  await connect().catch((e) => dropped(e.message));
 }
 
 $("form").addEventListener("submit", (event) => {

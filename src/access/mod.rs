@@ -209,6 +209,15 @@ impl Access {
         }
     }
 
+    /// Whether publishing `stream` (`None`: a stream not named yet) needs a token: a
+    /// publish token, a JWT or a hook is configured, or the stream has a token of its own.
+    pub fn publish_needs_token(&self, stream: Option<&StreamName>) -> bool {
+        !self.auth.publish_token.is_empty()
+            || self.jwt.is_some()
+            || !self.hooks.publish_url.is_empty()
+            || stream.is_some_and(|stream| self.auth.streams.iter().any(|s| s.name == *stream))
+    }
+
     /// Whether `caller` may read `path` of `stream` (`None`: every stream's, as the
     /// list of recordings).
     pub async fn read(
@@ -355,5 +364,27 @@ mod tests {
         assert!(may_publish(&a, "other", Some("global")).await);
         assert!(may_publish(&a, "cam1", Some("global")).await);
         assert!(may_publish(&a, "cam1", Some("cam1-secret")).await);
+    }
+
+    #[test]
+    fn whether_publishing_needs_a_token() {
+        let name = |text: &str| StreamName::new(text).unwrap();
+        let mut auth = AuthConfig::default();
+        assert!(!access(auth.clone()).publish_needs_token(None));
+        auth.streams.push(StreamTokenConfig {
+            name: name("cam1"),
+            token: "cam1-secret".into(),
+        });
+        let a = access(auth.clone());
+        assert!(a.publish_needs_token(Some(&name("cam1"))));
+        assert!(!a.publish_needs_token(Some(&name("other"))));
+        assert!(!a.publish_needs_token(None));
+        auth.publish_token = "global".into();
+        assert!(access(auth.clone()).publish_needs_token(None));
+        let jwt = AuthConfig {
+            jwt_secret: "k".into(),
+            ..AuthConfig::default()
+        };
+        assert!(access(jwt).publish_needs_token(Some(&name("other"))));
     }
 }

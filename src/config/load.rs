@@ -309,22 +309,8 @@ impl Config {
                 );
             }
         }
-        let (min, max) = (self.webrtc.udp_port_min, self.webrtc.udp_port_max);
-        p.range("webrtc.udp_port_min", min, 0, 65535);
-        p.range("webrtc.udp_port_max", max, 0, 65535);
-        if (min == 0) != (max == 0) {
-            p.push(
-                "webrtc.udp_port_max",
-                format!(
-                    "webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got {min} and {max}"
-                ),
-            );
-        } else if min > max {
-            p.push(
-                "webrtc.udp_port_max",
-                format!("must not be below webrtc.udp_port_min ({min}), got {max}"),
-            );
-        }
+        p.range("webrtc.udp_port", self.webrtc.udp_port, 0, 65535);
+        p.range("webrtc.tcp_port", self.webrtc.tcp_port, 0, 65535);
         p.range("limits.max_publishers", self.limits.max_publishers, 1, 1000);
         p.range(
             "limits.max_message_bytes",
@@ -366,6 +352,15 @@ impl Config {
         if hooked.iter().any(|url| !url.is_empty()) && hooks.secret.is_empty() {
             warnings.push(
                 "hooks.secret: empty while a hook is set: its requests are signed with an                  empty key, so the hook cannot tell them from anyone else's"
+                    .to_string(),
+            );
+        }
+        let webrtc = &self.webrtc;
+        let turn = |url: &String| url.starts_with("turn:") || url.starts_with("turns:");
+        if !webrtc.turn_secret.is_empty() && !webrtc.ice_servers.iter().any(turn) {
+            warnings.push(
+                "webrtc.turn_secret: set while webrtc.ice_servers has no turn: or turns: URL, \
+                 so no publisher is given a TURN server"
                     .to_string(),
             );
         }
@@ -422,6 +417,18 @@ impl Problems {
     }
 }
 
+/// Keys that earlier versions had, with what to set instead.
+const REMOVED: &[(&str, &str)] = &[
+    (
+        "webrtc.udp_port_min",
+        "every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
+    ),
+    (
+        "webrtc.udp_port_max",
+        "every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
+    ),
+];
+
 /// Reports every key of `value` that the default configuration does not have.
 fn unknown_keys(value: &toml::Table, schema: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (key, item) in value {
@@ -431,7 +438,10 @@ fn unknown_keys(value: &toml::Table, schema: &toml::Table, prefix: &str, out: &m
             format!("{prefix}.{key}")
         };
         match (schema.get(key), item) {
-            (None, _) => out.push(format!("{path}: unknown key")),
+            (None, _) => match REMOVED.iter().find(|(key, _)| *key == path) {
+                Some((_, instead)) => out.push(format!("{path}: removed; {instead}")),
+                None => out.push(format!("{path}: unknown key")),
+            },
             (Some(toml::Value::Table(inner)), toml::Value::Table(given)) => {
                 unknown_keys(given, inner, &path, out)
             }
@@ -520,9 +530,18 @@ mod tests {
                 ],
             ),
             (
-                "[webrtc]\nudp_port_min = 5000",
+                "[webrtc]\nudp_port = 70000",
+                &["webrtc.udp_port: must be between 0 and 65535, got 70000"],
+            ),
+            (
+                "[webrtc]\ntcp_port = 70000",
+                &["webrtc.tcp_port: must be between 0 and 65535, got 70000"],
+            ),
+            (
+                "[webrtc]\nudp_port_min = 50000\nudp_port_max = 50100",
                 &[
-                    "webrtc.udp_port_max: webrtc.udp_port_min and webrtc.udp_port_max must both be 0 or both be set, got 5000 and 0",
+                    "webrtc.udp_port_max: removed; every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
+                    "webrtc.udp_port_min: removed; every publisher now shares one UDP port: set webrtc.udp_port (0: a port per publisher)",
                 ],
             ),
             (
@@ -628,6 +647,21 @@ mod tests {
         assert!(warnings[0].starts_with("hooks.secret: empty while a hook is set"));
         let signed = format!("{hooked}\nsecret = \"s\"");
         assert!(Config::parse(&signed).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn a_turn_secret_without_a_turn_url_is_warned_of() {
+        let secret = "[webrtc]\nturn_secret = \"s\"\nice_servers = [\"stun:127.0.0.1:3478\"]";
+        assert_eq!(
+            Config::parse(secret).unwrap().warnings(),
+            vec![
+                "webrtc.turn_secret: set while webrtc.ice_servers has no turn: or turns: URL, \
+                 so no publisher is given a TURN server"
+                    .to_string()
+            ]
+        );
+        let turn = "[webrtc]\nturn_secret = \"s\"\nice_servers = [\"turn:127.0.0.1:3478\"]";
+        assert!(Config::parse(turn).unwrap().warnings().is_empty());
     }
 
     #[test]

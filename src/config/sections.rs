@@ -188,10 +188,20 @@ pub struct WebrtcConfig {
     pub ice_username: String,
     /// Credential for TURN servers in `ice_servers`.
     pub ice_credential: String,
+    /// When set, publishers get the TURN URLs of `ice_servers` with short-lived
+    /// credentials made from this secret (the TURN REST scheme of coturn's
+    /// `use-auth-secret`) instead of `ice_username` and `ice_credential`.
+    pub turn_secret: String,
     #[serde(deserialize_with = "ip_addresses")]
     pub nat_1to1_ips: Vec<IpAddr>,
-    pub udp_port_min: u32,
-    pub udp_port_max: u32,
+    /// Every publisher's ICE, DTLS and SRTP over UDP on this one port; 0: an ephemeral
+    /// port per publisher.
+    pub udp_port: u32,
+    /// ICE over TCP (passive candidates, RFC 4571 framing) on this one port; 0: off.
+    pub tcp_port: u32,
+    /// The HTTP(S) listener also takes ICE over TCP: a connection whose first bytes are a
+    /// framed STUN message goes to the publisher it names.
+    pub ice_on_http: bool,
     /// Local address the ICE agent binds; `0.0.0.0` (or empty: none) means every
     /// non-loopback interface.
     #[serde(
@@ -209,9 +219,11 @@ impl Default for WebrtcConfig {
             ice_servers: Vec::new(),
             ice_username: String::new(),
             ice_credential: String::new(),
+            turn_secret: String::new(),
             nat_1to1_ips: Vec::new(),
-            udp_port_min: 0,
-            udp_port_max: 0,
+            udp_port: 8189,
+            tcp_port: 8189,
+            ice_on_http: true,
             bind_address: None,
             media_timeout_s: 10,
         }

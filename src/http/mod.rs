@@ -13,6 +13,8 @@
 //!   recording not here asked of the others;
 //! - `placement`: a publisher that reaches a full node placed on the node with most
 //!   room;
+//! - `ice_servers`: `/api/ice-servers`, a publisher's ICE servers (TURN credentials
+//!   minted for it) behind the publish token;
 //! - `serve`: the accept loop, bounded in connections and time, HTTP and HTTPS.
 //!
 //! Handlers only translate between HTTP and `signalling` or `session`; nothing imports
@@ -23,6 +25,7 @@ mod control;
 mod error;
 mod forward;
 mod gather;
+mod ice_servers;
 mod media_files;
 mod placement;
 mod router;

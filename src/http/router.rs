@@ -125,6 +125,7 @@ pub fn router(sessions: Arc<Sessions>) -> Router {
         .route("/api/streams/{name}", get(control::get_stream))
         .route("/metrics", get(control::render_metrics))
         .route("/hls.js", get(media_files::hls_js))
+        .route("/api/ice-servers", get(super::ice_servers::list))
         .merge(control)
         .merge(media)
         .merge(whip)

@@ -1,6 +1,8 @@
 //! The accept loop, for HTTP and HTTPS alike: at most `limits.max_connections` open
 //! connections (more are closed at once), a TLS handshake and a request's headers within
-//! `http.request_timeout_s`, HTTP/1.1 with upgrades (WebSocket) and HTTP/2.
+//! `http.request_timeout_s`, HTTP/1.1 with upgrades (WebSocket) and HTTP/2. A connection
+//! whose first bytes are framed STUN is ICE over TCP (`webrtc.ice_on_http`) and goes to
+//! the gateway's mux.
 
 use crate::gateway::Gateway;
 use axum::Router;
@@ -63,6 +65,20 @@ pub async fn serve(
         tokio::spawn(async move {
             let _open = gateway.metrics.connection_opened();
             let _permit = permit;
+            // ICE over TCP on this port (`webrtc.ice_on_http`): told by its first bytes,
+            // which stay in the stream for HTTP and TLS.
+            if gateway.net.takes_ice_on_http() {
+                let mut first = [0u8; 1];
+                let sent = tokio::time::timeout(limits.request_timeout, stream.peek(&mut first));
+                if !matches!(sent.await, Ok(Ok(n)) if n > 0) {
+                    return;
+                }
+                match gateway.net.is_ice(&stream).await {
+                    Some(true) => return gateway.net.take_from_http(stream, peer).await,
+                    Some(false) => {}
+                    None => return,
+                }
+            }
             // Handlers (the hooks) learn the client's address from this extension.
             let service = TowerToHyperService::new(AddExtension::new(app, ConnectInfo(peer)));
             let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -6,6 +6,8 @@ use super::error::{ApiError, stream_name};
 use super::state::AppState;
 use crate::access::Caller;
 use crate::gateway::Gateway;
+use crate::ice_servers::{self, Turn};
+use crate::name::StreamName;
 use crate::signalling::problem::Refusal;
 use crate::signalling::whip::{self, Whip};
 use axum::body::Bytes;
@@ -14,14 +16,30 @@ use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 fn body_text(body: &Bytes) -> Result<String, ApiError> {
     String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::new(Refusal::BadSdp, "the body is not UTF-8 text"))
 }
 
-fn with_ice_servers(gateway: &Gateway, headers: &mut HeaderMap) {
-    for link in whip::ice_server_links(&gateway.config.webrtc) {
+/// The ICE servers as `Link` headers (RFC 9725 section 4.6), for a publisher of
+/// `stream`: TURN servers (with credentials minted for it) once it has shown that it may
+/// publish, or where publishing needs no token.
+fn with_ice_servers(
+    gateway: &Gateway,
+    stream: Option<&StreamName>,
+    authorized: bool,
+    headers: &mut HeaderMap,
+) {
+    let turn = if authorized || !gateway.access.publish_needs_token(stream) {
+        Turn::Given
+    } else {
+        Turn::Withheld
+    };
+    let who = stream.map_or("publisher", StreamName::as_str);
+    let servers = ice_servers::for_publisher(&gateway.config.webrtc, who, turn, SystemTime::now());
+    for link in ice_servers::links(&servers) {
         if let Ok(value) = HeaderValue::from_str(&link) {
             headers.append(header::LINK, value);
         }
@@ -68,7 +86,7 @@ pub async fn create(
         created.answer,
     )
         .into_response();
-    with_ice_servers(&state.gateway, response.headers_mut());
+    with_ice_servers(&state.gateway, Some(&name), true, response.headers_mut());
     Ok(response)
 }
 
@@ -105,8 +123,15 @@ pub async fn delete(
     Ok(StatusCode::OK.into_response())
 }
 
-/// CORS preflight and ICE server discovery; needs no token.
-pub async fn options(State(gateway): State<Arc<Gateway>>) -> Response {
+/// CORS preflight and ICE server discovery; needs no token (and gets no TURN
+/// credentials where publishing needs one).
+pub async fn options(State(gateway): State<Arc<Gateway>>, uri: Uri) -> Response {
+    let stream = uri
+        .path()
+        .trim_start_matches("/whip/")
+        .split('/')
+        .next()
+        .and_then(|name| StreamName::new(name).ok());
     let mut response = (
         StatusCode::NO_CONTENT,
         [
@@ -122,6 +147,6 @@ pub async fn options(State(gateway): State<Arc<Gateway>>) -> Response {
         ],
     )
         .into_response();
-    with_ice_servers(&gateway, response.headers_mut());
+    with_ice_servers(&gateway, stream.as_ref(), false, response.headers_mut());
     response
 }

@@ -5,6 +5,9 @@
 use super::offer::OfferPlan;
 use crate::config::WebrtcConfig;
 use crate::media::{MediaInput, VideoCodec};
+use crate::net::{CandidatePorts, PeerSockets, TcpVia, rewrite_candidate, rewrite_sdp};
+use crate::stream::MediaPath;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -14,7 +17,8 @@ use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::shared::marshal::Marshal;
-use std::net::IpAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,8 +30,10 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-/// Longest wait for local candidates before the answer is sent anyway (later ones trickle).
-const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for local candidates before the answer is sent anyway: later ones trickle
+/// (WebSocket) or are left out (WHIP). Host candidates come at once; a STUN server that
+/// does not answer within this never delays a publish.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often missing packets are asked for again (RFC 4585 NACK). A retransmission comes
 /// back after a round trip; the jitter buffer (`transcode.jitter_buffer_ms`, 200 ms by
@@ -95,12 +101,14 @@ pub enum NegotiationError {
     /// This server could not build a peer connection.
     #[error("the peer connection cannot be set up: {0}")]
     Setup(webrtc::error::Error),
-    #[error("no UDP port free between {0} and {1}")]
-    NoPort(u32, u32),
 }
 
 pub struct Peer {
     connection: Arc<dyn PeerConnection>,
+    /// Its place in the shared sockets (none with `webrtc.udp_port = 0`).
+    sockets: Option<PeerSockets>,
+    /// The publisher's relay candidates (TURN): media from one of these is relayed.
+    relays: std::sync::Mutex<HashSet<SocketAddr>>,
     events: mpsc::Sender<PeerEvent>,
     video: Option<(Arc<dyn TrackRemote>, u32)>,
     /// Video frames received (RTP packets with the marker bit).
@@ -120,20 +128,32 @@ pub struct InboundTotals {
 
 impl Peer {
     /// Builds a peer connection for `plan`, applies the offer and returns the complete answer.
+    /// `sockets`: the publisher's place in the shared sockets, if the gateway has them.
     pub async fn negotiate(
         config: &WebrtcConfig,
+        sockets: Option<PeerSockets>,
         plan: &OfferPlan,
         offer: &str,
     ) -> Result<(Peer, mpsc::Receiver<PeerEvent>, String), NegotiationError> {
         let (events, receiver) = mpsc::channel(256);
         let (gathered_tx, mut gathered) = mpsc::channel(1);
+        let ports = match &sockets {
+            Some(sockets) => sockets.ports(),
+            None => CandidatePorts {
+                nat_ips: config.nat_1to1_ips.clone(),
+                ..CandidatePorts::default()
+            },
+        };
         let handler = Arc::new(Handler {
             events: events.clone(),
             gathered: gathered_tx,
+            ports: ports.clone(),
         });
-        let connection = build(config, plan, handler).await?;
+        let connection = build(config, sockets.as_ref(), plan, handler).await?;
         let peer = Peer {
             connection,
+            sockets,
+            relays: std::sync::Mutex::new(relay_addresses(offer.lines())),
             events,
             video: None,
             frames_in: Arc::default(),
@@ -141,7 +161,7 @@ impl Peer {
         };
         let answer = peer.answer(plan, offer, &mut gathered).await;
         match answer {
-            Ok(answer) => Ok((peer, receiver, answer)),
+            Ok(answer) => Ok((peer, receiver, rewrite_sdp(&answer, &ports))),
             Err(e) => {
                 peer.close().await;
                 Err(e)
@@ -201,6 +221,11 @@ impl Peer {
     }
 
     pub async fn add_candidate(&self, candidate: RTCIceCandidateInit) {
+        let relays = relay_addresses(std::iter::once(candidate.candidate.as_str()));
+        self.relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(relays);
         if let Err(e) = self.connection.add_ice_candidate(candidate).await {
             tracing::warn!("ignoring a remote candidate: {e}");
         }
@@ -279,74 +304,154 @@ impl Peer {
         totals
     }
 
+    /// Which path carries the media: the selected candidate pair's, once there is one.
+    pub async fn media_path(&self) -> Option<MediaPath> {
+        let report = self
+            .connection
+            .get_stats(
+                std::time::Instant::now(),
+                rtc::statistics::StatsSelector::None,
+            )
+            .await;
+        use rtc::statistics::report::RTCStatsReportEntry as Entry;
+        let selected = report.iter().find_map(|entry| match entry {
+            Entry::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
+                Some(t.selected_candidate_pair_id.clone())
+            }
+            _ => None,
+        });
+        let pair = report.iter().find_map(|entry| match entry {
+            Entry::IceCandidatePair(pair)
+                if selected.as_ref() == Some(&pair.stats.id)
+                    || (selected.is_none() && pair.nominated) =>
+            {
+                Some(pair)
+            }
+            _ => None,
+        })?;
+        // Candidate entries are named after the pair's candidate ids.
+        let local = report.iter().find_map(|entry| match entry {
+            Entry::LocalCandidate(c) if c.stats.id.ends_with(&pair.local_candidate_id) => Some(c),
+            _ => None,
+        })?;
+        let remote = report.iter().find_map(|entry| match entry {
+            Entry::RemoteCandidate(c) if c.stats.id.ends_with(&pair.remote_candidate_id) => Some(c),
+            _ => None,
+        });
+        let relayed = remote.is_some_and(|r| r.candidate_type == RTCIceCandidateType::Relay)
+            || self.sockets.as_ref().is_some_and(|sockets| {
+                sockets.media_from().is_some_and(|from| {
+                    let relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+                    relays.contains(&from)
+                })
+            });
+        if relayed {
+            return Some(MediaPath::Relay);
+        }
+        if !local.protocol.eq_ignore_ascii_case("tcp") {
+            return Some(MediaPath::Udp);
+        }
+        let via = self.sockets.as_ref().and_then(PeerSockets::last_tcp_via);
+        Some(match via {
+            Some(TcpVia::Http) => MediaPath::TcpHttp,
+            _ => MediaPath::Tcp,
+        })
+    }
+
     pub async fn close(&self) {
         if let Err(e) = self.connection.close().await {
             tracing::debug!("closing the peer connection: {e}");
+        }
+        if let Some(sockets) = &self.sockets {
+            sockets.forget();
         }
     }
 }
 
 async fn build(
     config: &WebrtcConfig,
+    sockets: Option<&PeerSockets>,
     plan: &OfferPlan,
     handler: Arc<Handler>,
 ) -> Result<Arc<dyn PeerConnection>, NegotiationError> {
     let bind_ip = config.bind_address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let nat_ips: Vec<String> = config.nat_1to1_ips.iter().map(IpAddr::to_string).collect();
-    let (min, max) = (config.udp_port_min, config.udp_port_max);
-    let ports: Vec<u32> = if min == 0 {
-        vec![0]
-    } else {
-        // Start at a random port so that concurrent sessions rarely collide.
-        let span = max - min + 1;
-        let start = rand::random_range(0..span);
-        (0..span).map(|i| min + (start + i) % span).collect()
-    };
-    let mut last_error = None;
-    for port in ports {
-        let builder = PeerConnectionBuilder::new()
-            .with_configuration(configuration(config))
-            .with_setting_engine({
-                let mut engine = SettingEngineBuilder::new()
-                    .with_ice_timeouts(
-                        Some(Duration::from_secs(2)),
-                        Some(Duration::from_secs(3)),
-                        Some(Duration::from_secs(1)),
-                    )
-                    .with_include_loopback_candidate(bind_ip.is_loopback());
-                if !config.nat_1to1_ips.is_empty() {
-                    engine = engine.with_nat_1to1_ips(nat_ips.clone(), RTCIceCandidateType::Host);
-                }
-                engine.build()
-            });
-        let mut media_engine = media_engine(plan).map_err(NegotiationError::Setup)?;
-        let registry = interceptors(&mut media_engine).map_err(NegotiationError::Setup)?;
-        let built = builder
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(vec![std::net::SocketAddr::new(bind_ip, port as u16)])
-            .build()
-            .await;
-        match built {
-            Ok(connection) => return Ok(Arc::new(connection)),
-            Err(e) => last_error = Some(e),
+    let mut engine = SettingEngineBuilder::new()
+        .with_ice_timeouts(
+            Some(Duration::from_secs(2)),
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(1)),
+        )
+        .with_include_loopback_candidate(bind_ip.is_loopback());
+    // The agent binds `IP:0` (a port the mux never uses): with the mux, each socket it
+    // binds becomes a view of the shared one, and its candidates name the shared ports.
+    let any_port = vec![SocketAddr::new(bind_ip, 0)];
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some(sockets) = sockets {
+        // The gateway chooses the username, so that the mux knows it before the
+        // publisher's first STUN request.
+        let ufrag = random_ice_text(16);
+        if !sockets.register(&ufrag) {
+            return Err(NegotiationError::Setup(webrtc::error::Error::Other(
+                "ICE username taken".into(),
+            )));
+        }
+        engine = engine
+            .with_ice_credentials(ufrag, random_ice_text(32))
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        let ports = sockets.ports();
+        builder = builder.with_runtime(sockets.runtime());
+        if ports.tcp.is_some() || ports.http.is_some() {
+            builder = builder.with_tcp_addrs(any_port.clone());
         }
     }
-    match last_error {
-        Some(e) if min == 0 => Err(NegotiationError::Setup(e)),
-        _ => Err(NegotiationError::NoPort(min, max)),
-    }
+    let mut media_engine = media_engine(plan).map_err(NegotiationError::Setup)?;
+    let registry = interceptors(&mut media_engine).map_err(NegotiationError::Setup)?;
+    let connection = builder
+        .with_configuration(configuration(config))
+        .with_setting_engine(engine.build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+        .with_udp_addrs(any_port)
+        .build()
+        .await
+        .map_err(NegotiationError::Setup)?;
+    Ok(Arc::new(connection))
 }
 
+/// The addresses of the relay candidates among `lines` (SDP lines or trickled candidates).
+fn relay_addresses<'a>(lines: impl Iterator<Item = &'a str>) -> HashSet<SocketAddr> {
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(6) != Some(&"typ") || fields.get(7) != Some(&"relay") {
+                return None;
+            }
+            Some(SocketAddr::new(
+                fields[4].parse().ok()?,
+                fields[5].parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// ICE username fragment or password characters (RFC 8445's ice-char, letters and digits).
+fn random_ice_text(len: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+/// The gateway's own agent: STUN servers only. TURN is for publishers (their networks may
+/// need it; the gateway's host candidates do not), and a TURN server that refuses the
+/// gateway must not slow a publish.
 fn configuration(config: &WebrtcConfig) -> webrtc::peer_connection::RTCConfiguration {
     let servers = config
         .ice_servers
         .iter()
+        .filter(|url| url.starts_with("stun:") || url.starts_with("stuns:"))
         .map(|url| RTCIceServer {
             urls: vec![url.clone()],
-            username: config.ice_username.clone(),
-            credential: config.ice_credential.clone(),
+            ..Default::default()
         })
         .collect();
     RTCConfigurationBuilder::new()
@@ -414,13 +519,21 @@ fn media_engine(plan: &OfferPlan) -> Result<MediaEngine, webrtc::error::Error> {
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     gathered: mpsc::Sender<()>,
+    /// What the publisher's candidates must say.
+    ports: CandidatePorts,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(candidate) = event.candidate.to_json() {
-            let _ = self.events.try_send(PeerEvent::Candidate(candidate));
+            for line in rewrite_candidate(&candidate.candidate, &self.ports) {
+                let rewritten = RTCIceCandidateInit {
+                    candidate: line,
+                    ..candidate.clone()
+                };
+                let _ = self.events.try_send(PeerEvent::Candidate(rewritten));
+            }
         }
     }
 

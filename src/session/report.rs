@@ -33,6 +33,7 @@ impl Session {
     /// Samples the stream's statistics and publishes them in the stream object.
     pub(super) async fn sample_stats(&mut self, pipeline: &StreamPipeline) {
         let totals = self.peer.inbound_totals().await;
+        let path = self.peer.media_path().await;
         let (jitter_buffer_lost, jitter_buffer_late) = pipeline.video_jitter_drops();
         let measured = pipeline.measurements();
         let mut stats = StreamStats {
@@ -71,6 +72,9 @@ impl Session {
                 video.fps = stats.output_fps.round() as u32;
             }
             entry.info.stats = stats;
+            if path.is_some() {
+                entry.info.transport = path;
+            }
         });
     }
 

@@ -226,7 +226,7 @@ impl Sessions {
             tracing::warn!(parent: &span, ignored, "offer candidates past limits.max_remote_candidates ignored");
             gateway.metrics.candidates_ignored(ignored as u64);
         }
-        let negotiated = Peer::negotiate(&gateway.config.webrtc, &plan, &offer)
+        let negotiated = Peer::negotiate(&gateway.config.webrtc, gateway.net.peer(), &plan, &offer)
             .instrument(span.clone())
             .await;
         let (peer, peer_events, answer) = match negotiated {

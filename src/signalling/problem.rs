@@ -30,7 +30,6 @@ pub enum Refusal {
     ShuttingDown,
     NoCapacity,
     ClusterUnavailable,
-    NoFreePort,
     PeerSetupFailed,
     // The WebSocket protocol.
     MessageTooLarge,
@@ -84,7 +83,6 @@ impl Refusal {
             Refusal::ShuttingDown => (503, "shutting-down"),
             Refusal::NoCapacity => (503, "no-capacity"),
             Refusal::ClusterUnavailable => (503, "cluster-unavailable"),
-            Refusal::NoFreePort => (503, "no-free-port"),
             Refusal::PeerSetupFailed => (500, "peer-setup-failed"),
             Refusal::MessageTooLarge => (400, "message-too-large"),
             Refusal::MalformedMessage => (400, "malformed-message"),
@@ -188,7 +186,6 @@ impl Problem {
             PublishError::ClusterUnavailable(_) => Refusal::ClusterUnavailable,
             PublishError::Negotiation(NegotiationError::Offer(_)) => Refusal::NegotiationFailed,
             PublishError::Negotiation(NegotiationError::Setup(_)) => Refusal::PeerSetupFailed,
-            PublishError::Negotiation(NegotiationError::NoPort(..)) => Refusal::NoFreePort,
         };
         refusal.because(message)
     }
@@ -258,11 +255,6 @@ mod tests {
                 NegotiationError::Setup(webrtc()).into(),
                 500,
                 "peer-setup-failed",
-            ),
-            (
-                NegotiationError::NoPort(50000, 50010).into(),
-                503,
-                "no-free-port",
             ),
         ];
         for (error, status, token) in table {
@@ -337,7 +329,6 @@ mod tests {
             R::ShuttingDown,
             R::NoCapacity,
             R::ClusterUnavailable,
-            R::NoFreePort,
             R::PeerSetupFailed,
             R::SessionTimeout,
             R::RecordingFailed,

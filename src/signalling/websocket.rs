@@ -3,6 +3,7 @@
 //! layer hands it a stream of incoming texts and a sender for outgoing ones.
 
 use crate::access::Caller;
+use crate::ice_servers::{self, IceServer, Turn};
 use crate::name::StreamName;
 use crate::session::{PublishRequest, SessionEvent, SessionHandle, Sessions};
 use crate::signalling::auth::authorize_publish;
@@ -11,7 +12,7 @@ use crate::stream::{EndReason, Outputs};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCIceCandidateInit;
 
@@ -52,6 +53,9 @@ impl Close {
     }
 }
 
+/// Who minted TURN credentials name when the socket's URL names no stream.
+const UNNAMED: &str = "publisher";
+
 /// How long a connection waits for its stream's `ended` before it closes.
 const ENDED_WAIT: Duration = Duration::from_secs(3);
 
@@ -79,6 +83,10 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage {
+    /// The first message: the ICE servers to put in the peer connection before the offer.
+    Welcome {
+        ice_servers: Vec<IceServer>,
+    },
     Answer {
         stream: StreamName,
         sdp: String,
@@ -186,6 +194,9 @@ impl Connection {
         let timeout_s = gateway.config.signalling.publish_timeout_s;
         let publish_deadline = tokio::time::sleep(Duration::from_secs(timeout_s as u64));
         tokio::pin!(publish_deadline);
+        self.send(&ServerMessage::Welcome {
+            ice_servers: self.welcome_servers(),
+        });
         let close = loop {
             tokio::select! {
                 message = incoming.next() => match message {
@@ -217,6 +228,23 @@ impl Connection {
             self.wait_ended().await;
         }
         close
+    }
+
+    /// The ICE servers of the `welcome` message, for the stream the socket's URL names
+    /// (`/ws?stream=NAME`), if any. TURN servers (with fresh credentials) only where
+    /// publishing needs no token: a page with a token asks `/api/ice-servers` with it.
+    fn welcome_servers(&self) -> Vec<IceServer> {
+        let gateway = self.sessions.gateway();
+        let stream = url::form_urlencoded::parse(self.caller.query.as_bytes())
+            .find(|(key, _)| key == "stream")
+            .and_then(|(_, value)| StreamName::new(&value).ok());
+        let turn = if gateway.access.publish_needs_token(stream.as_ref()) {
+            Turn::Withheld
+        } else {
+            Turn::Given
+        };
+        let who = stream.as_ref().map_or(UNNAMED, StreamName::as_str);
+        ice_servers::for_publisher(&gateway.config.webrtc, who, turn, SystemTime::now())
     }
 
     /// Waits (a while) for the current stream's `ended`, relaying its other events.
@@ -432,6 +460,18 @@ mod tests {
             serde_json::to_value(error_message(&e)).unwrap(),
             serde_json::json!({"type": "error", "code": 409, "error": "stream-in-use",
                 "message": "stream cam1 already has a publisher"})
+        );
+        let welcome = ServerMessage::Welcome {
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:turn.example.net".into()],
+                username: Some("1700000000:cam1".into()),
+                credential: Some("c".into()),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_value(welcome).unwrap(),
+            serde_json::json!({"type": "welcome", "ice_servers": [{"urls": ["turn:turn.example.net"],
+                "username": "1700000000:cam1", "credential": "c"}]})
         );
         let live = ServerMessage::Live {
             stream: cam1,

@@ -4,7 +4,6 @@
 //! results into responses.
 
 use crate::access::{Caller, token_matches};
-use crate::config::WebrtcConfig;
 use crate::name::StreamName;
 use crate::session::offer::first_mid;
 use crate::session::{PublishError, PublishRequest, SessionEvent, SessionHandle, Sessions};
@@ -254,24 +253,6 @@ pub fn attribute(sdp: &str, name: &str) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix(&prefix).map(|v| v.trim().to_string()))
 }
 
-/// `Link` header values advertising the configured ICE servers (RFC 9725 section 4.6).
-pub fn ice_server_links(config: &WebrtcConfig) -> Vec<String> {
-    config
-        .ice_servers
-        .iter()
-        .map(|url| {
-            let mut link = format!("<{url}>; rel=\"ice-server\"");
-            if url.starts_with("turn") && !config.ice_username.is_empty() {
-                link.push_str(&format!(
-                    "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
-                    config.ice_username, config.ice_credential
-                ));
-            }
-            link
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,27 +269,5 @@ mod tests {
         assert_eq!(attribute(frag, "ice-ufrag").as_deref(), Some("abcd"));
         assert_eq!(attribute(frag, "mid").as_deref(), Some("0"));
         assert_eq!(attribute(frag, "nothing"), None);
-    }
-
-    #[test]
-    fn links() {
-        let config = WebrtcConfig {
-            ice_servers: vec![
-                "stun:stun.example.net".into(),
-                "turn:turn.example.net".into(),
-            ],
-            ice_username: "user".into(),
-            ice_credential: "pass".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            ice_server_links(&config),
-            vec![
-                "<stun:stun.example.net>; rel=\"ice-server\"".to_string(),
-                "<turn:turn.example.net>; rel=\"ice-server\"; username=\"user\"; \
-                 credential=\"pass\"; credential-type=\"password\""
-                    .to_string(),
-            ]
-        );
     }
 }

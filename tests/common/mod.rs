@@ -116,10 +116,15 @@ impl TestGateway {
             pipelines_dir = "{root}/pipelines"
             [webrtc]
             bind_address = "127.0.0.1"
+            udp_port = {udp_port}
+            tcp_port = {tcp_port}
             [limits]
             max_publishers = 4
             "#,
-            root = ROOT
+            root = ROOT,
+            // Gateways run side by side: each on ICE ports of its own.
+            udp_port = free_udp_range(1),
+            tcp_port = free_tcp_port(),
         ))
         .unwrap();
         merge(&mut config, toml::from_str(extra).unwrap());
@@ -206,6 +211,11 @@ impl TestGateway {
                 client().get(&url).send().is_ok_and(|r| r.status() == 200)
             })
             .unwrap_or_else(|e| panic!("the gateway did not become healthy: {e}"));
+    }
+
+    /// The gateway's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -401,15 +411,29 @@ impl Publisher {
 /// A raw signalling connection speaking JSON.
 pub struct Signalling {
     socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    /// The gateway's first message, `{"type": "welcome", "ice_servers": [...]}`.
+    pub welcome: Value,
 }
 
 impl Signalling {
     pub fn connect(gateway: &TestGateway) -> Signalling {
-        let (socket, _) = tungstenite::connect(gateway.ws_url()).unwrap();
+        Self::connect_to(&gateway.ws_url())
+    }
+
+    /// A connection to `url` (`/ws` with a query); its `welcome` read.
+    pub fn connect_to(url: &str) -> Signalling {
+        let (socket, _) = tungstenite::connect(url).unwrap();
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = socket.get_ref() {
             s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         }
-        Signalling { socket }
+        let mut signalling = Signalling {
+            socket,
+            welcome: Value::Null,
+        };
+        let welcome = signalling.receive();
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        signalling.welcome = welcome;
+        signalling
     }
 
     pub fn send_text(&mut self, text: &str) {
@@ -442,4 +466,21 @@ impl Signalling {
         let _ = self.socket.close(None);
         let _ = self.socket.flush();
     }
+}
+
+/// The TURN REST credential of `username` (base64 of HMAC-SHA1 keyed with `secret`),
+/// made by openssl, apart from the gateway.
+pub fn turn_rest_credential(secret: &str, username: &str) -> String {
+    let output = Command::new("bash")
+        .args([
+            "-c",
+            "printf '%s' \"$1\" | openssl dgst -sha1 -hmac \"$2\" -binary | base64",
+            "bash",
+            username,
+            secret,
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }

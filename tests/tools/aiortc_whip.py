@@ -1,7 +1,12 @@
 """A WHIP publisher that is not ours: aiortc sends a test picture and tone to a WHIP URL.
 
 Usage: aiortc_whip.py URL [--token T] [--seconds N] [--no-audio] [--codec h264]
-Prints one JSON line per step: {"step": "created", "status": 201, "location": ...}.
+                       [--ice-servers API_URL] [--relay]
+Prints one JSON line per step: {"step": "created", "status": 201, "location": ...,
+"candidates": ["host", ...]} (the offer's candidate types).
+--ice-servers takes the ICE servers from the gateway's /api/ice-servers (with the token);
+--relay gathers relay candidates only (iceTransportPolicy "relay"), so the media can only
+go through the TURN server.
 """
 
 import argparse
@@ -12,6 +17,8 @@ import sys
 import aiohttp
 from aiortc import (
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -30,11 +37,28 @@ async def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--no-audio", action="store_true")
     parser.add_argument("--codec", help="offer only this video codec (h264, vp8)")
+    parser.add_argument("--ice-servers", help="the gateway's /api/ice-servers URL")
+    parser.add_argument("--relay", action="store_true", help="relay candidates only")
     args = parser.parse_args()
 
-    # No ICE servers: aiortc's default STUN server is off this machine, and the tests
-    # reach nothing past it (host candidates on loopback are all the gateway needs).
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    # No ICE servers unless the gateway gives some: aiortc's default STUN server is off
+    # this machine, and the tests reach nothing past it (host candidates on loopback are
+    # all the gateway needs).
+    ice_servers = []
+    if args.ice_servers:
+        headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(args.ice_servers, headers=headers) as r:
+                given = await r.json()
+                say(step="ice-servers", status=r.status, servers=given)
+                if r.status != 200:
+                    return 3
+        ice_servers = [
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in given
+        ]
+    policy = RTCIceTransportPolicy.RELAY if args.relay else RTCIceTransportPolicy.ALL
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, iceTransportPolicy=policy))
     video = MediaPlayer("testsrc=size=320x240:rate=30", format="lavfi")
     transceiver = pc.addTransceiver(video.video, direction="sendonly")
     if args.codec:
@@ -45,6 +69,11 @@ async def main():
         audio = MediaPlayer("sine=frequency=440:sample_rate=48000", format="lavfi")
         pc.addTransceiver(audio.audio, direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
+    kinds = [
+        line.split(" typ ")[1].split()[0]
+        for line in pc.localDescription.sdp.splitlines()
+        if line.startswith("a=candidate:") and " typ " in line
+    ]
 
     headers = {"Content-Type": "application/sdp"}
     if args.token:
@@ -53,7 +82,8 @@ async def main():
         async with http.post(args.url, data=pc.localDescription.sdp, headers=headers) as r:
             body = await r.text()
             location = r.headers.get("Location")
-            say(step="created", status=r.status, location=location, etag=r.headers.get("ETag"))
+            say(step="created", status=r.status, location=location, etag=r.headers.get("ETag"),
+                candidates=kinds)
             if r.status != 201:
                 say(step="error", body=body)
                 await pc.close()
