@@ -355,13 +355,15 @@ fn home_nat_to_a_one_to_one_nat_gateway_chromium() {
 }
 
 /// A network that drops every UDP packet: ICE over TCP on `webrtc.tcp_port` (8189).
+/// ICE on the HTTP listener is off here, so that 8189 is the one TCP path (with both,
+/// the browser may take either).
 #[test]
 fn a_publisher_whose_udp_is_dropped_uses_ice_over_tcp_chromium() {
     let network = network(Options {
         publisher_udp_blocked: true,
         ..open_ports()
     });
-    let gateway = NsGateway::start(&network, "");
+    let gateway = NsGateway::start(&network, "[webrtc]\nice_on_http = false");
     let mut browser = chromium_publishes(&network, &gateway, "office");
     wait_page_live(&mut browser, &gateway);
     assert_decodes(&gateway, "office");
