@@ -57,7 +57,9 @@ impl Gateway {
     pub fn new(config: Config, media: PipelineFactory, hls: HlsStore) -> Result<Arc<Self>, String> {
         let node = Node::from_config(&config.cluster, &config.http, &host_name());
         let cluster = cluster::open(&config.cluster, &node.id)?;
-        let metrics = Metrics::default();
+        let mut metrics = Metrics::default();
+        let net = crate::net::Mux::new(&config.webrtc);
+        metrics.register_ice_mux(net.counters());
         let events = Events::new(
             &config.hooks,
             &config.record.dir,
@@ -66,7 +68,7 @@ impl Gateway {
         );
         let access = Access::new(&config, &node.id);
         Ok(Arc::new(Self {
-            net: crate::net::Mux::new(&config.webrtc),
+            net,
             registry: Mutex::new(Registry::new(config.limits.max_publishers, &node.id)),
             node,
             config,

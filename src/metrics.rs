@@ -272,6 +272,31 @@ impl Metrics {
             .inc_by(status.calls.saturating_sub(counted));
     }
 
+    /// Counts what the ICE mux drops.
+    pub fn register_ice_mux(&mut self, counters: &crate::net::Counters) {
+        let registry = &mut self.registry;
+        registry.register(
+            "ice_datagrams_unknown",
+            "UDP datagrams on the ICE port from an address no publisher has used that named none",
+            counters.udp_unknown.clone(),
+        );
+        registry.register(
+            "ice_datagrams_dropped",
+            "UDP datagrams on the ICE port dropped because their publisher's queue was full",
+            counters.udp_queue_full.clone(),
+        );
+        registry.register(
+            "ice_datagrams_unsent",
+            "UDP datagrams to publishers not sent because the ICE socket's send buffer was full",
+            counters.udp_send_dropped.clone(),
+        );
+        registry.register(
+            "ice_tcp_unknown",
+            "ICE TCP connections closed because their first frame named no publisher",
+            counters.tcp_unknown.clone(),
+        );
+    }
+
     /// The metrics text for a scrape, with `streams` as the registry lists them now.
     pub fn render(&self, streams: Vec<StreamInfo>) -> String {
         *self.streams.lock().unwrap_or_else(|e| e.into_inner()) = streams;

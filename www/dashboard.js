@@ -155,7 +155,10 @@ async function refreshStreams() {
     const video = v
       ? `${v.codec} ${v.width}×${v.height} @ ${Math.round(stream.stats.output_fps || v.fps)} fps (from ${v.input_codec})`
       : stream.audio ? "audio only" : "–";
-    const rate = stream.stats.bitrate_kbps ? `${Math.round(stream.stats.bitrate_kbps)} kbit/s` : "–";
+    const paths = { udp: "UDP", tcp: "TCP", "tcp-http": "TCP on the HTTP port", relay: "relayed (TURN)" };
+    const path = paths[stream.transport];
+    const bitrate = stream.stats.bitrate_kbps ? `${Math.round(stream.stats.bitrate_kbps)} kbit/s` : "–";
+    const rate = path ? `${bitrate} over ${path}` : bitrate;
     let recording = "–";
     if (stream.outputs.recording) {
       const a = document.createElement("a");

@@ -20,35 +20,23 @@ pub use candidates::{CandidatePorts, rewrite_candidate, rewrite_sdp};
 pub use table::TcpVia;
 
 use crate::config::WebrtcConfig;
+use prometheus_client::metrics::counter::Counter;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use table::{PeerId, Table};
 use tokio_util::sync::CancellationToken;
 
-/// A count of something the mux dropped.
-#[derive(Debug, Default)]
-pub struct Count(AtomicU64);
-
-impl Count {
-    fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// What the mux dropped, for `/metrics`.
-#[derive(Debug, Default)]
+/// What the mux dropped, for `/metrics` (clones count together).
+#[derive(Debug, Clone, Default)]
 pub struct Counters {
     /// Datagrams from an unknown address that named no publisher.
-    pub udp_unknown: Count,
+    pub udp_unknown: Counter,
     /// Datagrams dropped because their publisher's queue was full.
-    pub udp_queue_full: Count,
+    pub udp_queue_full: Counter,
+    /// Datagrams not sent because the socket's send buffer was full.
+    pub udp_send_dropped: Counter,
     /// TCP connections whose first frame named no publisher (or came too late).
-    pub tcp_unknown: Count,
+    pub tcp_unknown: Counter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +72,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Mux {
     config: WebrtcConfig,
+    counters: Counters,
     shared: OnceLock<Arc<Shared>>,
     stop: CancellationToken,
 }
@@ -92,6 +81,7 @@ impl Mux {
     pub fn new(config: &WebrtcConfig) -> Mux {
         Mux {
             config: config.clone(),
+            counters: Counters::default(),
             shared: OnceLock::new(),
             stop: CancellationToken::new(),
         }
@@ -135,7 +125,7 @@ impl Mux {
         let shared = Arc::new(Shared {
             table: Mutex::default(),
             udp: Arc::new(udp),
-            counters: Counters::default(),
+            counters: self.counters.clone(),
             ports,
         });
         tokio::spawn(shared.udp.clone().read(shared.clone(), self.stop.clone()));
@@ -186,8 +176,8 @@ impl Mux {
         }
     }
 
-    pub fn counters(&self) -> Option<&Counters> {
-        self.shared.get().map(|shared| &shared.counters)
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Publishers known to the mux now (each ends with its peer connection).
@@ -243,9 +233,9 @@ impl PeerSockets {
         self.link.shared.ports.clone()
     }
 
-    /// How the last TCP connection handed to this publisher came, if one did.
-    pub fn last_tcp_via(&self) -> Option<TcpVia> {
-        self.link.table().last_tcp_via(self.link.id)
+    /// How the TCP connection that last carried this publisher's media came, if one did.
+    pub fn tcp_media_via(&self) -> Option<TcpVia> {
+        self.link.table().tcp_media_via(self.link.id)
     }
 
     /// Where the publisher's latest UDP datagram (other than STUN) came from.

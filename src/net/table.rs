@@ -5,6 +5,8 @@
 use super::stun;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::mpsc;
 
 pub(crate) type PeerId = u64;
@@ -15,6 +17,9 @@ pub(crate) struct Datagram {
     pub bytes: Vec<u8>,
     pub from: SocketAddr,
 }
+
+/// A TCP connection for a publisher's listener view: the stream, and the remote address.
+pub(crate) type Accepted = (Arc<dyn webrtc::runtime::AsyncTcpStream>, SocketAddr);
 
 /// Remote addresses kept per publisher; the oldest is forgotten past this (a publisher
 /// that keeps moving, or one that names itself from many addresses).
@@ -29,16 +34,38 @@ pub enum TcpVia {
     Http,
 }
 
+impl TcpVia {
+    /// As kept in an atomic: 0 is none.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::IcePort => 1,
+            Self::Http => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<TcpVia> {
+        match code {
+            1 => Some(Self::IcePort),
+            2 => Some(Self::Http),
+            _ => None,
+        }
+    }
+}
+
+/// What a TCP connection for a peer needs: the listener view's address and queue, and
+/// the cell its media reads mark with how it came.
+pub(crate) type TcpTarget = (SocketAddr, mpsc::Sender<Accepted>, Arc<AtomicU8>);
+
 #[derive(Debug, Default)]
 struct PeerEntry {
     ufrag: Option<String>,
     /// Each local address the peer's ICE agent bound (its host candidate's key), with the
     /// queue of the view that reads for it.
     udp_views: Vec<(SocketAddr, mpsc::Sender<Datagram>)>,
-    tcp_views: Vec<(SocketAddr, mpsc::Sender<super::tcp::Accepted>)>,
+    tcp_views: Vec<(SocketAddr, mpsc::Sender<Accepted>)>,
     addresses: Vec<SocketAddr>,
-    /// How the last TCP connection handed to this peer came.
-    last_tcp_via: Option<TcpVia>,
+    /// Which of its TCP connections last carried media (see [`TcpVia::code`]).
+    tcp_media: Arc<AtomicU8>,
     /// Where its latest datagram other than a STUN request came from.
     media_from: Option<SocketAddr>,
 }
@@ -119,12 +146,7 @@ impl Table {
         }
     }
 
-    pub fn add_tcp_view(
-        &mut self,
-        id: PeerId,
-        key: SocketAddr,
-        inbox: mpsc::Sender<super::tcp::Accepted>,
-    ) {
+    pub fn add_tcp_view(&mut self, id: PeerId, key: SocketAddr, inbox: mpsc::Sender<Accepted>) {
         if let Some(entry) = self.peers.get_mut(&id) {
             entry.tcp_views.retain(|(k, _)| *k != key);
             entry.tcp_views.push((key, inbox));
@@ -139,12 +161,7 @@ impl Table {
 
     /// The peer's TCP listener view (its address and queue) for a connection that `ufrag`
     /// names, arriving on `local` (the view bound to that address, else its first).
-    pub fn tcp_target(
-        &mut self,
-        ufrag: &str,
-        local: IpAddr,
-        via: TcpVia,
-    ) -> Option<(SocketAddr, mpsc::Sender<super::tcp::Accepted>)> {
+    pub fn tcp_target(&mut self, ufrag: &str, local: IpAddr) -> Option<TcpTarget> {
         let id = *self.ufrags.get(ufrag)?;
         let entry = self.peers.get_mut(&id)?;
         let view = entry
@@ -153,13 +170,12 @@ impl Table {
             .find(|(key, _)| key.ip() == local)
             .or_else(|| entry.tcp_views.first())?
             .clone();
-        entry.last_tcp_via = Some(via);
-        Some(view)
+        Some((view.0, view.1, entry.tcp_media.clone()))
     }
 
-    /// How the last TCP connection handed to the peer came.
-    pub fn last_tcp_via(&self, id: PeerId) -> Option<TcpVia> {
-        self.peers.get(&id)?.last_tcp_via
+    /// How the TCP connection that last carried the peer's media came.
+    pub fn tcp_media_via(&self, id: PeerId) -> Option<TcpVia> {
+        TcpVia::from_code(self.peers.get(&id)?.tcp_media.load(Ordering::Relaxed))
     }
 
     /// Where the peer's latest datagram other than a STUN request came from.

@@ -3,12 +3,13 @@
 //! STUN username says whose a connection is; it goes, with that frame to be read again,
 //! to the publisher's listener view, which its ICE agent accepts from.
 
-use super::table::{PeerId, TcpVia};
+use super::table::{Accepted, PeerId, TcpVia};
 use super::{PeerLink, Shared, stun};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -20,11 +21,11 @@ use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream};
 /// How long a new connection on the ICE port may take to send its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A read at least this long carries media, not an ICE check.
+const MEDIA_READ: usize = 300;
+
 /// Connections waiting for a publisher's agent to accept them.
 const QUEUE: usize = 8;
-
-/// A connection for a publisher: the stream, and the remote address.
-pub(crate) type Accepted = (Arc<dyn AsyncTcpStream>, SocketAddr);
 
 /// What the first bytes of a connection are.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,11 +85,12 @@ pub(crate) async fn hand_over(
     via: TcpVia,
 ) {
     let read = async {
-        let mut length = [0u8; 2];
-        stream.peek(&mut length).await.ok()?;
-        let mut first = vec![0u8; 2 + u16::from_be_bytes(length) as usize];
         let mut stream = stream;
-        stream.read_exact(&mut first).await.ok()?;
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).await.ok()?;
+        let mut first = vec![0u8; 2 + u16::from_be_bytes(length) as usize];
+        first[..2].copy_from_slice(&length);
+        stream.read_exact(&mut first[2..]).await.ok()?;
         Some((stream, first))
     };
     let Ok(Some((stream, first))) = tokio::time::timeout(FIRST_FRAME_TIMEOUT, read).await else {
@@ -102,8 +104,8 @@ pub(crate) async fn hand_over(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let target = shared.table().tcp_target(&ufrag, local.ip(), via);
-    let Some((key, view)) = target else {
+    let target = shared.table().tcp_target(&ufrag, local.ip());
+    let Some((key, view, media_via)) = target else {
         tracing::debug!(%remote, "ICE over TCP for nobody known: closed");
         shared.counters.tcp_unknown.inc();
         return;
@@ -116,6 +118,8 @@ pub(crate) async fn hand_over(
         write_half: tokio::sync::Mutex::new(write_half),
         local_addr: key,
         peer_addr: remote,
+        via,
+        media_via,
     };
     let _ = view.try_send((Arc::new(replay), remote));
 }
@@ -211,6 +215,9 @@ pub(crate) struct ReplayStream {
     /// by it.
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
+    via: TcpVia,
+    /// Marked with `via` when a read brings media: the path the publisher's media takes.
+    media_via: Arc<AtomicU8>,
 }
 
 impl AsyncTcpStream for ReplayStream {
@@ -237,7 +244,13 @@ impl AsyncTcpStream for ReplayStream {
             loop {
                 self.read_half.readable().await?;
                 match self.read_half.try_read(buf) {
-                    Ok(n) => return Ok(n),
+                    Ok(n) => {
+                        // Checks are small; media packets are not.
+                        if n >= MEDIA_READ {
+                            self.media_via.store(self.via.code(), Ordering::Relaxed);
+                        }
+                        return Ok(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 }

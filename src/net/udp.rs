@@ -51,20 +51,19 @@ impl SharedUdp {
         self.io.local_addr()
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<()>> {
-        loop {
-            match self.io.poll_send_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
+    /// Sends now or not at all. Many peers send through this socket, and tokio wakes only
+    /// the last task that waited for it to be writable: a peer that waited could wait for
+    /// ever. A full send buffer drops the datagram (counted), as a full link would.
+    fn send(&self, transmit: &Transmit<'_>, counters: &Counters) -> io::Result<()> {
+        let sent = self.io.try_io(tokio::io::Interest::WRITABLE, || {
+            self.state.try_send(UdpSockRef::from(&self.io), transmit)
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                counters.udp_send_dropped.inc();
+                Ok(())
             }
-            // Through `try_io`, so that tokio learns when the socket is not writable.
-            match self.io.try_io(tokio::io::Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(&self.io), transmit)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
+            other => other,
         }
     }
 
@@ -154,7 +153,9 @@ fn deliver(
                 counters.udp_queue_full.inc();
             }
         }
-        Route::Unknown => counters.udp_unknown.inc(),
+        Route::Unknown => {
+            counters.udp_unknown.inc();
+        }
     }
 }
 
@@ -205,7 +206,7 @@ impl AsyncUdpSocket for UdpView {
         Ok(self.key)
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+    fn poll_send(&self, _cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         {
             let mut last = self.last_sent.lock().unwrap_or_else(|e| e.into_inner());
             if *last != Some(transmit.destination) {
@@ -224,9 +225,11 @@ impl AsyncUdpSocket for UdpView {
                 transmit.src_ip
             },
         };
-        self.socket
-            .poll_send(cx, &from_key)
-            .map_ok(|()| transmit.contents.len())
+        Poll::Ready(
+            self.socket
+                .send(&from_key, &self.link.shared.counters)
+                .map(|()| transmit.contents.len()),
+        )
     }
 
     fn poll_recv(

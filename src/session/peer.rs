@@ -351,7 +351,7 @@ impl Peer {
         if !local.protocol.eq_ignore_ascii_case("tcp") {
             return Some(MediaPath::Udp);
         }
-        let via = self.sockets.as_ref().and_then(PeerSockets::last_tcp_via);
+        let via = self.sockets.as_ref().and_then(PeerSockets::tcp_media_via);
         Some(match via {
             Some(TcpVia::Http) => MediaPath::TcpHttp,
             _ => MediaPath::Tcp,

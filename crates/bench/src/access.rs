@@ -56,8 +56,9 @@ fn start(dir: &std::path::Path, hooks: &str) -> Result<Process> {
              [hls]\nlinger_s = 0\n\
              [transcode]\nwidth = 320\nheight = 180\nx264_preset = \"ultrafast\"\n\
              pipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n{hooks}",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}{hooks}",
             root = root.display(),
+            ice_ports = crate::cli::ice_ports(),
             http_port = http_port(),
         ),
     )?;

@@ -211,6 +211,16 @@ fn once(cell: &'static OnceLock<u16>, choose: fn() -> u16) -> u16 {
     *cell.get_or_init(choose)
 }
 
+/// `webrtc.udp_port` and `webrtc.tcp_port` lines with ports free now: a gateway under test
+/// never takes 8189, which another may hold.
+pub fn ice_ports() -> String {
+    format!(
+        "udp_port = {}\ntcp_port = {}\n",
+        webrtc_gateway_testkit::free_udp_range(1),
+        webrtc_gateway_testkit::free_tcp_port()
+    )
+}
+
 /// The HTTP port of the gateway under test.
 pub fn http_port() -> u16 {
     static PORT: OnceLock<u16> = OnceLock::new();

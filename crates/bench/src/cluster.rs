@@ -42,11 +42,12 @@ fn start_node(dir: &std::path::Path, node: usize, redis_port: u16) -> Result<Pro
              [rtp]\nport_base = {rtp_base}\n\
              [transcode]\nwidth = 320\nheight = 180\nx264_preset = \"ultrafast\"\n\
              pipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n\
+             [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}\
              [cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"gw{id}\"\n\
              secret = \"bench-cluster-secret\"\n",
             port = node_ports()[node],
             root = root.display(),
+            ice_ports = crate::cli::ice_ports(),
             rtp_base = rtp_base(),
             id = node + 1,
         ),

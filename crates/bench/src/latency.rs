@@ -87,8 +87,9 @@ fn start(dir: &std::path::Path, variant: &str, passthrough: bool) -> Result<Proc
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\nwww_dir = \"{root}/www\"\n\
              [rtp]\nport_base = {rtp_base}\n[hls]\nvariant = \"{variant}\"\n\
              [transcode]\npipelines_dir = \"{root}/pipelines\"\nmode = \"{mode}\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}",
             root = root.display(),
+            ice_ports = crate::cli::ice_ports(),
             http_port = http_port(),
             rtp_base = rtp_base(),
         ),

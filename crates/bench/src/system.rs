@@ -100,8 +100,9 @@ pub fn start_gateway(
              [transcode]\nmode = \"{mode}\"\nwidth = {width}\nheight = {height}\nx264_preset = \"{preset}\"\n\
              encoder_threads = {threads}\njitter_buffer_ms = {JITTER_BUFFER_MS}\n\
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n[limits]\nmax_publishers = 512\n{record}",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}[limits]\nmax_publishers = 512\n{record}",
             root = root.display(),
+            ice_ports = crate::cli::ice_ports(),
             http_port = http_port(),
             rtp_base = rtp_base(),
             preset = cli.preset,
@@ -158,8 +159,9 @@ pub fn start_default_gateway(dir: &std::path::Path, name: &str) -> Result<Proces
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\nwww_dir = \"{root}/www\"\n\
              [rtp]\nport_base = {rtp_base}\n\
              [transcode]\npipelines_dir = \"{root}/pipelines\"\n\
-             [webrtc]\nbind_address = \"127.0.0.1\"\n",
+             [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}",
             root = root.display(),
+            ice_ports = crate::cli::ice_ports(),
             http_port = http_port(),
             rtp_base = rtp_base(),
         ),
