@@ -163,7 +163,14 @@ fn layer(module: &str) -> usize {
         &["session"],
         &["gateway", "tls", "upload"],
         &["media", "metrics"],
-        &["registry", "cluster", "events", "access", "net", "ice_servers"],
+        &[
+            "registry",
+            "cluster",
+            "events",
+            "access",
+            "net",
+            "ice_servers",
+        ],
         &["config", "stream"],
         &["name", "blocking", "hls", "hook_signature", ""],
     ];

@@ -169,7 +169,9 @@ fn minted_credentials_carry_a_publisher_through_coturn() {
     .unwrap_or_else(|| panic!("never live through the relay:\n{}", gateway.log()));
     // The path is known once the selected pair is reported; it is the relay.
     let stream = common::eventually(Duration::from_secs(10), || {
-        gateway.stream("relayed").filter(|s| !s["transport"].is_null())
+        gateway
+            .stream("relayed")
+            .filter(|s| !s["transport"].is_null())
     })
     .unwrap_or(stream);
     assert_eq!(stream["transport"], "relay", "{stream}");
