@@ -563,8 +563,8 @@ fn measure(gateway: &NsGateway, stream: &str) -> Measured {
             break;
         }
         eprintln!(
-            "the control stream froze {:.2} s: measuring again",
-            measured.control_frozen
+            "the control stream froze {:.2} s ({stream} {:.2} s): measuring again",
+            measured.control_frozen, measured.frozen
         );
         measured = once();
     }
@@ -631,8 +631,12 @@ fn a_publisher_on_a_lossy_link_freezes_at_most_half_a_second_chromium() {
     } = measure(&gateway, "lossy");
     let stats = gateway.stream("lossy").unwrap()["stats"].clone();
     eprintln!(
-        "3% loss each way: {frozen:.2} s frozen in 15 s ({frames} frames; control {control_frozen:.2} s); kbit/s {rates:?}; NACKs {}, PLIs {}, lost {}",
-        stats["nacks_sent"], stats["plis_sent"], stats["packets_lost"]
+        "3% loss each way: {frozen:.2} s frozen in 15 s ({frames} frames; control {control_frozen:.2} s); kbit/s {rates:?}; NACKs {}, PLIs {}, lost {}; round trip {} ms, jitter buffer {} ms",
+        stats["nacks_sent"],
+        stats["plis_sent"],
+        stats["packets_lost"],
+        stats["round_trip_ms"],
+        stats["jitter_buffer_ms"]
     );
     assert!(frames > 300, "{frames} frames in 15 s");
     assert!(frozen <= 0.5, "{frozen:.2} s frozen in 15 s");
@@ -796,8 +800,12 @@ fn a_publisher_on_a_mobile_link_freezes_at_most_half_a_second() {
     } = measure(&gateway, "mobile");
     let stats = gateway.stream("mobile").unwrap()["stats"].clone();
     eprintln!(
-        "150 ms delay, 20 ms jitter, 3% loss each way: {frozen:.2} s frozen in 15 s ({frames} frames; control {control_frozen:.2} s); kbit/s {rates:?}; NACKs {}, PLIs {}, lost {}",
-        stats["nacks_sent"], stats["plis_sent"], stats["packets_lost"]
+        "150 ms delay, 20 ms jitter, 3% loss each way: {frozen:.2} s frozen in 15 s ({frames} frames; control {control_frozen:.2} s); kbit/s {rates:?}; NACKs {}, PLIs {}, lost {}; round trip {} ms, jitter buffer {} ms",
+        stats["nacks_sent"],
+        stats["plis_sent"],
+        stats["packets_lost"],
+        stats["round_trip_ms"],
+        stats["jitter_buffer_ms"]
     );
     assert!(frames > 300, "{frames} frames in 15 s");
     assert!(frozen <= 0.5, "{frozen:.2} s frozen in 15 s");
