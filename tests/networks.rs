@@ -589,6 +589,14 @@ fn a_publisher_on_a_capped_link_follows_the_cap_chromium() {
     let _control = control_publisher(&network, &mut gateway);
     let mut browser = chromium_publishes(&network, &gateway, "capped");
     wait_page_live(&mut browser, &gateway);
+    // The gateway's congestion feedback: transport-wide sequence numbers and their
+    // feedback in the answer.
+    let answer = browser.eval("window.publisherConnection.remoteDescription.sdp");
+    let answer = answer.as_str().unwrap_or_default();
+    assert!(
+        answer.contains("transport-wide-cc") && answer.contains(" transport-cc"),
+        "the answer asks for no transport-wide congestion feedback:\n{answer}"
+    );
     // Chromium starts low and probes up to the cap: the measurement starts once it had
     // time to find it.
     std::thread::sleep(Duration::from_secs(10));
@@ -599,8 +607,15 @@ fn a_publisher_on_a_capped_link_follows_the_cap_chromium() {
         control_frozen,
     } = measure(&gateway, "capped");
     let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+    let estimate = browser.eval(SEND_ESTIMATE);
+    let stats = gateway.stream("capped").unwrap()["stats"].clone();
     eprintln!(
-        "1 Mbit/s link: {frozen:.2} s frozen in 15 s ({frames} frames; control {control_frozen:.2} s); received kbit/s {rates:?}, mean {mean:.0}"
+        "1 Mbit/s link: {frozen:.2} s frozen in 15 s ({frames} frames; control {control_frozen:.2} s); received kbit/s {rates:?}, mean {mean:.0}; Chromium's estimate {estimate} bit/s; NACKs {}, PLIs {}, lost {}; round trip {} ms, jitter buffer {} ms",
+        stats["nacks_sent"],
+        stats["plis_sent"],
+        stats["packets_lost"],
+        stats["round_trip_ms"],
+        stats["jitter_buffer_ms"]
     );
     assert!(frames > 300, "{frames} frames in 15 s");
     assert!(frozen <= 0.5, "{frozen:.2} s frozen in 15 s");
@@ -610,6 +625,18 @@ fn a_publisher_on_a_capped_link_follows_the_cap_chromium() {
     );
     assert_eq!(gateway.stream("capped").unwrap()["state"], "live");
 }
+
+/// Chromium's estimate of the bandwidth it may send (bit/s), from the congestion
+/// feedback it receives: the selected candidate pair's `availableOutgoingBitrate`.
+const SEND_ESTIMATE: &str = "window.publisherConnection.getStats().then(report => {
+    let estimate = null;
+    report.forEach(s => {
+        if (s.type === 'candidate-pair' && s.nominated && s.availableOutgoingBitrate !== undefined) {
+            estimate = s.availableOutgoingBitrate;
+        }
+    });
+    return estimate;
+})";
 
 /// 3% loss each way between home and cloud (nftables in the internet router).
 #[test]
