@@ -193,7 +193,8 @@ pub struct Options<'a> {
     /// TURN server, or a publisher beside the one under test.
     pub turn: bool,
     /// The publisher's uplink (the home router's side toward the internet) is capped at
-    /// this rate (`tc tbf`).
+    /// this rate (`tc tbf`), with a queue of 400 ms at that rate, as a home router's or
+    /// a mobile uplink's buffer holds (a key frame waits in it rather than being dropped).
     pub cap_kbit: Option<u32>,
     /// The internet router drops this share of the packets between home and cloud, each
     /// way (nftables `numgen random`).
@@ -444,7 +445,7 @@ impl Network {
                     "burst",
                     "16kb",
                     "latency",
-                    "200ms",
+                    "400ms",
                 ],
             )?;
         }
