@@ -16,7 +16,8 @@ use webrtc::runtime::{AsyncUdpSocket, BATCH_SIZE, RecvMeta, Transmit, UdpSockRef
 /// counted), so that one slow publisher never holds the reader.
 const QUEUE: usize = 256;
 
-/// Bytes per receive buffer: one datagram, or several coalesced (GRO) of at most 1500.
+/// Bytes per receive buffer at least: the largest datagram. Several coalesced (GRO) take
+/// up to 1500 bytes each.
 const BUFFER: usize = 64 * 1024;
 
 /// The shared socket.
@@ -69,13 +70,14 @@ impl SharedUdp {
 
     /// Reads until `stop`, handing each datagram to its publisher.
     pub async fn read(self: Arc<Self>, shared: Arc<super::Shared>, stop: CancellationToken) {
-        let mut storage = vec![0u8; BUFFER * BATCH_SIZE];
+        let buffer = BUFFER.max(1500 * self.state.gro_segments());
+        let mut storage = vec![0u8; buffer * BATCH_SIZE];
         let mut meta = [RecvMeta::default(); BATCH_SIZE];
         loop {
             let received = tokio::select! {
                 received = futures::future::poll_fn(|cx| {
                     let mut bufs: Vec<IoSliceMut<'_>> =
-                        storage.chunks_mut(BUFFER).map(IoSliceMut::new).collect();
+                        storage.chunks_mut(buffer).map(IoSliceMut::new).collect();
                     self.poll_recv(cx, &mut bufs, &mut meta)
                 }) => received,
                 _ = stop.cancelled() => return,
@@ -90,7 +92,7 @@ impl SharedUdp {
             };
             let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
             for (i, m) in meta.iter().take(count).enumerate() {
-                let message = &storage[i * BUFFER..i * BUFFER + m.len];
+                let message = &storage[i * buffer..i * buffer + m.len];
                 for datagram in message.chunks(m.stride.max(1)) {
                     deliver(&mut table, &shared.counters, m.addr, m.dst_ip, datagram);
                 }
