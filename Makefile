@@ -18,7 +18,7 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # the TURN server.
 TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy coturn nftables iproute2
 
-.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access fuzz clean
+.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access bench-networks fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -151,3 +151,11 @@ bench-latency: build-tools test-deps
 # without and with a publish hook, and the read-hook calls of one low-latency viewer.
 bench-access: build-tools
 	./target/release/webrtc-gateway-bench access --seconds 60 --json target/bench-access.json
+
+# One UDP port for every publisher against a socket per publisher, in one run: cores and
+# RSS per passed-through stream at 32 and 128 publishers, UDP sockets and threads, offer
+# to answer and ICE connected to live; then 10 publications each over UDP, ICE-TCP (its
+# port and the HTTP port) and relayed through coturn (Debian's, on loopback).
+bench-networks: build-tools
+	$(call apt_install,coturn)
+	./target/release/webrtc-gateway-bench networks --publishers 32,128 --seconds 10 --timed 10 --json target/bench-networks.json

@@ -71,6 +71,25 @@ pub enum Run {
         #[arg(long, default_value_t = 15)]
         seconds: u64,
     },
+    /// One UDP port for every publisher against a socket per publisher, in one run:
+    /// cores and RSS per passed-through stream, UDP sockets and threads, offer to
+    /// answer and ICE connected to live (p50/p99) at each number of publishers; then
+    /// `--timed` publications one after another over UDP, ICE-TCP (its port, the HTTP
+    /// port) and relayed through coturn on loopback.
+    Networks {
+        /// Numbers of publishers at once, each in both modes.
+        #[arg(long, default_value = "32,128")]
+        publishers: String,
+        /// The publishers' picture size, `WxH`.
+        #[arg(long, default_value = "1280x720")]
+        size: String,
+        /// Seconds of steady load each step measures.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Publications timed on each path (0: none).
+        #[arg(long, default_value_t = 10)]
+        timed: usize,
+    },
     /// What the hooks cost: WHIP offer to answer without and with a publish hook, and
     /// the read-hook calls of one HLS viewer over `--seconds` (goal: at most
     /// seconds / hooks.cache_s + 1).
@@ -143,6 +162,9 @@ pub struct Options {
     pub variants: String,
     /// `latency`: the publisher sends H.264, passed through.
     pub passthrough: bool,
+    /// `networks`: numbers of publishers, and publications timed on each path.
+    pub publishers: String,
+    pub timed: usize,
 }
 
 impl From<LoadArgs> for Options {
@@ -194,6 +216,18 @@ impl Options {
                 via_varnish,
                 variants,
                 passthrough,
+                ..LoadArgs::default().into()
+            },
+            Run::Networks {
+                publishers,
+                size,
+                seconds,
+                timed,
+            } => Options {
+                publishers,
+                sizes: size,
+                seconds,
+                timed,
                 ..LoadArgs::default().into()
             },
             Run::Cache { seconds } | Run::Cluster { seconds } | Run::Access { seconds } => {

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    register_default_interceptors,
 };
 use webrtc_gateway_publish::client::{Encoder, KeyFrameRequests, SampleTrack};
 
@@ -94,6 +95,8 @@ impl PeerConnectionEventHandler for Handler {
 /// A running synthetic publisher; dropping it stops it.
 pub struct Publisher {
     pub connected_at: Instant,
+    /// From the offer sent on the signalling socket to its answer.
+    pub answered_in: Duration,
     pub stop: Arc<AtomicBool>,
     pub _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -131,7 +134,27 @@ pub fn codec(kind: RtpCodecKind, video: SourceCodec) -> RTCRtpCodecParameters {
     }
 }
 
+/// How a synthetic publisher reaches the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Host candidates over UDP.
+    Udp,
+    /// Active ICE-TCP candidates only (RFC 6544), no UDP.
+    Tcp,
+    /// Only relayed candidates from the TURN server at the URL, with a user and password.
+    Relay {
+        url: String,
+        username: String,
+        password: String,
+    },
+}
+
 pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
+    publish_over(stream, clip, Via::Udp).await
+}
+
+/// A synthetic publisher that reaches the gateway over `via`.
+pub async fn publish_over(stream: &str, clip: Arc<Clip>, via: Via) -> Result<Publisher> {
     let mut media_engine = MediaEngine::default();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         media_engine.register_codec(codec(kind, clip.codec), kind)?;
@@ -143,21 +166,35 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
         KeyFrameRequests::default(),
     );
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_include_loopback_candidate(true)
-                    .build(),
-            )
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler(events_tx)))
-            .with_udp_addrs(vec!["127.0.0.1:0"])
-            .build()
-            .await?,
-    );
+    let configuration = match &via {
+        Via::Relay {
+            url,
+            username,
+            password,
+        } => RTCConfigurationBuilder::new()
+            .with_ice_servers(vec![RTCIceServer {
+                urls: vec![url.clone()],
+                username: username.clone(),
+                credential: password.clone(),
+            }])
+            .with_ice_transport_policy(RTCIceTransportPolicy::Relay),
+        _ => RTCConfigurationBuilder::new(),
+    };
+    let builder = PeerConnectionBuilder::new()
+        .with_configuration(configuration.build())
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .build(),
+        )
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler(events_tx)));
+    let builder = match via {
+        Via::Tcp => builder.with_tcp_addrs(vec!["127.0.0.1:0"]),
+        _ => builder.with_udp_addrs(vec!["127.0.0.1:0"]),
+    };
+    let pc: Arc<dyn PeerConnection> = Arc::new(builder.build().await?);
     let mut tracks = Vec::new();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         let parameters = codec(kind, clip.codec);
@@ -178,8 +215,9 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", http_port())).await?;
     let (mut sink, mut incoming) = socket.split();
     let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
+    let offered_at = Instant::now();
     sink.send(Message::Text(publish.to_string().into())).await?;
-    loop {
+    let answered_in = loop {
         let Some(Ok(Message::Text(text))) = incoming.next().await else {
             bail!("the gateway closed the signalling socket");
         };
@@ -189,12 +227,12 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
                 let sdp = value["sdp"].as_str().unwrap_or_default().to_string();
                 pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
                     .await?;
-                break;
+                break offered_at.elapsed();
             }
             Some("error") => bail!("{value}"),
             _ => {}
         }
-    }
+    };
     let connected_at = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = events.recv().await {
             if event == Some(RTCPeerConnectionState::Connected) {
@@ -264,6 +302,7 @@ pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
     }));
     Ok(Publisher {
         connected_at,
+        answered_in,
         stop,
         _tasks: tasks,
     })
