@@ -13,10 +13,12 @@ RUN_PACKAGES := pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev 
 # chromium-driver, geckodriver below) publish from the pages and play HLS in them;
 # Varnish, with the README's configuration, is the shared cache of `tests/cache.rs`;
 # redis-server holds the cluster of `tests/cluster.rs`, HAProxy (the README's
-# configuration) is its one address.
-TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy
+# configuration) is its one address; `tests/networks.rs` builds networks of namespaces
+# (iproute2: `ip netns`, veth, `tc tbf`; nftables: NAT, firewalls, loss) with coturn as
+# the TURN server.
+TEST_PACKAGES := ffmpeg vlc-bin vlc-plugin-base chromium chromium-driver firefox-esr varnish redis-server haproxy coturn nftables iproute2
 
-.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access bench-soak fuzz clean
+.PHONY: run test build build-tools deps test-deps apt-pkgs lint bench bench-abuse bench-latency bench-passthrough bench-cache bench-upload bench-cluster bench-access bench-soak bench-networks fuzz clean
 
 # Installs the given Debian packages that are not installed yet.
 define apt_install
@@ -157,3 +159,11 @@ bench-access: build-tools
 SOAK_MINUTES ?= 60
 bench-soak: build-tools
 	./target/release/webrtc-gateway-bench soak --soak $(SOAK_MINUTES) --json target/bench-soak.json
+
+# One UDP port for every publisher against a socket per publisher, in one run: cores and
+# RSS per passed-through stream at 32 and 128 publishers, UDP sockets and threads, offer
+# to answer and ICE connected to live; then 10 publications each over UDP, ICE-TCP (its
+# port and the HTTP port) and relayed through coturn (Debian's, on loopback).
+bench-networks: build-tools
+	$(call apt_install,coturn)
+	./target/release/webrtc-gateway-bench networks --publishers 32,128 --seconds 10 --timed 10 --json target/bench-networks.json

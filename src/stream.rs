@@ -100,6 +100,12 @@ pub struct StreamStats {
     /// (lost), or arrived after their time had passed (late).
     pub jitter_buffer_lost: u64,
     pub jitter_buffer_late: u64,
+    /// How long the receive jitter buffers wait now: `transcode.jitter_buffer_ms`, or
+    /// longer on a long round trip.
+    pub jitter_buffer_ms: u64,
+    /// The round trip to the publisher (the ICE agent's consent checks); null before
+    /// the first.
+    pub round_trip_ms: Option<f64>,
     pub hls_segments: u64,
     pub recording_bytes: u64,
     /// Remote ICE candidates ignored past `limits.max_remote_candidates`.

@@ -193,6 +193,18 @@ impl StreamPipeline {
         (count("num-lost"), count("num-late"))
     }
 
+    /// Sets how long the receive jitter buffers (video and audio alike, so that they stay
+    /// in sync) wait for late and retransmitted packets. A longer wait holds what is queued
+    /// back by the difference; a shorter one lets it out sooner.
+    pub fn set_jitter_latency(&self, latency: std::time::Duration) {
+        let ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
+        for name in [names::VIDEO_JITTER, names::AUDIO_JITTER] {
+            if let Some(jitter) = self.pipeline.by_name(name) {
+                jitter.set_property("latency", ms);
+            }
+        }
+    }
+
     /// Ends the inputs: the end of the stream flows to every output, which finishes its
     /// files and reports [`MediaEvent::OutputFinished`].
     pub fn finish(&self) {

@@ -22,6 +22,7 @@ pub mod names {
     pub const VIDEO_PARSE: &str = "video_parse";
     pub const VIDEO_ENCODED: &str = "video_encoded";
     pub const AUDIO_IN: &str = "audio_in";
+    pub const AUDIO_JITTER: &str = "audio_jitter";
     pub const AUDIO_DEPAY: &str = "audio_depay";
     pub const AUDIO_ENCODED: &str = "audio_encoded";
     pub const AUDIO_AAC: &str = "audio_aac";
@@ -79,7 +80,7 @@ const VIDEO_PASSTHROUGH: TemplateSpec = TemplateSpec {
 };
 const AUDIO: TemplateSpec = TemplateSpec {
     file: "audio.pipeline",
-    names: &[AUDIO_IN, AUDIO_DEPAY, AUDIO_ENCODED],
+    names: &[AUDIO_IN, AUDIO_JITTER, AUDIO_DEPAY, AUDIO_ENCODED],
 };
 const AAC: TemplateSpec = TemplateSpec {
     file: "aac.pipeline",

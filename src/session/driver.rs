@@ -16,6 +16,7 @@ use crate::media::{
 };
 use crate::name::StreamName;
 use crate::session::handle::{ControlError, Reply, SessionCommand, SessionEvent};
+use crate::session::jitter::JitterLatency;
 use crate::session::keyframes::{self, KeyframeSchedule};
 use crate::session::offer::OfferPlan;
 use crate::session::peer::{Peer, PeerEvent};
@@ -60,6 +61,8 @@ pub(super) struct Session {
     pub(super) candidates_ignored: u64,
     /// The previous statistics sample, for rates.
     pub(super) last_sample: Option<(Instant, StreamStats)>,
+    /// How long the jitter buffers wait, from the publisher's round trip.
+    pub(super) jitter: JitterLatency,
 }
 
 /// What the running session has seen so far.
@@ -142,6 +145,9 @@ impl Session {
             },
             // Shutdown ends every session.
             stop: gateway.shutdown.child_token(),
+            jitter: JitterLatency::new(Duration::from_millis(
+                gateway.config.transcode.jitter_buffer_ms.into(),
+            )),
             record: gateway.config.record.enabled,
             gateway,
             name,

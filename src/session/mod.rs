@@ -8,11 +8,13 @@
 //! - `outputs`: what the task does with the outputs: opens and attaches them, recordings,
 //!   RTP destinations, the multivariant playlist, failures;
 //! - `keyframes`: when to ask the publisher for a key frame (plain data);
+//! - `jitter`: how long the jitter buffers wait, from the publisher's round trip (plain data);
 //! - `report`: the stream object, its statistics, the media timeout;
 //! - `offer`: what an SDP offer asks for; `peer`: the peer connection and its callbacks.
 
 mod driver;
 pub mod handle;
+mod jitter;
 mod keyframes;
 pub mod offer;
 mod outputs;

@@ -358,6 +358,33 @@ impl Peer {
         })
     }
 
+    /// The round-trip time to the publisher: the selected candidate pair's, measured by the
+    /// ICE agent's consent checks (one a second); none before the first answer.
+    pub async fn round_trip_time(&self) -> Option<Duration> {
+        let report = self
+            .connection
+            .get_stats(
+                std::time::Instant::now(),
+                rtc::statistics::StatsSelector::None,
+            )
+            .await;
+        use rtc::statistics::report::RTCStatsReportEntry as Entry;
+        let selected = report.iter().find_map(|entry| match entry {
+            Entry::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
+                Some(t.selected_candidate_pair_id.clone())
+            }
+            _ => None,
+        })?;
+        report.iter().find_map(|entry| match entry {
+            Entry::IceCandidatePair(pair)
+                if pair.stats.id == selected && pair.current_round_trip_time > 0.0 =>
+            {
+                Duration::try_from_secs_f64(pair.current_round_trip_time).ok()
+            }
+            _ => None,
+        })
+    }
+
     pub async fn close(&self) {
         if let Err(e) = self.connection.close().await {
             tracing::debug!("closing the peer connection: {e}");

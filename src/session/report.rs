@@ -34,6 +34,17 @@ impl Session {
     pub(super) async fn sample_stats(&mut self, pipeline: &StreamPipeline) {
         let totals = self.peer.inbound_totals().await;
         let path = self.peer.media_path().await;
+        let round_trip = self.peer.round_trip_time().await;
+        if let Some(rtt) = round_trip
+            && let Some(wait) = self.jitter.on_round_trip(Instant::now(), rtt)
+        {
+            tracing::info!(
+                round_trip_ms = rtt.as_millis() as u64,
+                jitter_buffer_ms = wait.as_millis() as u64,
+                "the jitter buffers' wait follows the publisher's round trip"
+            );
+            pipeline.set_jitter_latency(wait);
+        }
         let (jitter_buffer_lost, jitter_buffer_late) = pipeline.video_jitter_drops();
         let measured = pipeline.measurements();
         let mut stats = StreamStats {
@@ -51,6 +62,8 @@ impl Session {
             encoder_delay_p99_ms: measured.delays().percentile(0.99),
             jitter_buffer_lost,
             jitter_buffer_late,
+            jitter_buffer_ms: self.jitter.current().as_millis() as u64,
+            round_trip_ms: round_trip.map(|rtt| rtt.as_secs_f64() * 1000.0),
             hls_segments: self.hls.as_ref().map_or(0, HlsOutput::segments),
             recording_bytes: blocking(|| self.recording.current().map_or(0, Recording::bytes)),
             candidates_ignored: self.candidates_ignored,

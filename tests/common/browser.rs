@@ -1,14 +1,17 @@
 //! Real browsers for the page tests: headless Chromium (through Debian's `chromedriver`)
 //! and Firefox ESR (through `geckodriver`), with fake cameras and microphones, driven
 //! over WebDriver with fantoccini behind a small blocking API. Each `Browser` starts its
-//! own driver on a free loopback port, in a process group of its own, and stops the
-//! driver and the browser with it when dropped, also when a test panics.
+//! own driver on a free loopback port (or in a namespace of a test network), in a
+//! process group of its own, and stops the driver and the browser with it when dropped,
+//! also when a test panics.
 
 use serde_json::{Value, json};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use webrtc_gateway_testkit::Process;
+use webrtc_gateway_testkit::netns::Namespace;
 
 /// The browsers the page tests run in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,17 +34,40 @@ pub struct Browser {
     dir: tempfile::TempDir,
 }
 
+/// Where a browser runs when not in the test's own network namespace: a namespace of a
+/// test network, whose driver the test reaches over the network's control link.
+pub struct Place<'a> {
+    pub namespace: &'a Namespace,
+    /// The namespace's end of the control link (the driver listens there).
+    pub address: Ipv4Addr,
+    /// The test's end (the one address the driver takes commands from).
+    pub from: Ipv4Addr,
+}
+
 impl Browser {
     pub fn start(kind: BrowserKind) -> Browser {
+        Self::start_in(kind, None, &[])
+    }
+
+    /// A browser in `place` (Chromium only), with `args` added to its command line.
+    pub fn start_in(kind: BrowserKind, place: Option<Place>, args: &[String]) -> Browser {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_tcp_port();
+        let port = match place {
+            // A namespace of its own: nothing else listens there.
+            Some(_) => 9515,
+            None => super::free_tcp_port(),
+        };
         let websocket_port = super::free_tcp_port();
         let profiles = dir.path().to_path_buf();
-        let mut driver = Process::new(&format!("{kind:?} driver"), move || {
+        let allowed = place.as_ref().map(|place| place.from);
+        let make = move || {
             let mut command = match kind {
                 BrowserKind::Chromium => {
                     let mut c = Command::new("chromedriver");
                     c.arg(format!("--port={port}"));
+                    if let Some(from) = allowed {
+                        c.arg(format!("--allowed-ips={from}"));
+                    }
                     c
                 }
                 BrowserKind::Firefox => {
@@ -56,15 +82,32 @@ impl Browser {
             // Its temporary profiles in our directory, so that they go too.
             command.env("TMPDIR", &profiles);
             command
-        })
-        .log_to(&dir.path().join("driver.log"))
-        .hint("make test-deps installs it")
-        .group()
-        .quiet()
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-        if let Err(e) = driver.wait_port(port, Duration::from_secs(20)) {
-            panic!("{kind:?} driver never listened on {port}: {e}");
+        };
+        let name = format!("{kind:?} driver");
+        let driver = match &place {
+            Some(place) => {
+                assert_eq!(
+                    kind,
+                    BrowserKind::Chromium,
+                    "only Chromium runs in a namespace"
+                );
+                place.namespace.process(&name, make)
+            }
+            None => Process::new(&name, make),
+        };
+        let mut driver = driver
+            .log_to(&dir.path().join("driver.log"))
+            .hint("make test-deps installs it")
+            .group()
+            .quiet()
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let host = place.as_ref().map_or(Ipv4Addr::LOCALHOST, |p| p.address);
+        let listening = driver.wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect((host, port)).is_ok()
+        });
+        if let Err(e) = listening {
+            panic!("{kind:?} driver never listened on {host}:{port}: {e}");
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -77,9 +120,9 @@ impl Browser {
             driver,
             dir,
         };
-        let capabilities = browser.capabilities();
+        let capabilities = browser.capabilities(args);
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://{host}:{port}");
         let client = browser.runtime.block_on(async {
             tokio::time::timeout(
                 COMMAND_TIMEOUT,
@@ -97,8 +140,8 @@ impl Browser {
         browser
     }
 
-    fn capabilities(&self) -> serde_json::Map<String, Value> {
-        let options = match self.kind {
+    fn capabilities(&self, extra: &[String]) -> serde_json::Map<String, Value> {
+        let mut options = match self.kind {
             BrowserKind::Chromium => json!({
                 "goog:chromeOptions": {
                     "binary": "/usr/bin/chromium",
@@ -130,6 +173,13 @@ impl Browser {
                 },
             }),
         };
+        let args = match self.kind {
+            BrowserKind::Chromium => &mut options["goog:chromeOptions"]["args"],
+            BrowserKind::Firefox => &mut options["moz:firefoxOptions"]["args"],
+        };
+        if let Some(args) = args.as_array_mut() {
+            args.extend(extra.iter().map(|arg| json!(arg)));
+        }
         let mut capabilities = options.as_object().unwrap().clone();
         // The gateway's self-signed certificate.
         capabilities.insert("acceptInsecureCerts".into(), json!(true));

@@ -84,6 +84,25 @@ pub enum Run {
         #[arg(long, default_value_t = 15)]
         seconds: u64,
     },
+    /// One UDP port for every publisher against a socket per publisher, in one run:
+    /// cores and RSS per passed-through stream, UDP sockets and threads, offer to
+    /// answer and ICE connected to live (p50/p99) at each number of publishers; then
+    /// `--timed` publications one after another over UDP, ICE-TCP (its port, the HTTP
+    /// port) and relayed through coturn on loopback.
+    Networks {
+        /// Numbers of publishers at once, each in both modes.
+        #[arg(long, default_value = "32,128")]
+        publishers: String,
+        /// The publishers' picture size, `WxH`.
+        #[arg(long, default_value = "1280x720")]
+        size: String,
+        /// Seconds of steady load each step measures.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Publications timed on each path (0: none).
+        #[arg(long, default_value_t = 10)]
+        timed: usize,
+    },
     /// What the hooks cost: WHIP offer to answer without and with a publish hook, and
     /// the read-hook calls of one HLS viewer over `--seconds` (goal: at most
     /// seconds / hooks.cache_s + 1).
@@ -182,6 +201,9 @@ pub struct Options {
     pub players: String,
     pub part_ms: String,
     pub segment_s: u32,
+    /// `networks`: numbers of publishers, and publications timed on each path.
+    pub publishers: String,
+    pub timed: usize,
 }
 
 impl From<LoadArgs> for Options {
@@ -239,6 +261,18 @@ impl Options {
                 players,
                 part_ms,
                 segment_s,
+                ..LoadArgs::default().into()
+            },
+            Run::Networks {
+                publishers,
+                size,
+                seconds,
+                timed,
+            } => Options {
+                publishers,
+                sizes: size,
+                seconds,
+                timed,
                 ..LoadArgs::default().into()
             },
             Run::Cache { seconds } | Run::Cluster { seconds } | Run::Access { seconds } => {

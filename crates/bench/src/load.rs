@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    register_default_interceptors,
 };
 use webrtc_gateway_publish::client::{Encoder, KeyFrameRequests, SampleTrack};
 
@@ -94,6 +95,8 @@ impl PeerConnectionEventHandler for Handler {
 /// A running synthetic publisher; dropping it stops it.
 pub struct Publisher {
     pub connected_at: Instant,
+    /// From the offer sent on the signalling socket to its answer.
+    pub answered_in: Duration,
     pub stop: Arc<AtomicBool>,
     pub _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -152,14 +155,44 @@ pub enum Signalling {
     Whip,
 }
 
+/// How a synthetic publisher reaches the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Host candidates over UDP.
+    Udp,
+    /// Active ICE-TCP candidates only (RFC 6544), no UDP.
+    Tcp,
+    /// Only relayed candidates from the TURN server at the URL, with a user and password.
+    Relay {
+        url: String,
+        username: String,
+        password: String,
+    },
+}
+
 pub async fn publish(stream: &str, clip: Arc<Clip>) -> Result<Publisher> {
-    publish_via(stream, clip, Signalling::WebSocket).await
+    publish_with(stream, clip, Signalling::WebSocket, Via::Udp).await
 }
 
 pub async fn publish_via(
     stream: &str,
     clip: Arc<Clip>,
     signalling: Signalling,
+) -> Result<Publisher> {
+    publish_with(stream, clip, signalling, Via::Udp).await
+}
+
+/// A synthetic publisher that reaches the gateway over `via`, signalling over WebSocket.
+pub async fn publish_over(stream: &str, clip: Arc<Clip>, via: Via) -> Result<Publisher> {
+    publish_with(stream, clip, Signalling::WebSocket, via).await
+}
+
+/// A synthetic publisher that signals with `signalling` and reaches the gateway over `via`.
+pub async fn publish_with(
+    stream: &str,
+    clip: Arc<Clip>,
+    signalling: Signalling,
+    via: Via,
 ) -> Result<Publisher> {
     let mut media_engine = MediaEngine::default();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
@@ -172,21 +205,35 @@ pub async fn publish_via(
         KeyFrameRequests::default(),
     );
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_include_loopback_candidate(true)
-                    .build(),
-            )
-            .with_media_engine(media_engine)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler(events_tx)))
-            .with_udp_addrs(vec!["127.0.0.1:0"])
-            .build()
-            .await?,
-    );
+    let configuration = match &via {
+        Via::Relay {
+            url,
+            username,
+            password,
+        } => RTCConfigurationBuilder::new()
+            .with_ice_servers(vec![RTCIceServer {
+                urls: vec![url.clone()],
+                username: username.clone(),
+                credential: password.clone(),
+            }])
+            .with_ice_transport_policy(RTCIceTransportPolicy::Relay),
+        _ => RTCConfigurationBuilder::new(),
+    };
+    let builder = PeerConnectionBuilder::new()
+        .with_configuration(configuration.build())
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .build(),
+        )
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler(events_tx)));
+    let builder = match via {
+        Via::Tcp => builder.with_tcp_addrs(vec!["127.0.0.1:0"]),
+        _ => builder.with_udp_addrs(vec!["127.0.0.1:0"]),
+    };
+    let pc: Arc<dyn PeerConnection> = Arc::new(builder.build().await?);
     let mut tracks = Vec::new();
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         let parameters = codec(kind, clip.codec);
@@ -205,6 +252,8 @@ pub async fn publish_via(
     let offer = pc.local_description().await.context("no offer")?;
     let mut tasks = Vec::new();
     let mut whip_session = None;
+    let offered_at = Instant::now();
+    let answered_in;
     match signalling {
         Signalling::WebSocket => {
             let (socket, _) =
@@ -212,6 +261,7 @@ pub async fn publish_via(
                     .await?;
             let (mut sink, mut incoming) = socket.split();
             let publish = json!({"type": "publish", "stream": stream, "sdp": offer.sdp});
+            let offered_at = Instant::now();
             sink.send(Message::Text(publish.to_string().into())).await?;
             loop {
                 let Some(Ok(Message::Text(text))) = incoming.next().await else {
@@ -223,6 +273,7 @@ pub async fn publish_via(
                         let sdp = value["sdp"].as_str().unwrap_or_default().to_string();
                         pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
                             .await?;
+                        answered_in = offered_at.elapsed();
                         break;
                     }
                     Some("error") => bail!("{value}"),
@@ -250,6 +301,7 @@ pub async fn publish_via(
                 .and_then(|l| l.to_str().ok())
                 .map(String::from);
             let answer = response.text().await?;
+            answered_in = offered_at.elapsed();
             if status.as_u16() != 201 {
                 bail!("WHIP answered {status}: {answer}");
             }
@@ -262,7 +314,7 @@ pub async fn publish_via(
             pc.set_remote_description(RTCSessionDescription::answer(answer)?)
                 .await?;
         }
-    }
+    };
     let connected_at = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(event) = events.recv().await {
             if event == Some(RTCPeerConnectionState::Connected) {
@@ -329,6 +381,7 @@ pub async fn publish_via(
     }));
     Ok(Publisher {
         connected_at,
+        answered_in,
         stop,
         _tasks: tasks,
     })

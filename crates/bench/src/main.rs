@@ -17,9 +17,10 @@
 //! packet and to the first HLS playlist. Prints a table and writes JSON.
 //!
 //! That is the `startup` subcommand; each other measurement is a subcommand of its own
-//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`, `access`, `soak`), in its module. The
-//! servers beside the gateway (Varnish, Redis, HAProxy, s3s-fs) come from the workspace's
-//! test kit, on free ports.
+//! (`passthrough`, `abuse`, `latency`, `cache`, `upload`, `cluster`, `access`, `soak`,
+//! `networks`), in its module. The servers beside the gateway (Varnish, Redis, HAProxy,
+//! s3s-fs) come from the workspace's test kit, on free ports; coturn is started by
+//! `networks`.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ mod cli;
 mod cluster;
 mod latency;
 mod load;
+mod networks;
 mod passthrough;
 mod soak;
 mod steps;
@@ -63,6 +65,7 @@ async fn main() -> Result<()> {
         Run::Cluster { .. } => cluster::run(&options).await?,
         Run::Access { .. } => access::run(&options).await?,
         Run::Soak(ref args) => soak::run(args, &cli.json).await?,
+        Run::Networks { .. } => networks::run(&options).await?,
     };
     write_report(&cli, &report)
 }

@@ -64,6 +64,18 @@ pub fn start_gateway(
     settings: GatewaySettings,
     dir: &std::path::Path,
 ) -> Result<Process> {
+    start_gateway_with(width, height, cli, settings, dir, &crate::cli::ice_ports())
+}
+
+/// `start_gateway` with `ice` as the `[webrtc]` lines of its ICE ports.
+pub fn start_gateway_with(
+    width: u32,
+    height: u32,
+    cli: &Options,
+    settings: GatewaySettings,
+    dir: &std::path::Path,
+    ice: &str,
+) -> Result<Process> {
     let GatewaySettings {
         passthrough,
         rtp,
@@ -102,7 +114,7 @@ pub fn start_gateway(
              video_bitrate_kbps = {BITRATE_KBPS}\npipelines_dir = \"{root}/pipelines\"\n\
              [webrtc]\nbind_address = \"127.0.0.1\"\n{ice_ports}[limits]\nmax_publishers = 512\n{record}",
             root = root.display(),
-            ice_ports = crate::cli::ice_ports(),
+            ice_ports = ice,
             http_port = http_port(),
             rtp_base = rtp_base(),
             preset = cli.preset,
@@ -196,4 +208,43 @@ pub fn cpu_model() -> String {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_default()
+}
+
+/// The threads of a process.
+pub fn threads(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no Threads")
+}
+
+/// The UDP sockets (IPv4 and IPv6) a process holds: its socket inodes found in
+/// /proc/net/udp and /proc/net/udp6.
+pub fn udp_sockets(pid: u32) -> Result<usize> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut count = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        count += text
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                line.split_whitespace()
+                    .nth(9)
+                    .is_some_and(|inode| inodes.contains(inode))
+            })
+            .count();
+    }
+    Ok(count)
 }

@@ -91,6 +91,9 @@ struct Cli {
     /// ... and delays each packet by a random time up to this.
     #[arg(long, default_value_t = 0)]
     jitter_ms: u64,
+    /// ... and by this fixed time before that (a link's one-way delay).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
     /// Change the picture size to `WxH` mid-stream, as a browser does when its bandwidth
     /// estimate grows.
     #[arg(long, value_parser = parse_size)]
@@ -447,9 +450,13 @@ async fn main() -> Result<()> {
         .local_description()
         .await
         .context("no local description")?;
-    let relay = if cli.loss_percent > 0.0 || cli.jitter_ms > 0 {
+    let relay = if cli.loss_percent > 0.0 || cli.jitter_ms > 0 || cli.delay_ms > 0 {
         let loss = relay::share(cli.loss_percent)?;
-        Some(relay::Relay::start(loss, Duration::from_millis(cli.jitter_ms)).await?)
+        let (delay, jitter) = (
+            Duration::from_millis(cli.delay_ms),
+            Duration::from_millis(cli.jitter_ms),
+        );
+        Some(relay::Relay::start(cli.bind, loss, delay, jitter).await?)
     } else {
         None
     };

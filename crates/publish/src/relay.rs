@@ -1,12 +1,13 @@
-//! A lossy link between the publisher and the gateway, for tests: a UDP relay on
-//! loopback that both ends see in place of the other (their candidates are rewritten to
-//! its two sockets). On the way to the gateway it drops a share of the RTP packets
-//! (retransmissions too) and delays each packet by a random time up to a bound, so
-//! packets also arrive out of order; STUN, DTLS and RTCP pass untouched.
+//! A lossy link between the publisher and the gateway, for tests: a UDP relay on the
+//! publisher's address (loopback unless `--bind` says otherwise) that both ends see in
+//! place of the other (their candidates are rewritten to its two sockets). On the way to
+//! the gateway it drops a share of the RTP packets (retransmissions too) and delays each
+//! packet by a fixed time plus a random time up to a bound, so packets also arrive out
+//! of order; STUN, DTLS and RTCP are delayed as well, never dropped.
 
 use anyhow::{Context, Result};
 use rand::Rng;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -26,9 +27,14 @@ fn is_rtp(packet: &[u8]) -> bool {
 }
 
 impl Relay {
-    pub async fn start(loss: f64, jitter: Duration) -> Result<Relay> {
-        let toward_publisher = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let toward_gateway = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    pub async fn start(
+        address: IpAddr,
+        loss: f64,
+        delay: Duration,
+        jitter: Duration,
+    ) -> Result<Relay> {
+        let toward_publisher = Arc::new(UdpSocket::bind((address, 0)).await?);
+        let toward_gateway = Arc::new(UdpSocket::bind((address, 0)).await?);
         let relay = Relay {
             toward_publisher,
             toward_gateway,
@@ -52,9 +58,9 @@ impl Relay {
                     let mut rng = rand::rng();
                     let dropped = is_rtp(&packet) && rng.random_bool(loss);
                     let delay = if jitter.is_zero() {
-                        Duration::ZERO
+                        delay
                     } else {
-                        rng.random_range(Duration::ZERO..jitter)
+                        delay + rng.random_range(Duration::ZERO..jitter)
                     };
                     (dropped, delay)
                 };

@@ -2,12 +2,15 @@
 //! (`crates/bench`) share: one process type (spawned with its log captured, waited for
 //! on its port, signalled, killed when dropped), free ports, the configurations the
 //! README shows (Varnish, HAProxy), the servers beside the gateway (Redis, HAProxy,
-//! Varnish, s3s-fs), aiortc as a WHIP client, ffmpeg and ffprobe, and an HLS playlist
-//! reader. It knows nothing of the gateway's code: only its files and its programs.
+//! Varnish, s3s-fs, coturn), aiortc as a WHIP client, ffmpeg and ffprobe, an HLS
+//! playlist reader, and networks of namespaces (NATs, firewalls) for publishers that are
+//! not on loopback. It knows nothing of the gateway's code: only its files and its
+//! programs.
 
 #![forbid(unsafe_code)]
 
 pub mod media;
+pub mod netns;
 pub mod paths;
 pub mod playlist;
 pub mod ports;
@@ -65,6 +68,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{what} failed: {output}")]
+    Failed { what: String, output: String },
     #[error("README.md: {0}")]
     Readme(String),
     #[error("a certificate for {what}: {source}")]

@@ -90,7 +90,12 @@ impl Decoded {
 
 /// Receives a stream's RTP through its SDP file with ffmpeg and decodes `window` seconds.
 pub fn decode_sdp(url: &str, window: f64) -> Decoded {
-    let mut child = Command::new("ffmpeg")
+    decode_sdp_with(Command::new("ffmpeg"), url, window)
+}
+
+/// The same with this `ffmpeg` command (one run in another network namespace).
+pub fn decode_sdp_with(mut ffmpeg: Command, url: &str, window: f64) -> Decoded {
+    let mut child = ffmpeg
         .args([
             "-hide_banner",
             "-nostdin",

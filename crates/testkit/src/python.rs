@@ -2,6 +2,7 @@
 //! makes (`target/venv`): aiortc as a WHIP publisher that is not ours, simulated
 //! low-latency viewers, a Prometheus parser.
 
+use crate::netns::Namespace;
 use crate::{Error, Process, root_path};
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{ChildStdout, Command};
@@ -24,18 +25,29 @@ pub fn aiortc_whip(
     url: &str,
     args: &[&str],
 ) -> Result<(Process, Lines<BufReader<ChildStdout>>), Error> {
+    aiortc_whip_in(None, url, args)
+}
+
+/// The same, inside `namespace` when one is given (a publisher behind a NAT).
+pub fn aiortc_whip_in(
+    namespace: Option<&Namespace>,
+    url: &str,
+    args: &[&str],
+) -> Result<(Process, Lines<BufReader<ChildStdout>>), Error> {
     let (url, args) = (
         url.to_string(),
         args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
     );
-    let mut process = Process::new("aiortc", move || {
+    let make = move || {
         let mut command = tool("aiortc_whip.py", &[&url]);
         command.args(&args);
         command
-    })
-    .hint(HINT)
-    .stdout_piped()
-    .spawn()?;
+    };
+    let process = match namespace {
+        Some(namespace) => namespace.process("aiortc", make),
+        None => Process::new("aiortc", make),
+    };
+    let mut process = process.hint(HINT).stdout_piped().spawn()?;
     let stdout = process.take_stdout().ok_or_else(|| Error::NotRunning {
         what: "aiortc".into(),
     })?;
