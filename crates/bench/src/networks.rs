@@ -214,6 +214,9 @@ async fn timed(
     let gateway = start_gateway_with(size.0, size.1, cli, SETTINGS, dir.path(), ice)?;
     let mut times = Times::default();
     let mut paths = std::collections::BTreeMap::<String, usize>::new();
+    // Each held to the end: the gateway gives stream i the RTP ports at slot i only
+    // while the ones before it are still there.
+    let mut held = Vec::new();
     for i in 0..count {
         let counter = FrameCounter::listen(rtp_base() + 4 * i as u16)?;
         let name = format!("timed{i}");
@@ -241,10 +244,9 @@ async fn timed(
             .unwrap_or("none")
             .to_string();
         *paths.entry(seen).or_default() += 1;
-        drop(publisher);
-        drop(counter);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        held.push((publisher, counter));
     }
+    drop(held);
     drop(gateway);
     Ok((times, paths))
 }
