@@ -68,16 +68,6 @@ pub fn variant_of(
     }
 }
 
-/// The low-latency variant's `isofmp4mux` chunk duration for parts of `part_ns`: half a
-/// part, a millisecond short, so that a chunk ends on the picture that reaches half the
-/// part (a chunk takes every picture that starts before its end) and two make a part.
-/// Each chunk goes to the requests for the part in progress as soon as it is muxed; the
-/// writer gathers them into parts. (A chunk per picture cost the muxer a wait of a second
-/// whenever a picture came late, and streams fell behind on a busy machine.)
-pub fn chunk_ns(part_ns: u64) -> u64 {
-    (part_ns / 2).saturating_sub(1_000_000).max(1_000_000)
-}
-
 /// How much shorter than the segment duration isofmp4mux's fragment duration is (see
 /// [`HlsOutput::spec`]).
 const FRAGMENT_EARLY_NS: u64 = 1_000_000;
