@@ -195,9 +195,9 @@ pub fn annotate(dir: &Path, files: &mut Vec<RecordingFile>) {
     files.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.file.cmp(&b.file)));
 }
 
-/// The recordings that have only an upload left (their local file deleted after it):
-/// `(file, state)`.
-fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
+/// The state files whose recording is gone from `dir`: `(file, state)`, the state `None`
+/// where it cannot be read.
+fn without_recording(dir: &Path) -> Vec<(String, Option<UploadState>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -207,12 +207,17 @@ fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
             let name = entry.file_name().into_string().ok()?;
             let file = name.strip_suffix(STATE_SUFFIX)?;
             parse_name(file)?;
-            if dir.join(file).exists() {
-                return None;
-            }
-            let state = read_state(dir, file)?;
-            state.uploaded.is_some().then(|| (file.to_string(), state))
+            (!dir.join(file).exists()).then(|| (file.to_string(), read_state(dir, file)))
         })
+        .collect()
+}
+
+/// The recordings that have only an upload left (their local file deleted after it):
+/// `(file, state)`.
+fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
+    without_recording(dir)
+        .into_iter()
+        .filter_map(|(file, state)| Some((file, state.filter(|s| s.uploaded.is_some())?)))
         .collect()
 }
 
@@ -221,25 +226,20 @@ fn uploaded_only(dir: &Path) -> Vec<(String, UploadState)> {
 /// files removed, so that neither piles up. Also removes the partial state files that a
 /// process killed while writing one left.
 fn orphans(dir: &Path) -> Vec<(String, UploadState)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            if name.ends_with(&format!("{STATE_SUFFIX}.new")) {
-                let _ = std::fs::remove_file(entry.path());
-                return None;
-            }
-            let file = name.strip_suffix(STATE_SUFFIX)?;
-            parse_name(file)?;
-            if dir.join(file).exists() {
-                return None;
-            }
-            let state = read_state(dir, file).unwrap_or_default();
-            state.uploaded.is_none().then(|| (file.to_string(), state))
-        })
+    let partial = format!("{STATE_SUFFIX}.new");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(&partial))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    without_recording(dir)
+        .into_iter()
+        .map(|(file, state)| (file, state.unwrap_or_default()))
+        .filter(|(_, state)| state.uploaded.is_none())
         .collect()
 }
 
