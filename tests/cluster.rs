@@ -209,6 +209,16 @@ fn one_name_has_one_publisher_across_the_cluster_even_when_they_race() {
     let config = std::fs::read_to_string(a.dir.path().join("gateway.toml")).unwrap();
     let other_port = common::free_tcp_port();
     let config = config.replace(&format!(":{}\"", a.port), &format!(":{other_port}\""));
+    // Its own ICE ports too, so that the node id is what refuses it.
+    let config: String = config
+        .lines()
+        .map(|line| match line.trim_start() {
+            l if l.starts_with("udp_port =") => format!("udp_port = {}", common::free_udp_range(1)),
+            l if l.starts_with("tcp_port =") => format!("tcp_port = {}", common::free_tcp_port()),
+            _ => line.to_owned(),
+        })
+        .map(|line| line + "\n")
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
     let refused = Command::new(common::GATEWAY)

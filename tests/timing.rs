@@ -26,13 +26,13 @@ fn a_clean_publication_asks_for_key_frames_only_at_start() {
     publisher.wait_for("live", Duration::from_secs(30));
     let live = Instant::now();
     let stats = || gateway.stream("clean").expect("the stream is listed")["stats"].clone();
-    // 30 s of a clean publication: at least 20 segments made.
+    // 20 s of a clean publication: at least 15 one-second segments made.
     let segments = common::eventually(Duration::from_secs(90), || {
         let stats = stats();
         let segments = stats["hls_segments"].as_u64().unwrap_or(0);
-        (live.elapsed() >= Duration::from_secs(30) && segments >= 20).then_some(segments)
+        (live.elapsed() >= Duration::from_secs(20) && segments >= 15).then_some(segments)
     })
-    .expect("20 HLS segments within 90 s");
+    .expect("15 HLS segments within 90 s");
     let plis = stats()["plis_sent"].as_u64().unwrap();
     eprintln!(
         "{plis} key-frame requests in {:?}, {segments} segments",
@@ -155,7 +155,7 @@ fn lip_sync_with(
             &gateway,
             "sync",
             &[
-                &["--source", source.to_str().unwrap(), "--duration-s", "21"],
+                &["--source", source.to_str().unwrap(), "--duration-s", "17"],
                 args,
             ]
             .concat(),

@@ -434,8 +434,13 @@ fn align_track_starts(bin: &gst::Bin, audio: bool) {
             }
             if audio_ready && !starts.key_unit_requested {
                 starts.key_unit_requested = true;
+                // Without all-headers: the parsers put the parameter sets before every
+                // key frame already. Asked for all headers, the request reaches every
+                // branch of the tee on its way back down; after a passed-through
+                // change of picture size the HLS muxer then stopped making fragments
+                // in about a third of the runs (none of eight without).
                 let request = gst_video::UpstreamForceKeyUnitEvent::builder()
-                    .all_headers(true)
+                    .all_headers(false)
                     .build();
                 drop(starts);
                 pad.push_event(request);

@@ -94,6 +94,8 @@ pub struct HlsOutput {
     /// Running time where the open MPEG-TS segment began.
     segment_start_ns: Option<u64>,
     variant_written: bool,
+    /// The media sequence number of the output's first segment.
+    first_msn: u64,
 }
 
 impl HlsOutput {
@@ -127,6 +129,7 @@ impl HlsOutput {
             low_latency,
         )
         .starting_at((stamp / 100) as u64);
+        let first_msn = playlist.next_msn();
         Ok(Self {
             live: Arc::new(LiveHls::new(dir, playlist)),
             prefix: format!("s{stamp:x}-"),
@@ -137,6 +140,7 @@ impl HlsOutput {
             next_part: Arc::default(),
             segment_start_ns: None,
             variant_written: false,
+            first_msn,
         })
     }
 
@@ -171,9 +175,12 @@ impl HlsOutput {
         }
     }
 
-    /// Segments closed so far, over every publisher of this output.
+    /// Segments closed so far, over every publisher of this output (media sequence
+    /// numbers start from the clock, not from zero).
     pub fn segments(&self) -> u64 {
-        self.live.read(Playlist::next_msn)
+        self.live
+            .read(Playlist::next_msn)
+            .saturating_sub(self.first_msn)
     }
 
     /// Attaches to the pipeline: a failed HLS output is cut off. MPEG-TS: the first
