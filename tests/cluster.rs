@@ -213,7 +213,7 @@ fn one_name_has_one_publisher_across_the_cluster_even_when_they_race() {
     let config: String = config
         .lines()
         .map(|line| match line.trim_start() {
-            l if l.starts_with("udp_port =") => format!("udp_port = {}", common::free_udp_range(1)),
+            l if l.starts_with("udp_port =") => format!("udp_port = {}", common::free_udp_port()),
             l if l.starts_with("tcp_port =") => format!("tcp_port = {}", common::free_tcp_port()),
             _ => line.to_owned(),
         })

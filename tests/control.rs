@@ -242,7 +242,8 @@ fn metrics_parse_as_prometheus_text_and_move() {
         sample(&before, "webrtc_gateway_publishers_live", json!({})),
         Some(0.0)
     );
-    let mut publisher = Publisher::start(&gateway, "m1", &["--duration-s", "5"]);
+    // Long enough to be scraped twice while live on a busy machine; it unpublishes after.
+    let mut publisher = Publisher::start(&gateway, "m1", &["--duration-s", "12"]);
     publisher.wait_for("live", LIVE_TIMEOUT);
     std::thread::sleep(Duration::from_secs(2));
     let first = scrape(&gateway);
@@ -279,7 +280,7 @@ fn metrics_parse_as_prometheus_text_and_move() {
         )
         .is_some()
     );
-    publisher.wait_for("ended", Duration::from_secs(10));
+    publisher.wait_for("ended", Duration::from_secs(20));
     let after = scrape(&gateway);
     assert_eq!(
         sample(

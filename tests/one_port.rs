@@ -9,7 +9,7 @@ mod common;
 use common::browser::{Browser, BrowserKind};
 use common::{
     GATEWAY, Publisher, Signalling, TestGateway, decode_sdp, eventually, free_tcp_port,
-    free_udp_range,
+    free_udp_port,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -64,7 +64,7 @@ fn live(gateway: &TestGateway, name: &str) -> bool {
 
 #[test]
 fn sixty_four_publishers_share_one_udp_socket() {
-    let udp_port = free_udp_range(1);
+    let udp_port = free_udp_port();
     let gateway = TestGateway::start(&format!(
         "[webrtc]\nudp_port = {udp_port}\n[transcode]\nmode = \"auto\"\n\
          [hls]\nenabled = false\n[limits]\nmax_publishers = 64"
@@ -125,7 +125,7 @@ fn sixty_four_publishers_share_one_udp_socket() {
 
 #[test]
 fn a_browser_publishes_through_the_one_port() {
-    let udp_port = free_udp_range(1);
+    let udp_port = free_udp_port();
     let gateway = TestGateway::start(&format!("[webrtc]\nudp_port = {udp_port}"));
     let mut browser = Browser::start(BrowserKind::Chromium);
     browser.open(&gateway.url("/publish.html?stream=page&autostart=1"));

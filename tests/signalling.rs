@@ -232,7 +232,7 @@ fn a_publisher_that_never_connects_is_given_up() {
 
 #[test]
 fn every_candidate_names_the_one_udp_port_or_the_tcp_ports() {
-    let (udp, tcp) = (common::free_udp_range(1), common::free_tcp_port());
+    let (udp, tcp) = (common::free_udp_port(), common::free_tcp_port());
     let gateway = TestGateway::start(&format!("[webrtc]\nudp_port = {udp}\ntcp_port = {tcp}"));
     let mut ws = Signalling::connect(&gateway);
     ws.send(&publish("one-port"));

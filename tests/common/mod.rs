@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use webrtc_gateway_testkit::{Process, Signal};
 
 pub use webrtc_gateway_testkit::media::{Decoded, decode_sdp};
-pub use webrtc_gateway_testkit::{eventually, free_tcp_port, free_udp_range, root_path};
+pub use webrtc_gateway_testkit::{
+    eventually, free_tcp_port, free_udp_port, free_udp_range, root_path,
+};
 
 pub const GATEWAY: &str = env!("CARGO_BIN_EXE_webrtc-gateway");
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -123,7 +125,7 @@ impl TestGateway {
             "#,
             root = ROOT,
             // Gateways run side by side: each on ICE ports of its own.
-            udp_port = free_udp_range(1),
+            udp_port = free_udp_port(),
             tcp_port = free_tcp_port(),
         ))
         .unwrap();

@@ -295,7 +295,7 @@ fn once(cell: &'static OnceLock<u16>, choose: fn() -> u16) -> u16 {
 pub fn ice_ports() -> String {
     format!(
         "udp_port = {}\ntcp_port = {}\n",
-        webrtc_gateway_testkit::free_udp_range(1),
+        webrtc_gateway_testkit::free_udp_port(),
         webrtc_gateway_testkit::free_tcp_port()
     )
 }

@@ -341,7 +341,7 @@ pub async fn run(cli: &Options) -> Result<Value> {
             cli.timed
         );
         let tcp_port = webrtc_gateway_testkit::free_tcp_port();
-        let udp_port = webrtc_gateway_testkit::free_udp_range(1);
+        let udp_port = webrtc_gateway_testkit::free_udp_port();
         let mut cases: Vec<(&str, String, Via)> = vec![
             ("udp", ice_ports(), Via::Udp),
             (

@@ -20,7 +20,7 @@ pub mod readme;
 pub mod servers;
 
 pub use paths::{binary, publisher_command, root, root_path};
-pub use ports::{free_tcp_port, free_udp_range};
+pub use ports::{free_tcp_port, free_udp_port, free_udp_range};
 pub use process::{Process, Signal};
 
 use std::path::PathBuf;
