@@ -247,38 +247,9 @@ fn transport(gateway: &NsGateway, stream: &str) -> Value {
     object["transport"].clone()
 }
 
-/// Seconds of frozen picture (spans of 0.1 s or more without change) in `seconds` of
-/// the SDP output, and the frames decoded.
+/// Seconds of frozen picture in `seconds` of the SDP output, and the frames decoded.
 fn frozen_seconds(gateway: &NsGateway, stream: &str, seconds: u32) -> (f64, usize) {
-    let output = gateway
-        .ffmpeg()
-        .args([
-            "-hide_banner",
-            "-protocol_whitelist",
-            "file,http,tcp,udp,rtp",
-        ])
-        .args(["-i", &gateway.sdp_url(stream)])
-        .args(["-t", &seconds.to_string(), "-an"])
-        .args([
-            "-vf",
-            "freezedetect=n=-80dB:d=0.1,metadata=mode=print:file=-",
-        ])
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let frozen = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("lavfi.freezedetect.freeze_duration="))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum();
-    let frames = stderr
-        .rsplit("frame=")
-        .next()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (frozen, frames)
+    common::players::frozen_seconds(gateway.ffmpeg(), &gateway.sdp_url(stream), seconds)
 }
 
 /// aiortc over WHIP from the publisher's namespace; the JSON line of each step.

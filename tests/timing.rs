@@ -248,38 +248,11 @@ fn lip_sync_in_ts_recordings_and_mpegts_hls() {
     lip_sync_in_every_output(("ts", "mpegts"), false, &[], 1);
 }
 
-/// Seconds of frozen picture (spans of 0.1 s or more without change) in `seconds` of
-/// a stream's RTP output, decoded by ffmpeg from its SDP file; and the frames decoded.
+/// Seconds of frozen picture in `seconds` of a stream's RTP output, decoded by ffmpeg
+/// from its SDP file; and the frames decoded.
 fn frozen_seconds(gateway: &TestGateway, stream: &str, seconds: u32) -> (f64, usize) {
-    let output = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-protocol_whitelist",
-            "file,http,tcp,udp,rtp",
-        ])
-        .args(["-i", &gateway.url(&format!("/streams/{stream}/stream.sdp"))])
-        .args(["-t", &seconds.to_string(), "-an"])
-        .args([
-            "-vf",
-            "freezedetect=n=-80dB:d=0.1,metadata=mode=print:file=-",
-        ])
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let frozen = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("lavfi.freezedetect.freeze_duration="))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum();
-    // The freeze still open at the end has no duration line: count it to the end.
-    let frames = stderr
-        .rsplit("frame=")
-        .next()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (frozen, frames)
+    let sdp = gateway.url(&format!("/streams/{stream}/stream.sdp"));
+    common::players::frozen_seconds(Command::new("ffmpeg"), &sdp, seconds)
 }
 
 /// A lossy publisher beside a clean one, in one gateway: the frozen time of each in
